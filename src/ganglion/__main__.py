@@ -1,0 +1,3 @@
+from ganglion.cli import main
+
+main()

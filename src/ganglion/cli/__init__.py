@@ -1,0 +1,41 @@
+"""The ``ganglion`` command line: one module per command group, each with ``register(app)``.
+
+The CLI is a client of the gateway's HTTP API (as ``ollama`` and ``kubectl`` are), except for
+the commands that start processes (``serve``, ``sim``, ``local``, ``demo``) or read this
+machine (``doctor``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from ganglion.errors import GanglionError
+
+app = typer.Typer(
+    name="ganglion",
+    help="One brain, many neurons: run LLM work across every machine you own.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _register_all() -> None:
+    from ganglion.cli import commands
+
+    for module in commands.MODULES:
+        module.register(app)
+
+
+def main() -> None:
+    """Entry point: run the CLI, turning any :class:`GanglionError` into one line and exit 1."""
+    _register_all()
+    try:
+        app()
+    except GanglionError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        sys.exit(1)

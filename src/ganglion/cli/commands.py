@@ -1,0 +1,9 @@
+"""The command groups, in the order ``--help`` lists them. Each module has ``register(app)``."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from ganglion.cli import bench, demo, doctor, local, neuron, serve, sim
+
+MODULES: list[ModuleType] = [serve, neuron, bench, local, demo, sim, doctor]

@@ -1,0 +1,104 @@
+"""``ganglion demo``: the whole thing on this machine, from nothing, in one command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+
+from ganglion.cli.bench import results_table, run_with_progress
+from ganglion.cli.local import NeuronsOption, wait_for_interrupt
+from ganglion.cli.neuron import neuron_table
+from ganglion.cli.options import DbOption
+from ganglion.client import GatewayClient
+from ganglion.config import DEFAULT_HOST, DEFAULT_PORT
+from ganglion.errors import GatewayError
+from ganglion.local.fleet import LocalFleet
+
+GATEWAY_START_S = 60.0
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo")(demo)
+
+
+def demo(
+    neurons: NeuronsOption = 2,
+    port: Annotated[int, typer.Option(help="Gateway port.")] = DEFAULT_PORT,
+    db: DbOption = None,
+    once: Annotated[
+        bool, typer.Option("--once", help="Tear everything down after the tour (for scripts).")
+    ] = False,
+) -> None:
+    """Start the gateway and local neurons, measure them, and show the fleet.
+
+    Everything runs on 127.0.0.1 with the bundled SmolLM2-135M; Ctrl-C stops it all cleanly.
+    """
+    console = Console(stderr=True)
+
+    def say(line: str) -> None:
+        console.print(line, highlight=False)
+
+    url = f"http://{DEFAULT_HOST}:{port}"
+    gateway = start_gateway(port, db, say)
+    fleet: LocalFleet | None = None
+    try:
+        with GatewayClient(url) as client:
+            fleet = LocalFleet(client, neurons, say=say)
+            fleet.up()
+            say("measuring each neuron's decode speed (ganglion bench)")
+            results = run_with_progress(client, {"neurons": fleet.names}, quiet=False)
+            console.print(results_table(results))
+            Console().print(neuron_table(client.request("GET", "/fleet/neurons")))
+            say(f"\ngateway   {url}\nAPI docs  {url}/docs")
+            say(f"try       {sys.argv[0]} neuron list --gateway {url}")
+            if not once:
+                say("\nCtrl-C stops the demo")
+                wait_for_interrupt()
+    finally:
+        if fleet is not None:
+            fleet.down()
+        stop_process(gateway)
+        say("demo stopped")
+
+
+def start_gateway(port: int, db: str | None, say: Callable[[str], None]) -> subprocess.Popen[bytes]:
+    """Start ``ganglion serve`` as a child process and wait until it answers."""
+    command = [sys.executable, "-m", "ganglion", "serve", "--port", str(port)]
+    command += ["--probe-interval", "2"]
+    if db:
+        command += ["--db", db]
+    say(f"starting the gateway on {DEFAULT_HOST}:{port}")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + GATEWAY_START_S
+    url = f"http://{DEFAULT_HOST}:{port}/fleet/neurons"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            error = (process.stderr.read() if process.stderr else b"").decode().strip()
+            last = error.splitlines()[-1] if error else f"exit status {process.returncode}"
+            raise GatewayError(f"the gateway did not start: {last}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    stop_process(process)
+    raise GatewayError(f"the gateway did not answer within {GATEWAY_START_S:.0f} s")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+

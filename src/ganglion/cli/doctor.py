@@ -1,0 +1,125 @@
+"""``ganglion doctor`` (which driver path works for each NVIDIA GPU), ``ganglion doctor vfio``
+(the passthrough plan) and ``ganglion enlist k3s`` (the manifests for a GPU node)."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ganglion.doctor import k3s, render
+from ganglion.doctor.report import doctor as run_doctor
+from ganglion.doctor.sysfs import HostPaths
+from ganglion.doctor.vfio import DEFAULT_CPUS, DEFAULT_MEMORY_GIB, plan
+
+doctor_app = typer.Typer(
+    name="doctor",
+    help="Which driver path works for each NVIDIA GPU, and the plan to enlist it.",
+    invoke_without_command=True,
+)
+enlist_app = typer.Typer(name="enlist", help="Enlist a node in the fleet.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
+SysfsOption = Annotated[
+    Path, typer.Option("--sysfs", metavar="ROOT", help="Read this sysfs tree instead of /sys.")
+]
+ProcOption = Annotated[
+    Path, typer.Option("--proc", metavar="ROOT", help="Read this procfs tree instead of /proc.")
+]
+PciIdsOption = Annotated[
+    list[Path] | None,
+    typer.Option("--pci-ids", metavar="FILE", help="pci.ids database to name devices by."),
+]
+KernelOption = Annotated[
+    str | None,
+    typer.Option("--kernel", metavar="RELEASE", help="Judge against this kernel release."),
+]
+
+
+def _paths(sysfs: Path, proc: Path, pci_ids: list[Path] | None) -> HostPaths:
+    defaults = HostPaths()
+    return HostPaths(
+        sysfs=sysfs, procfs=proc, pci_ids=tuple(pci_ids) if pci_ids else defaults.pci_ids
+    )
+
+
+def _print_json(data: dict[str, Any]) -> None:
+    typer.echo(json.dumps(data, indent=2))
+
+
+@doctor_app.callback()
+def doctor(
+    ctx: typer.Context,
+    as_json: JsonOption = False,
+    sysfs: SysfsOption = Path("/sys"),
+    proc: ProcOption = Path("/proc"),
+    pci_id: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--pci-id", metavar="VVVV:DDDD", help="Judge this GPU instead of scanning (repeat)."
+        ),
+    ] = None,
+    pci_ids: PciIdsOption = None,
+    kernel: KernelOption = None,
+) -> None:
+    """Find the NVIDIA GPUs and say which driver path works for each, and why."""
+    if ctx.invoked_subcommand is not None:
+        return
+    report = run_doctor(_paths(sysfs, proc, pci_ids), pci_id or (), kernel)
+    if as_json:
+        _print_json(report.as_json())
+    else:
+        render.print_report(Console(), report)
+
+
+@doctor_app.command("vfio")
+def vfio(
+    pci: Annotated[
+        list[str] | None,
+        typer.Option("--pci", metavar="BDF", help="The GPU to pass through (repeat for more)."),
+    ] = None,
+    as_json: JsonOption = False,
+    sysfs: SysfsOption = Path("/sys"),
+    proc: ProcOption = Path("/proc"),
+    memory: Annotated[
+        int, typer.Option("--memory", metavar="GIB", help="The VM's memory, on hugepages.")
+    ] = DEFAULT_MEMORY_GIB,
+    cpus: Annotated[int, typer.Option("--cpus", help="The VM's virtual CPUs.")] = DEFAULT_CPUS,
+    pci_ids: PciIdsOption = None,
+    kernel: KernelOption = None,
+) -> None:
+    """Plan VFIO passthrough of a GPU to a VM: IOMMU groups, binding, boot files, the VM."""
+    result = plan(_paths(sysfs, proc, pci_ids), pci or (), memory, cpus, kernel)
+    if as_json:
+        _print_json(result.as_json())
+    else:
+        render.print_plan(Console(), result)
+
+
+@enlist_app.command("k3s")
+def enlist_k3s(
+    node: Annotated[
+        str | None,
+        typer.Option("--node", metavar="NAME", help="The node to pin Ollama to [this host]."),
+    ] = None,
+    model: Annotated[
+        str, typer.Option("--model", metavar="MODEL", help="The model Ollama pulls.")
+    ] = k3s.DEFAULT_MODEL,
+    namespace: Annotated[
+        str, typer.Option("--namespace", help="Namespace for Ollama.")
+    ] = k3s.DEFAULT_NAMESPACE,
+    image: Annotated[str, typer.Option("--image", help="The Ollama image.")] = k3s.OLLAMA_IMAGE,
+) -> None:
+    """Print Kubernetes manifests that serve Ollama on a K3s GPU node, labelled for discovery."""
+    enlistment = k3s.Enlistment(node or socket.gethostname().lower(), model, namespace, image)
+    typer.echo(k3s.render(enlistment), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``doctor`` and ``enlist`` to ``app``."""
+    app.add_typer(doctor_app)
+    app.add_typer(enlist_app)

@@ -1,0 +1,46 @@
+"""``ganglion serve``: run the gateway, the process that owns the fleet's state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from sqlalchemy.engine import make_url
+
+from ganglion.cli.options import DbOption
+from ganglion.config import DEFAULT_HOST, DEFAULT_PORT, load_settings
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)
+
+
+def serve(
+    host: Annotated[
+        str, typer.Option(envvar="GANGLION_HOST", help="Address to bind; loopback by default.")
+    ] = DEFAULT_HOST,
+    port: Annotated[int, typer.Option(envvar="GANGLION_PORT", help="Port to bind.")] = DEFAULT_PORT,
+    db: DbOption = None,
+    probe_interval: Annotated[
+        float | None, typer.Option(help="Seconds between liveness probes (default 5).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Start the gateway: fleet API, liveness probes, and the store.
+
+    Binds 127.0.0.1:11435 by default. A non-loopback bind is refused unless API keys exist.
+    """
+    from ganglion.gateway.server import preflight, serve as run
+
+    settings = load_settings(
+        host=host, port=port, database_url=db, probe_interval_s=probe_interval
+    )
+    preflight(settings)
+    where = make_url(settings.database_url).render_as_string(hide_password=True)
+    Console(stderr=True).print(
+        f"ganglion gateway on http://{settings.host}:{settings.port} "
+        f"(API docs /docs; store {where})",
+        highlight=False,
+    )
+    run(settings, log_level=log_level)

@@ -1,0 +1,122 @@
+"""One :class:`Settings` object, built once at start and passed in.
+
+Every setting reads from the environment with the ``GANGLION_`` prefix (``GANGLION_DATABASE_URL``,
+``GANGLION_HOST``...) and can be overridden by a command-line flag. Validators refuse unsafe or
+malformed values with a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+from platformdirs import user_data_dir
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from ganglion.errors import ConfigError
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 11435
+DEFAULT_GATEWAY_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
+DEFAULT_PROBE_INTERVAL_S = 5.0
+
+
+def default_data_dir() -> Path:
+    return Path(user_data_dir("ganglion", appauthor=False))
+
+
+def default_database_url() -> str:
+    return f"sqlite:///{default_data_dir() / 'ganglion.db'}"
+
+
+def normalize_database_url(url: str) -> str:
+    """Return a SQLAlchemy URL for ``url``, or raise :class:`ConfigError` saying what is wrong.
+
+    ``postgresql://`` and ``postgres://`` use the psycopg 3 driver; ``sqlite:///path`` a file.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(
+            f"malformed database URL {url!r}: use sqlite:///PATH/ganglion.db or "
+            "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend in ("postgres", "postgresql"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif backend != "sqlite":
+        raise ConfigError(
+            f"unsupported database {backend!r} in {url!r}: ganglion stores its state in SQLite "
+            "(sqlite:///PATH) or PostgreSQL (postgresql://...)"
+        )
+    return parsed.render_as_string(hide_password=False)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Settings(BaseSettings):
+    """The gateway's settings. Build once (``Settings()``), pass in everywhere."""
+
+    model_config = SettingsConfigDict(env_prefix="GANGLION_", extra="ignore")
+
+    database_url: str = Field(default_factory=default_database_url)
+    host: str = DEFAULT_HOST
+    port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    probe_interval_s: float = Field(default=DEFAULT_PROBE_INTERVAL_S, gt=0)
+    probe_timeout_s: float = Field(default=3.0, gt=0)
+    offline_after_failures: int = Field(default=2, ge=1)
+    online_after_successes: int = Field(default=1, ge=1)
+    degraded_speed_ratio: float = Field(default=0.5, gt=0, lt=1)
+    degraded_error_count: int = Field(default=3, ge=1)
+    speed_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
+    bench_tokens: int = Field(default=64, ge=8)
+    allow_public_without_keys: bool = False
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return normalize_database_url(value)
+
+    @model_validator(mode="after")
+    def _safe_bind(self) -> Settings:
+        if not is_loopback(self.host) and not self.allow_public_without_keys:
+            raise ConfigError(
+                f"refusing to bind {self.host}: a non-loopback bind exposes the fleet. Create an "
+                "admin API key first (ganglion keys create --admin), or bind 127.0.0.1"
+            )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build :class:`Settings` from the environment plus ``overrides`` (``None`` values ignored).
+
+    A validation failure becomes one :class:`ConfigError` line naming the setting.
+    """
+    from pydantic import ValidationError
+
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ConfigError:
+        raise
+    except ValidationError as error:
+        first = error.errors()[0]
+        cause = first.get("ctx", {}).get("error")
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        where = ".".join(str(part) for part in first["loc"])
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

@@ -1,0 +1,63 @@
+"""``ganglion bench``: a short fixed generation per model, stored as speed samples."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ganglion.errors import NeuronError
+from ganglion.fleet.model import Neuron
+from ganglion.fleet.registry import Registry
+from ganglion.neurons.base import ChatRequest
+
+BENCH_PROMPT = (
+    "Write the numbers from one to two hundred as English words, separated by commas. "
+    "Do not stop early."
+)
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    neuron: str
+    model: str
+    ok: bool
+    tokens_per_second: float | None = None
+    output_tokens: int | None = None
+    ttft_s: float | None = None
+    wall_s: float | None = None
+    error: str | None = None
+
+
+def bench_request(model: str, max_tokens: int) -> ChatRequest:
+    return ChatRequest(
+        model=model,
+        messages=[{"role": "user", "content": BENCH_PROMPT}],
+        max_tokens=max_tokens,
+        options={"temperature": 0.0, "seed": 1},
+    )
+
+
+async def bench_model(
+    registry: Registry, neuron: Neuron, model: str, max_tokens: int
+) -> BenchResult:
+    """Stream one fixed generation and record its speed as a ``bench`` sample."""
+    stats = None
+    try:
+        async with registry.track(neuron):
+            async for chunk in neuron.adapter.chat_stream(bench_request(model, max_tokens)):
+                if chunk.done:
+                    stats = chunk.stats
+    except NeuronError as error:
+        await registry.record_failure(neuron, str(error))
+        return BenchResult(neuron.name, model, ok=False, error=str(error))
+    if stats is None:
+        return BenchResult(neuron.name, model, ok=False, error="the stream ended without stats")
+    await registry.record_success(neuron, model, stats, source="bench")
+    return BenchResult(
+        neuron.name,
+        model,
+        ok=True,
+        tokens_per_second=stats.decode_tps,
+        output_tokens=stats.output_tokens,
+        ttft_s=stats.ttft_s,
+        wall_s=stats.wall_s,
+    )

@@ -1,0 +1,75 @@
+"""A neuron as the registry holds it: identity, live evidence, and the view users see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from pydantic import BaseModel
+
+from ganglion.fleet.speed import SpeedBook
+from ganglion.fleet.status import Health, NeuronStatus, is_active
+from ganglion.neurons.base import Dialect, NeuronAdapter
+
+
+class NeuronView(BaseModel):
+    """One neuron as ``GET /fleet/neurons`` and ``ganglion neuron list --json`` show it."""
+
+    name: str
+    url: str
+    api: Dialect
+    node: str
+    models: list[str]
+    status: NeuronStatus
+    is_active: bool
+    reason: str | None
+    tokens_per_second: float | None
+    speeds: dict[str, float]
+    in_flight: int
+    loaded: list[str] | None
+    last_seen: datetime | None
+
+
+@dataclass
+class Neuron:
+    """A registered neuron and everything known about it now."""
+
+    id: int
+    name: str
+    url: str
+    api: Dialect
+    node: str
+    models: list[str]
+    adapter: NeuronAdapter
+    health: Health = field(default_factory=Health)
+    speeds: SpeedBook = field(default_factory=SpeedBook)
+    status: NeuronStatus = NeuronStatus.ACTIVE
+    reason: str | None = None
+    last_seen: datetime | None = None
+    loaded: list[str] | None = None
+    in_flight: int = 0
+
+    @property
+    def is_active(self) -> bool:
+        return is_active(self.status)
+
+    def view(self) -> NeuronView:
+        return NeuronView(
+            name=self.name,
+            url=self.url,
+            api=self.api,
+            node=self.node,
+            models=list(self.models),
+            status=self.status,
+            is_active=self.is_active,
+            reason=self.reason,
+            tokens_per_second=_round(self.speeds.speed()),
+            speeds={model: round(tps, 2) for model, tps in self.speeds.by_model().items()},
+            in_flight=self.in_flight,
+            loaded=self.loaded,
+            last_seen=self.last_seen,
+        )
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)

@@ -1,0 +1,298 @@
+"""The fleet registry: every neuron, its live evidence, and the record in the store.
+
+The registry is the only writer of neuron state. Probes and real requests feed it evidence
+(:meth:`Registry.probe`, :meth:`Registry.record_success`, :meth:`Registry.record_failure`);
+it classifies (:func:`ganglion.fleet.status.classify`) and persists what changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
+
+import httpx
+
+from ganglion.errors import DuplicateNeuron, FleetError, NeuronError, UnknownNeuron
+from ganglion.fleet.model import Neuron
+from ganglion.fleet.speed import SpeedBook
+from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
+from ganglion.neurons.base import Dialect, NeuronAdapter, ProbeResult, TokenStats
+from ganglion.neurons.detect import adapter_for, detect_dialect
+from ganglion.store import Store
+from ganglion.store.schema import NeuronRow
+
+LAST_SEEN_PERSIST_S = 30.0
+
+AdapterFactory = Callable[[Dialect, str], NeuronAdapter]
+Listener = Callable[[Neuron], None]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def normalize_url(url: str) -> str:
+    """``url`` without a trailing slash, or :class:`FleetError` when it is not an http URL."""
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise FleetError(
+            f"{url!r} is not a neuron URL: give http://HOST:PORT (Ollama listens on 11434)"
+        )
+    try:
+        _ = parts.port  # parsing the port validates it
+    except ValueError:
+        raise FleetError(f"{url!r} has an invalid port: give http://HOST:PORT") from None
+    return url
+
+
+def default_name(url: str) -> str:
+    parts = urlsplit(url)
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{parts.hostname}-{parts.port or 80}")
+
+
+class Registry:
+    """Every neuron in the fleet. Build with :meth:`open`; close with :meth:`aclose`."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        limits: Thresholds | None = None,
+        probe_timeout_s: float = 3.0,
+        speed_alpha: float = 0.3,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.limits = limits or Thresholds()
+        self.probe_timeout_s = probe_timeout_s
+        self.speed_alpha = speed_alpha
+        self.transport = transport
+        self.clock = clock
+        self._neurons: dict[str, Neuron] = {}
+        self._persisted_seen: dict[str, float] = {}
+        self._listeners: list[Listener] = []
+        self._lock = asyncio.Lock()
+
+    def _adapter(self, api: Dialect, url: str) -> NeuronAdapter:
+        return adapter_for(api, url, transport=self.transport)
+
+    async def load(self) -> None:
+        """Load the registered neurons from the store. Their status is re-earned by probes."""
+        rows = await asyncio.to_thread(self.store.neurons)
+        for row in rows:
+            neuron = self._from_row(row)
+            samples = await asyncio.to_thread(self.store.samples, row.id)
+            for sample in samples:
+                if sample.tokens_per_second:
+                    neuron.speeds.add(sample.model, sample.tokens_per_second)
+            self._neurons[neuron.name] = neuron
+
+    def _from_row(self, row: NeuronRow) -> Neuron:
+        api = Dialect(row.api)
+        health = Health(suspended=row.status == NeuronStatus.SUSPENDED)
+        neuron = Neuron(
+            id=row.id,
+            name=row.name,
+            url=row.url,
+            api=api,
+            node=row.node,
+            models=list(row.models),
+            adapter=self._adapter(api, row.url),
+            health=health,
+            speeds=SpeedBook(alpha=self.speed_alpha),
+            last_seen=row.last_seen,
+        )
+        neuron.status, neuron.reason = NeuronStatus(row.status), row.reason
+        return neuron
+
+    async def aclose(self) -> None:
+        for neuron in self._neurons.values():
+            await neuron.adapter.aclose()
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call ``listener(neuron)`` whenever a neuron's status, models or speed change."""
+        self._listeners.append(listener)
+
+    # reading
+
+    def neurons(self) -> list[Neuron]:
+        return list(self._neurons.values())
+
+    def get(self, name: str) -> Neuron:
+        try:
+            return self._neurons[name]
+        except KeyError:
+            known = ", ".join(sorted(self._neurons)) or "none registered"
+            raise UnknownNeuron(
+                f"no neuron named {name!r} (known: {known}); see ganglion neuron list"
+            ) from None
+
+    # changing the fleet
+
+    async def add(
+        self,
+        url: str,
+        *,
+        name: str | None = None,
+        api: Dialect | None = None,
+        node: str | None = None,
+    ) -> Neuron:
+        """Register the neuron at ``url`` after checking that it answers in its dialect."""
+        url = normalize_url(url)
+        name = name or default_name(url)
+        async with self._lock:
+            for other in self._neurons.values():
+                if other.name == name:
+                    raise DuplicateNeuron(
+                        f"a neuron named {name!r} is already registered ({other.url}): "
+                        "choose another --name, or remove it first (ganglion neuron rm NAME)"
+                    )
+                if other.url == url:
+                    raise DuplicateNeuron(
+                        f"{url} is already registered as {other.name!r}: "
+                        "remove it first (ganglion neuron rm NAME) to register it again"
+                    )
+            probe = await self._first_probe(url, api)
+            row = NeuronRow(
+                name=name,
+                url=url,
+                api=probe.dialect.value,
+                node=node or urlsplit(url).hostname or "unknown",
+                models=probe.models,
+                status=NeuronStatus.ACTIVE.value,
+                last_seen=utcnow(),
+            )
+            row = await asyncio.to_thread(self.store.add_neuron, row)
+            neuron = self._from_row(row)
+            neuron.loaded = probe.loaded
+            self._neurons[name] = neuron
+            self._persisted_seen[name] = self.clock()
+        self._notify(neuron)
+        return neuron
+
+    async def _first_probe(self, url: str, api: Dialect | None) -> ProbeResult:
+        if api is None:
+            _, result = await detect_dialect(
+                url, transport=self.transport, timeout=httpx.Timeout(self.probe_timeout_s)
+            )
+            return result
+        adapter = self._adapter(api, url)
+        try:
+            return await asyncio.wait_for(adapter.probe(), self.probe_timeout_s)
+        except TimeoutError:
+            from ganglion.errors import NeuronUnreachable
+
+            raise NeuronUnreachable(
+                f"{url} did not answer within {self.probe_timeout_s:.0f} s: check that the "
+                "server is running and reachable from the gateway"
+            ) from None
+        finally:
+            await adapter.aclose()
+
+    async def remove(self, name: str) -> None:
+        neuron = self.get(name)
+        await asyncio.to_thread(self.store.remove_neuron, name)
+        del self._neurons[name]
+        await neuron.adapter.aclose()
+        neuron.status, neuron.reason = NeuronStatus.OFFLINE, "removed from the fleet"
+        self._notify(neuron)
+
+    async def suspend(self, name: str) -> Neuron:
+        neuron = self.get(name)
+        neuron.health.suspended = True
+        await self._reclassify(neuron)
+        return neuron
+
+    async def resume(self, name: str) -> Neuron:
+        neuron = self.get(name)
+        neuron.health.suspended = False
+        await self.probe(neuron)
+        return neuron
+
+    # evidence
+
+    async def probe(self, neuron: Neuron) -> None:
+        """Check liveness without loading or evicting any model."""
+        if neuron.health.suspended:
+            await self._reclassify(neuron)
+            return
+        try:
+            result = await asyncio.wait_for(neuron.adapter.probe(), self.probe_timeout_s)
+        except TimeoutError:
+            neuron.health.probe_failed(
+                f"no answer within {self.probe_timeout_s:.0f} s at {neuron.url}", self.limits
+            )
+        except NeuronError as error:
+            neuron.health.probe_failed(str(error), self.limits)
+        else:
+            neuron.health.probe_succeeded(self.limits)
+            neuron.last_seen = utcnow()
+            neuron.loaded = result.loaded
+            if result.models != neuron.models:
+                neuron.models = result.models
+                await asyncio.to_thread(self.store.update_neuron, neuron.name, models=neuron.models)
+        await self._reclassify(neuron)
+
+    async def probe_all(self) -> None:
+        await asyncio.gather(*(self.probe(neuron) for neuron in self.neurons()))
+
+    async def record_success(
+        self, neuron: Neuron, model: str, stats: TokenStats, *, source: str = "traffic"
+    ) -> None:
+        """A request completed: proof of life, and a speed sample."""
+        neuron.health.request_completed()
+        neuron.last_seen = utcnow()
+        tps = stats.decode_tps
+        if tps is not None:
+            neuron.speeds.add(model, tps)
+        await asyncio.to_thread(self.store.add_sample, neuron.id, model, source, stats)
+        await self._reclassify(neuron, changed=True)
+
+    async def record_failure(self, neuron: Neuron, reason: str) -> None:
+        """A request failed. Errors may make a neuron ``degraded``; only probes make it offline."""
+        neuron.health.request_failed(self.clock(), reason)
+        await self._reclassify(neuron)
+
+    @asynccontextmanager
+    async def track(self, neuron: Neuron) -> AsyncIterator[Neuron]:
+        """Count a request in flight on ``neuron`` while the block runs."""
+        neuron.in_flight += 1
+        self._notify(neuron)
+        try:
+            yield neuron
+        finally:
+            neuron.in_flight -= 1
+            self._notify(neuron)
+
+    async def _reclassify(self, neuron: Neuron, *, changed: bool = False) -> None:
+        status, reason = classify(
+            neuron.health,
+            now=self.clock(),
+            speed=neuron.speeds.speed(),
+            baseline=neuron.speeds.baseline(),
+            limits=self.limits,
+        )
+        values: dict[str, object] = {}
+        if (status, reason) != (neuron.status, neuron.reason):
+            neuron.status, neuron.reason = status, reason
+            values |= {"status": status.value, "reason": reason}
+            changed = True
+        seen_at = self._persisted_seen.get(neuron.name, 0.0)
+        if neuron.last_seen and (values or self.clock() - seen_at >= LAST_SEEN_PERSIST_S):
+            values["last_seen"] = neuron.last_seen
+            self._persisted_seen[neuron.name] = self.clock()
+        if values and neuron.name in self._neurons:
+            await asyncio.to_thread(self.store.update_neuron, neuron.name, **values)
+        if changed:
+            self._notify(neuron)
+
+    def _notify(self, neuron: Neuron) -> None:
+        for listener in self._listeners:
+            listener(neuron)

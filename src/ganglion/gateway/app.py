@@ -1,0 +1,77 @@
+"""The gateway's FastAPI app factory. The process that owns the fleet's state."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+
+from ganglion import __version__
+from ganglion.config import Settings
+from ganglion.fleet.probes import Prober
+from ganglion.fleet.registry import Registry
+from ganglion.fleet.status import Thresholds
+from ganglion.gateway import errors, fleet_api
+from ganglion.gateway.state import Gateway
+from ganglion.store import Store
+
+
+def thresholds(settings: Settings) -> Thresholds:
+    return Thresholds(
+        offline_after_failures=settings.offline_after_failures,
+        online_after_successes=settings.online_after_successes,
+        degraded_speed_ratio=settings.degraded_speed_ratio,
+        degraded_error_count=settings.degraded_error_count,
+    )
+
+
+async def open_gateway(
+    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> Gateway:
+    """Open the store (migrating it), load the registry, and build the prober (not started)."""
+    store = await asyncio.to_thread(Store.open, settings.database_url)
+    registry = Registry(
+        store,
+        limits=thresholds(settings),
+        probe_timeout_s=settings.probe_timeout_s,
+        speed_alpha=settings.speed_ewma_alpha,
+        transport=transport,
+    )
+    await registry.load()
+    return Gateway(settings, store, registry, Prober(registry, settings.probe_interval_s))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    probe: bool = True,
+) -> FastAPI:
+    """The gateway app. ``transport`` replaces the network for neurons (tests);
+    ``probe=False`` leaves the prober off (tests drive probes by hand)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gateway = await open_gateway(settings, transport=transport)
+        app.state.gateway = gateway
+        if probe:
+            gateway.prober.start()
+        try:
+            yield
+        finally:
+            await gateway.prober.stop()
+            await gateway.registry.aclose()
+            gateway.store.close()
+
+    app = FastAPI(
+        title="ganglion gateway",
+        version=__version__,
+        summary="One Ollama- and OpenAI-compatible endpoint for a whole fleet of LLM servers.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(fleet_api.router)
+    return app

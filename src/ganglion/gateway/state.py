@@ -1,0 +1,29 @@
+"""What the gateway process owns: settings, the store, the registry, the prober."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from ganglion.config import Settings
+from ganglion.fleet.probes import Prober
+from ganglion.fleet.registry import Registry
+from ganglion.store import Store
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: Store
+    registry: Registry
+    prober: Prober
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]

@@ -1,0 +1,239 @@
+"""The simulator: a real HTTP server that answers like an LLM neuron at a configured speed.
+
+``ganglion sim`` serves the Ollama API and the OpenAI API for capacity planning, dashboards
+without GPUs, tests and benchmarks. It never pretends to be inference: its answers are
+filler words beginning with ``[sim]`` (or a valid instance of a requested JSON schema).
+
+- :class:`SimConfig`: the neuron being modelled (speeds, slots, faults), validated once.
+- :func:`create_sim_app`: the ASGI app, with the clock, sleep and randomness injectable.
+- :func:`run_sim`: bind the port and serve with uvicorn until interrupted.
+
+Besides the two dialects it serves ``GET /sim/log`` (every request: time, method, path,
+model) and ``GET /sim/stats`` (config, in-flight, totals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import math
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ganglion.errors import ConfigError
+from ganglion.local.sim_dialects import OllamaAPI, OpenAIAPI
+from ganglion.local.sim_engine import (
+    LOG_SCOPE_KEY,
+    Clock,
+    Simulator,
+    Sleep,
+    WallClock,
+    utc_now,
+)
+
+DEFAULT_OUTPUT_TOKENS = 64
+PREFILL_FACTOR = 10.0
+"""Without ``--prefill-tps``, prompts are read this many times faster than tokens are written."""
+
+LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """The neuron being simulated. Invalid or unsafe values raise :class:`ConfigError`."""
+
+    models: tuple[str, ...]
+    tps: float
+    """Decode speed of one stream, tokens per second."""
+    slots: int = 1
+    """Generations that run at once; further requests queue, first come first served."""
+    aggregate_tps: float | None = None
+    """Total decode speed shared by all streams (default ``tps * slots``: no contention)."""
+    prefill_tps: float | None = None
+    """Prompt reading speed, tokens per second (default ``10 * tps``)."""
+    load_s: float = 0.0
+    """One-time model load on the first request for each model."""
+    fail_rate: float = 0.0
+    """Fraction of generations answered HTTP 500 before any byte."""
+    hang_rate: float = 0.0
+    """Fraction of generations never answered until the client gives up."""
+    seed: int | None = None
+    name: str = "sim"
+    host: str = "127.0.0.1"
+    port: int = 11434
+    allow_public: bool = False
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS
+    """Answer length when the client sets no limit."""
+
+    def __post_init__(self) -> None:
+        problems = self._problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    def _problems(self) -> list[str]:
+        problems = []
+        if not self.models or not all(name.strip() for name in self.models):
+            problems.append("give at least one model name with --model")
+        for flag, value in [
+            ("--tps", self.tps),
+            ("--aggregate-tps", self.aggregate_tps),
+            ("--prefill-tps", self.prefill_tps),
+        ]:
+            if value is not None and not (math.isfinite(value) and value > 0):
+                problems.append(f"{flag} must be a positive number of tokens/s, not {value}")
+        if self.slots < 1:
+            problems.append(f"--slots must be at least 1, not {self.slots}")
+        if not (math.isfinite(self.load_s) and self.load_s >= 0):
+            problems.append(f"--load-s must be zero or more seconds, not {self.load_s}")
+        for flag, rate in [("--fail-rate", self.fail_rate), ("--hang-rate", self.hang_rate)]:
+            if not 0 <= rate <= 1:
+                problems.append(f"{flag} must be a fraction between 0 and 1, not {rate}")
+        if self.fail_rate + self.hang_rate > 1:
+            problems.append("--fail-rate plus --hang-rate must not exceed 1")
+        if self.output_tokens < 1:
+            problems.append(f"--output-tokens must be at least 1, not {self.output_tokens}")
+        if not 0 <= self.port <= 65535:
+            problems.append(f"--port must be between 0 and 65535, not {self.port}")
+        if not self.allow_public and not is_loopback(self.host):
+            problems.append(
+                f"refusing --host {self.host}: the simulator has no auth; "
+                "bind a loopback address or pass --allow-public"
+            )
+        return problems
+
+    @property
+    def aggregate_rate(self) -> float:
+        return self.aggregate_tps if self.aggregate_tps is not None else self.tps * self.slots
+
+    @property
+    def prefill_rate(self) -> float:
+        return self.prefill_tps if self.prefill_tps is not None else self.tps * PREFILL_FACTOR
+
+    def public(self) -> dict[str, Any]:
+        """The configuration as JSON, with the effective (defaulted) rates filled in."""
+        return asdict(self) | {
+            "models": list(self.models),
+            "aggregate_tps": self.aggregate_rate,
+            "prefill_tps": self.prefill_rate,
+        }
+
+    def describe(self) -> str:
+        """One line: the models and the rates being simulated."""
+        faults = f", fail {self.fail_rate:g}, hang {self.hang_rate:g}"
+        return (
+            f"models {', '.join(self.models)}; decode {self.tps:g} tok/s per stream x "
+            f"{self.slots} slot{'s' if self.slots != 1 else ''} "
+            f"(aggregate {self.aggregate_rate:g}), prefill {self.prefill_rate:g} tok/s, "
+            f"load {self.load_s:g} s{faults if self.fail_rate or self.hang_rate else ''}"
+        )
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+class RequestLog:
+    """ASGI middleware: record every HTTP request in the simulator's log as it arrives."""
+
+    def __init__(self, app: ASGIApp, sim: Simulator) -> None:
+        self.app = app
+        self.sim = sim
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[LOG_SCOPE_KEY] = self.sim.record(scope["method"], scope["path"])
+        await self.app(scope, receive, send)
+
+
+def create_sim_app(
+    config: SimConfig,
+    *,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+    rng: random.Random | None = None,
+    wall: WallClock = utc_now,
+) -> Starlette:
+    """The simulator as an ASGI app. Tests pass a virtual ``clock``/``sleep`` and a seeded
+    ``rng``; by default the generator is seeded from ``config.seed``."""
+    sim = Simulator(
+        config, clock=clock, sleep=sleep, rng=rng or random.Random(config.seed), wall=wall
+    )
+
+    async def log(request: Request) -> Response:
+        return JSONResponse(list(sim.log))
+
+    async def stats(request: Request) -> Response:
+        return JSONResponse(sim.stats())
+
+    routes = [
+        *OllamaAPI(sim).routes(),
+        *OpenAIAPI(sim).routes(),
+        Route("/sim/log", log, methods=["GET"]),
+        Route("/sim/stats", stats, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, middleware=[Middleware(RequestLog, sim=sim)])
+    app.state.sim = sim
+    return app
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, or a :class:`ConfigError` saying why not."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"port {port} on {host} is already in use; pick another with --port "
+                "(--port 0 takes any free one)"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def run_sim(config: SimConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve the simulator until SIGINT/SIGTERM. ``on_ready`` gets the URL once bound."""
+    sock = bind(config.host, config.port)
+    bound = replace(config, port=sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_sim_app(bound),
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+    )
+    try:
+        if on_ready is not None:
+            on_ready(url_of(sock))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

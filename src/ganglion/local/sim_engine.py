@@ -1,0 +1,302 @@
+"""The simulator's timing model: slots, queueing, model load, prefill, paced decode, faults.
+
+A :class:`Simulator` knows nothing of HTTP. The dialects (:mod:`ganglion.local.sim_dialects`)
+turn a request into a :class:`Job`, iterate :meth:`Simulator.run` for its tokens, and read
+the job's :class:`Timings` when it ends.
+
+The model, per request::
+
+    wait for a slot (FIFO)  ->  load the model (once per model)  ->  prefill the prompt
+    ->  decode, k streams decoding at once each at min(tps, aggregate_tps / k)
+
+Time comes from an injected ``clock`` and ``sleep`` (the real process uses
+``time.monotonic`` and ``asyncio.sleep``), randomness from an injected ``random.Random``,
+so tests drive it in virtual time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+import re
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from ganglion.local.sim import SimConfig
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+WallClock = Callable[[], datetime]
+Fault = Literal["fail", "hang"]
+
+TICK_S = 0.03
+"""Tokens are emitted in batches about this far apart, so high rates cost few wake-ups."""
+
+LABEL = "[sim]"
+"""The first token of every filler answer: nobody mistakes it for a model's."""
+
+FILLER_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
+
+EMBEDDING_DIM = 16
+LOG_LIMIT = 100_000
+"""The request log keeps this many most recent entries (the totals count them all)."""
+
+JSON_OBJECT_ANSWER: dict[str, Any] = {"simulated": True, "text": "simulated filler"}
+"""The answer to a request for "any JSON object" (Ollama ``"json"``, OpenAI ``json_object``)."""
+
+_JSON_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s]+)")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def canonical(model: str) -> str:
+    """Ollama's spelling of a model name: a tag is implied, ``llama3`` is ``llama3:latest``."""
+    return model if ":" in model else f"{model}:latest"
+
+
+def count_tokens(text: str) -> int:
+    """The simulator's tokenizer: one token per whitespace-separated word."""
+    return len(text.split())
+
+
+def filler(count: int) -> list[str]:
+    """``count`` tokens of labelled filler text, each piece one token."""
+    words = [LABEL, *(FILLER_WORDS[i % len(FILLER_WORDS)] for i in range(count - 1))]
+    return [word if i == 0 else f" {word}" for i, word in enumerate(words[:count])]
+
+
+def json_pieces(value: Any) -> list[str]:
+    """``value`` as JSON text cut into tokens (words and runs of punctuation)."""
+    return _JSON_TOKEN.findall(json.dumps(value))
+
+
+def embedding(model: str, text: str) -> list[float]:
+    """A deterministic unit vector of :data:`EMBEDDING_DIM` floats from a hash of the text."""
+    digest = hashlib.sha256(f"{model}\0{text}".encode()).digest()
+    raw = [int.from_bytes(digest[2 * i : 2 * i + 2], "big") / 32767.5 - 1 for i in range(16)]
+    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
+    return [x / norm for x in raw]
+
+
+@dataclass
+class Timings:
+    """Where one request's time went, in seconds, as Ollama reports it."""
+
+    total_s: float = 0.0
+    load_s: float = 0.0
+    prompt_tokens: int = 0
+    prompt_s: float = 0.0
+    eval_count: int = 0
+    eval_s: float = 0.0
+
+    def ollama(self) -> dict[str, int]:
+        """The final-chunk fields of Ollama's ``/api/chat`` and ``/api/generate``, in ns."""
+        return {
+            "total_duration": _ns(self.total_s),
+            "load_duration": _ns(self.load_s),
+            "prompt_eval_count": self.prompt_tokens,
+            "prompt_eval_duration": _ns(self.prompt_s),
+            "eval_count": self.eval_count,
+            "eval_duration": _ns(self.eval_s),
+        }
+
+
+def _ns(seconds: float) -> int:
+    return round(seconds * 1e9)
+
+
+@dataclass
+class Job:
+    """One generation: what to emit, and (once :meth:`Simulator.run` ends) how long it took."""
+
+    model: str
+    prompt_tokens: int
+    pieces: list[str]
+    done_reason: str = "stop"
+    timings: Timings | None = None
+
+
+@dataclass
+class Totals:
+    requests: int = 0
+    generations: int = 0
+    completed: int = 0
+    failed: int = 0
+    hung: int = 0
+    embeddings: int = 0
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Simulator:
+    """The shared state of one simulated neuron: its slots, loaded models, log and totals."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        clock: Clock,
+        sleep: Sleep,
+        rng: random.Random,
+        wall: WallClock = utc_now,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.sleep = sleep
+        self.rng = rng
+        self.wall = wall
+        self.models = {canonical(name): name for name in config.models}
+        self.loaded: dict[str, datetime] = {}
+        self.log: deque[dict[str, Any]] = deque(maxlen=LOG_LIMIT)
+        self.totals = Totals()
+        self.queued = 0
+        self.active = 0
+        self.decoding = 0
+        self.hanging = 0
+        self._slots = asyncio.Semaphore(config.slots)
+        self._load_locks: dict[str, asyncio.Lock] = {}
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def record(self, method: str, path: str) -> dict[str, Any]:
+        """Append a request to the log; the dialect fills in ``model`` once it has read it."""
+        entry: dict[str, Any] = {
+            "time": self.wall().isoformat(),
+            "method": method,
+            "path": path,
+            "model": None,
+        }
+        self.log.append(entry)
+        self.totals.requests += 1
+        return entry
+
+    def resolve(self, name: object) -> str | None:
+        """The served model's canonical name for a requested ``name``, or None if not served."""
+        if not isinstance(name, str) or not name:
+            return None
+        key = canonical(name)
+        return key if key in self.models else None
+
+    def draw_fault(self) -> Fault | None:
+        """Decide, with the seeded generator, whether this generation fails or hangs."""
+        self.totals.generations += 1
+        draw = self.rng.random()
+        if draw < self.config.fail_rate:
+            self.totals.failed += 1
+            return "fail"
+        if draw < self.config.fail_rate + self.config.hang_rate:
+            self.totals.hung += 1
+            return "hang"
+        return None
+
+    def stream_rate(self) -> float:
+        """The decode rate of one stream now, shared out of the aggregate."""
+        share = self.config.aggregate_rate / max(1, self.decoding)
+        return min(self.config.tps, share)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "name": self.config.name,
+            "config": self.config.public(),
+            "in_flight": self.queued + self.active + self.hanging,
+            "queued": self.queued,
+            "active": self.active,
+            "decoding": self.decoding,
+            "hanging": self.hanging,
+            "stream_rate": self.stream_rate(),
+            "loaded": sorted(self.loaded),
+            "totals": asdict(self.totals),
+        }
+
+    # -- the timing model -----------------------------------------------------------------
+
+    async def run(self, job: Job) -> AsyncGenerator[list[str], None]:
+        """Queue for a slot, load, prefill, then yield ``job.pieces`` in batches at the rate.
+
+        ``job.timings`` is filled in as it goes, and complete once the iteration ends.
+        """
+        timings = job.timings = Timings(prompt_tokens=job.prompt_tokens)
+        start = self.clock()
+        self.queued += 1
+        waiting = True
+        try:
+            async with self._slots:
+                self.queued -= 1
+                waiting = False
+                self.active += 1
+                try:
+                    timings.load_s = await self._ensure_loaded(job.model)
+                    timings.prompt_s = await self._prefill(job.prompt_tokens)
+                    async for batch in self._decode(job.pieces, timings):
+                        yield batch
+                finally:
+                    self.active -= 1
+        finally:
+            if waiting:
+                self.queued -= 1
+        timings.total_s = self.clock() - start
+        self.totals.completed += 1
+
+    async def warm(self, model: str, prompt_tokens: int) -> Timings:
+        """An embedding request: load if needed and read the input at the prefill rate."""
+        start = self.clock()
+        self.totals.embeddings += 1
+        timings = Timings(prompt_tokens=prompt_tokens)
+        timings.load_s = await self._ensure_loaded(model)
+        timings.prompt_s = await self._prefill(prompt_tokens)
+        timings.total_s = self.clock() - start
+        return timings
+
+    async def _ensure_loaded(self, model: str) -> float:
+        start = self.clock()
+        if model not in self.loaded:
+            async with self._load_locks.setdefault(model, asyncio.Lock()):
+                if model not in self.loaded:
+                    await self.sleep(self.config.load_s)
+                    self.loaded[model] = self.wall()
+        return self.clock() - start
+
+    async def _prefill(self, prompt_tokens: int) -> float:
+        start = self.clock()
+        self.totals.prompt_tokens += prompt_tokens
+        if prompt_tokens:
+            await self.sleep(prompt_tokens / self.config.prefill_rate)
+        return self.clock() - start
+
+    async def _decode(self, pieces: list[str], timings: Timings) -> AsyncGenerator[list[str], None]:
+        """Emit the pieces paced against absolute due times, so sleep overshoot cannot drift."""
+        self.decoding += 1
+        start = due = self.clock()
+        try:
+            while timings.eval_count < len(pieces):
+                sent = timings.eval_count
+                rate = self.stream_rate()
+                count = min(max(1, int(rate * TICK_S)), len(pieces) - sent)
+                due += count / rate
+                delay = due - self.clock()
+                if delay > 0:
+                    await self.sleep(delay)
+                timings.eval_count += count
+                timings.eval_s = self.clock() - start
+                self.totals.output_tokens += count
+                yield pieces[sent : sent + count]
+        finally:
+            self.decoding -= 1
+
+
+def log_entry(scope: MutableMapping[str, Any]) -> dict[str, Any] | None:
+    """The log entry the request-log middleware attached to this request, if any."""
+    entry = scope.get(LOG_SCOPE_KEY)
+    return entry if isinstance(entry, dict) else None
+
+
+LOG_SCOPE_KEY = "ganglion.sim.log_entry"

@@ -1,0 +1,160 @@
+"""The one protocol every neuron adapter speaks, and the values it trades in.
+
+An adapter turns one dialect (Ollama native, OpenAI-compatible) into these dialect-free
+values. Token statistics come back in one shape whatever the dialect, so the registry and
+the router never care which server is behind a neuron.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+
+class Dialect(StrEnum):
+    """The API a neuron speaks."""
+
+    OLLAMA = "ollama"
+    OPENAI = "openai"
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    """What one request cost. Durations in seconds; ``None`` when the neuron did not say.
+
+    ``decode_s`` covers output tokens only; ``prefill_s`` the prompt; ``load_s`` loading the
+    model into memory; ``ttft_s`` is measured by us from the request start to the first
+    output token; ``wall_s`` from request start to the last byte.
+    """
+
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    prefill_s: float | None = None
+    decode_s: float | None = None
+    load_s: float | None = None
+    ttft_s: float | None = None
+    wall_s: float = 0.0
+
+    @property
+    def decode_tps(self) -> float | None:
+        """Output tokens per second of decode, or ``None`` when it cannot be known."""
+        if not self.output_tokens or not self.decode_s or self.decode_s <= 0:
+            return None
+        return self.output_tokens / self.decode_s
+
+    @property
+    def prefill_tps(self) -> float | None:
+        if not self.prompt_tokens or not self.prefill_s or self.prefill_s <= 0:
+            return None
+        return self.prompt_tokens / self.prefill_s
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """A chat request in no particular dialect.
+
+    ``messages`` are Ollama/OpenAI style dicts (``{"role": ..., "content": ...}``).
+    ``format`` is ``"json"`` or a JSON schema (Ollama ``format``; OpenAI ``response_format``).
+    ``max_tokens`` maps to Ollama ``options.num_predict``. ``options`` carries any other
+    sampling options through (temperature, seed, top_p, stop, ...).
+    """
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int | None = None
+    format: str | dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """A raw completion request: Ollama ``/api/generate``, OpenAI ``/v1/completions``."""
+
+    model: str
+    prompt: str
+    max_tokens: int | None = None
+    format: str | dict[str, Any] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A whole answer with what it cost."""
+
+    model: str
+    text: str
+    stats: TokenStats
+    done_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One piece of a streamed answer. The last chunk has ``done`` set and carries ``stats``."""
+
+    text: str
+    done: bool = False
+    stats: TokenStats | None = None
+    done_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    model: str
+    vectors: list[list[float]]
+    prompt_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model a neuron can serve."""
+
+    name: str
+    size_bytes: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a liveness probe saw. Probes never load or evict a model.
+
+    ``version`` is the server's version where it tells one (Ollama); ``models`` the models it
+    serves; ``loaded`` the models in memory now (Ollama ``/api/ps``; ``None`` when the dialect
+    cannot tell); ``latency_s`` the round trip of the liveness call.
+    """
+
+    dialect: Dialect
+    models: list[str]
+    loaded: list[str] | None = None
+    version: str | None = None
+    latency_s: float = 0.0
+
+
+class NeuronAdapter(Protocol):
+    """One inference endpoint, spoken to in its own dialect.
+
+    Adapters raise :class:`ganglion.errors.NeuronUnreachable` when nothing answers,
+    :class:`~ganglion.errors.NotAnLLMServer` when the answer is not their dialect,
+    :class:`~ganglion.errors.NeuronRequestError` for an error status, and
+    :class:`~ganglion.errors.NeuronStreamBroken` when a stream breaks after its first byte.
+    """
+
+    dialect: Dialect
+    url: str
+
+    async def probe(self) -> ProbeResult: ...
+
+    async def list_models(self) -> list[ModelInfo]: ...
+
+    async def chat(self, request: ChatRequest) -> Completion: ...
+
+    def chat_stream(self, request: ChatRequest) -> AsyncIterator[Chunk]: ...
+
+    async def generate(self, request: GenerateRequest) -> Completion: ...
+
+    def generate_stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
+
+    async def embed(self, model: str, inputs: list[str]) -> Embeddings: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,210 @@
+"""The HTTP seam every adapter talks through, and the one place httpx failures become ours.
+
+:class:`NeuronHTTP` owns (or borrows) an :class:`httpx.AsyncClient`, so tests fake a neuron
+with ``httpx.MockTransport(handler)``. Every request is sent streaming, so "before the
+first byte" is exact: a failure before the response headers is
+:class:`~ganglion.errors.NeuronUnreachable`, a failure while reading the body is
+:class:`~ganglion.errors.NeuronStreamBroken`, an error status is
+:class:`~ganglion.errors.NeuronRequestError`, and a 2xx body that is not JSON (or not the
+dialect's JSON, see :func:`parse`) is :class:`~ganglion.errors.NotAnLLMServer`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from ganglion.errors import (
+    NeuronRequestError,
+    NeuronStreamBroken,
+    NeuronUnreachable,
+    NotAnLLMServer,
+)
+
+#: Connecting must be quick; an answer may take minutes on a slow neuron (a model load).
+DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+
+#: How much of a server's error body goes into a message.
+ERROR_TEXT_LIMIT = 300
+
+Wire = TypeVar("Wire", bound=BaseModel)
+
+#: Given the error a request met, the body to send once more instead, or ``None`` to give up.
+Retry = Callable[[NeuronRequestError], dict[str, Any] | None]
+
+
+def normalise_url(url: str) -> str:
+    """``host:port`` or ``http://host:port/`` -> ``http://host:port`` (no trailing slash)."""
+    url = url.strip()
+    if "://" not in url:
+        url = f"http://{url}"
+    return url.rstrip("/")
+
+
+def describe(exc: BaseException) -> str:
+    """``ConnectError: [Errno 111] Connection refused``, or the class name when it says nothing."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def error_text(data: Any) -> str | None:
+    """The error in a JSON body, in either dialect, or ``None`` when the body is not an error.
+
+    Ollama says ``{"error": "..."}``; OpenAI-compatible servers ``{"error": {"message": ...}}``;
+    FastAPI-based ones (llama-cpp-python) ``{"detail": ...}``.
+    """
+    if not isinstance(data, dict):
+        return None
+    error = data.get("error")
+    if isinstance(error, str):
+        return error
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    if "detail" in data:
+        return str(data["detail"])
+    return None
+
+
+def parse(model: type[Wire], data: Any, where: str) -> Wire:
+    """Validate ``data`` as ``model``; a mismatch means the server does not speak the dialect."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]) or "body"
+        raise NotAnLLMServer(
+            f"{where} answered JSON that is not a {model.__name__} ({field}: {problem['msg']}); "
+            "is the API dialect right?"
+        ) from exc
+
+
+def decode_json(text: str | bytes, where: str, *, started: bool) -> Any:
+    """JSON from a body or a stream line. Garbage before anything valid is NotAnLLMServer;
+    garbage after the stream ``started`` is NeuronStreamBroken."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        sample = (text if isinstance(text, str) else text.decode(errors="replace"))[:80]
+        if started:
+            raise NeuronStreamBroken(
+                f"{where} sent a line that is not JSON midway: {sample!r}"
+            ) from exc
+        raise NotAnLLMServer(
+            f"{where} answered, but not with JSON ({sample!r}); "
+            "is it an LLM server of this dialect?"
+        ) from exc
+
+
+class NeuronHTTP:
+    """One neuron's base URL and client, with httpx's failures mapped to ganglion's errors.
+
+    A ``client`` passed in is borrowed and never closed here; otherwise one is made from
+    ``transport`` and ``timeout`` and closed by :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    ) -> None:
+        self.base_url = base_url
+        self._owns_client = client is None
+        self._client = client or httpx.AsyncClient(transport=transport, timeout=timeout)
+
+    async def get_json(self, path: str) -> Any:
+        return await self._json("GET", path, None)
+
+    async def post_json(self, path: str, body: dict[str, Any], retry: Retry | None = None) -> Any:
+        return await self._json("POST", path, body, retry)
+
+    async def stream_lines(
+        self, path: str, body: dict[str, Any], retry: Retry | None = None
+    ) -> AsyncIterator[str]:
+        """The non-blank lines of a streamed ``POST`` answer (NDJSON or SSE)."""
+        response = await self._open("POST", path, body, retry)
+        try:
+            async for line in response.aiter_lines():
+                if line.strip():
+                    yield line
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise NeuronStreamBroken(
+                f"{self.base_url}{path} broke off midway ({describe(exc)})"
+            ) from exc
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.aclose()
+
+    async def _json(
+        self, method: str, path: str, body: dict[str, Any] | None, retry: Retry | None = None
+    ) -> Any:
+        response = await self._open(method, path, body, retry)
+        try:
+            content = await response.aread()
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise NeuronStreamBroken(
+                f"{self.base_url}{path} broke off midway ({describe(exc)})"
+            ) from exc
+        finally:
+            await response.aclose()
+        return decode_json(content, f"{method} {self.base_url}{path}", started=False)
+
+    async def _open(
+        self, method: str, path: str, body: dict[str, Any] | None, retry: Retry | None
+    ) -> httpx.Response:
+        """Send and wait for the headers; on an error status, ``retry`` may offer another body."""
+        try:
+            return await self._send(method, path, body)
+        except NeuronRequestError as exc:
+            again = retry(exc) if retry is not None else None
+            if again is None:
+                raise
+            return await self._send(method, path, again)
+
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+        """Send and wait for the headers; raise for no answer or an error status."""
+        url = f"{self.base_url}{path}"
+        request = self._client.build_request(method, url, json=body)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise NeuronUnreachable(
+                f"nothing answered at {url} ({describe(exc)}); "
+                "check that the server is running and that the address and port are right"
+            ) from exc
+        if response.is_success:
+            return response
+        try:
+            await response.aread()
+        except (httpx.HTTPError, httpx.StreamError):
+            pass
+        finally:
+            await response.aclose()
+        raise NeuronRequestError(
+            f"{method} {url} answered {response.status_code} {response.reason_phrase}: "
+            f"{_server_says(response)}",
+            status_code=response.status_code,
+        )
+
+
+def _server_says(response: httpx.Response) -> str:
+    """The server's own error text: the JSON error field if any, else the body's start."""
+    try:
+        text = error_text(response.json())
+    except (ValueError, httpx.ResponseNotRead):
+        text = None
+    if text is None:
+        try:
+            text = response.text.strip()
+        except httpx.ResponseNotRead:
+            text = ""
+    return text[:ERROR_TEXT_LIMIT] or "(no error text)"

@@ -1,0 +1,228 @@
+"""The Ollama dialect: ``/api/version``, ``/api/tags``, ``/api/ps``, ``/api/chat``,
+``/api/generate``, ``/api/embed``.
+
+Where each :class:`~ganglion.neurons.base.TokenStats` number comes from:
+
+* ``prompt_tokens`` / ``output_tokens``: Ollama's ``prompt_eval_count`` / ``eval_count``
+  (Ollama omits ``prompt_eval_count`` when the whole prompt was cached: then ``None``).
+* ``prefill_s`` / ``decode_s`` / ``load_s``: ``prompt_eval_duration`` / ``eval_duration`` /
+  ``load_duration``, nanoseconds in the wire, seconds here: the server's own clock.
+* ``ttft_s``: streams only, measured with the injected clock from just before the request
+  is sent to the first chunk with non-empty content. Non-streaming requests leave it
+  ``None``: nothing is seen before the whole answer, and ``load + prefill`` would be the
+  server's guess at its own compute, not a time to first token.
+* ``wall_s``: the injected clock, from just before the request to the last byte.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import httpx
+
+from ganglion.errors import NeuronRequestError, NeuronStreamBroken, NotAnLLMServer
+from ganglion.neurons.base import (
+    ChatRequest,
+    Chunk,
+    Completion,
+    Dialect,
+    Embeddings,
+    GenerateRequest,
+    ModelInfo,
+    ProbeResult,
+    TokenStats,
+)
+from ganglion.neurons.http import (
+    DEFAULT_TIMEOUT,
+    NeuronHTTP,
+    Wire,
+    decode_json,
+    error_text,
+    normalise_url,
+    parse,
+)
+from ganglion.wire.ollama import (
+    ChatResponse,
+    EmbedResponse,
+    GenerateResponse,
+    Metrics,
+    ProcessResponse,
+    TagsResponse,
+    VersionResponse,
+)
+
+#: Status codes that mean "this path does not exist here": the server is not Ollama.
+NOT_FOUND = frozenset({404, 405})
+
+Answer = ChatResponse | GenerateResponse
+
+
+class OllamaAdapter:
+    """A neuron that speaks Ollama's native API."""
+
+    dialect: Dialect = Dialect.OLLAMA
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.url = normalise_url(url)
+        self._http = NeuronHTTP(self.url, client=client, transport=transport, timeout=timeout)
+        self._clock = clock
+
+    async def probe(self) -> ProbeResult:
+        """Liveness from ``/api/version`` (its round trip is ``latency_s``), the models from
+        ``/api/tags``, the loaded ones from ``/api/ps``. Never loads or evicts a model."""
+        start = self._clock()
+        version = await self.version()
+        latency = self._clock() - start
+        tags = await self._get(TagsResponse, "/api/tags")
+        return ProbeResult(
+            dialect=self.dialect,
+            models=[model.name for model in tags.models],
+            loaded=await self._loaded(),
+            version=version,
+            latency_s=latency,
+        )
+
+    async def version(self) -> str:
+        """The server's version; an unknown path or a non-Ollama body is NotAnLLMServer."""
+        try:
+            return (await self._get(VersionResponse, "/api/version")).version
+        except NeuronRequestError as exc:
+            if exc.status_code not in NOT_FOUND:
+                raise
+            raise NotAnLLMServer(f"{self.url} is not an Ollama server: {exc}") from exc
+
+    async def list_models(self) -> list[ModelInfo]:
+        tags = await self._get(TagsResponse, "/api/tags")
+        return [
+            ModelInfo(
+                name=model.name,
+                size_bytes=model.size,
+                details=model.details.model_dump(exclude_none=True) if model.details else {},
+            )
+            for model in tags.models
+        ]
+
+    async def chat(self, request: ChatRequest) -> Completion:
+        body = {**_common(request, stream=False), "messages": request.messages}
+        return await self._complete("/api/chat", body, ChatResponse, request.model)
+
+    def chat_stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        body = {**_common(request, stream=True), "messages": request.messages}
+        return self._stream("/api/chat", body, ChatResponse)
+
+    async def generate(self, request: GenerateRequest) -> Completion:
+        body = {**_common(request, stream=False), "prompt": request.prompt}
+        return await self._complete("/api/generate", body, GenerateResponse, request.model)
+
+    def generate_stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+        body = {**_common(request, stream=True), "prompt": request.prompt}
+        return self._stream("/api/generate", body, GenerateResponse)
+
+    async def embed(self, model: str, inputs: list[str]) -> Embeddings:
+        data = await self._http.post_json("/api/embed", {"model": model, "input": inputs})
+        reply = parse(EmbedResponse, data, f"{self.url}/api/embed")
+        return Embeddings(
+            model=reply.model or model,
+            vectors=reply.embeddings,
+            prompt_tokens=reply.prompt_eval_count,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _get(self, model: type[Wire], path: str) -> Wire:
+        return parse(model, await self._http.get_json(path), f"{self.url}{path}")
+
+    async def _loaded(self) -> list[str] | None:
+        """The models in memory; ``None`` from an Ollama too old to have ``/api/ps``."""
+        try:
+            running = await self._get(ProcessResponse, "/api/ps")
+        except NeuronRequestError as exc:
+            if exc.status_code in NOT_FOUND:
+                return None
+            raise
+        return [model.name for model in running.models]
+
+    async def _complete(
+        self, path: str, body: dict[str, Any], wire: type[Answer], model: str
+    ) -> Completion:
+        start = self._clock()
+        data = await self._http.post_json(path, body)
+        wall = self._clock() - start
+        reply = parse(wire, data, f"{self.url}{path}")
+        return Completion(
+            model=reply.model or model,
+            text=_text(reply),
+            stats=_stats(reply, wall_s=wall, ttft_s=None),
+            done_reason=reply.done_reason,
+        )
+
+    async def _stream(
+        self, path: str, body: dict[str, Any], wire: type[Answer]
+    ) -> AsyncIterator[Chunk]:
+        """NDJSON: one object a line; the last has ``done: true`` and the metrics."""
+        where = f"{self.url}{path}"
+        start = self._clock()
+        ttft: float | None = None
+        started = False
+        async for line in self._http.stream_lines(path, body):
+            data = decode_json(line, where, started=started)
+            started = True
+            if (error := error_text(data)) is not None:
+                raise NeuronStreamBroken(f"{where} failed midway: {error}")
+            part = parse(wire, data, where)
+            text = _text(part)
+            if text and ttft is None:
+                ttft = self._clock() - start
+            if part.done:
+                stats = _stats(part, wall_s=self._clock() - start, ttft_s=ttft)
+                yield Chunk(text=text, done=True, stats=stats, done_reason=part.done_reason)
+                return
+            if text:
+                yield Chunk(text=text)
+        raise NeuronStreamBroken(f"{where} ended its stream without the final done message")
+
+
+def _common(request: ChatRequest | GenerateRequest, *, stream: bool) -> dict[str, Any]:
+    """The body fields chat and generate share: ``max_tokens`` is ``options.num_predict``."""
+    options = dict(request.options)
+    if request.max_tokens is not None:
+        options["num_predict"] = request.max_tokens
+    body: dict[str, Any] = {"model": request.model, "stream": stream}
+    if options:
+        body["options"] = options
+    if request.format is not None:
+        body["format"] = request.format
+    return body
+
+
+def _text(reply: Answer) -> str:
+    if isinstance(reply, GenerateResponse):
+        return reply.response
+    return reply.message.content if reply.message else ""
+
+
+def _seconds(nanoseconds: int | None) -> float | None:
+    return None if nanoseconds is None else nanoseconds / 1e9
+
+
+def _stats(metrics: Metrics, *, wall_s: float, ttft_s: float | None) -> TokenStats:
+    return TokenStats(
+        prompt_tokens=metrics.prompt_eval_count,
+        output_tokens=metrics.eval_count,
+        prefill_s=_seconds(metrics.prompt_eval_duration),
+        decode_s=_seconds(metrics.eval_duration),
+        load_s=_seconds(metrics.load_duration),
+        ttft_s=ttft_s,
+        wall_s=wall_s,
+    )

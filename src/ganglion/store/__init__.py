@@ -1,0 +1,6 @@
+"""The store: SQLAlchemy schema, Alembic migrations, and the queries the fleet needs."""
+
+from ganglion.store.db import create_store_engine, migrate
+from ganglion.store.queries import Store
+
+__all__ = ["Store", "create_store_engine", "migrate"]

@@ -1,0 +1,98 @@
+"""The queries the fleet needs, in one place. Synchronous; the gateway calls them off-loop."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ganglion.errors import DuplicateNeuron, UnknownNeuron
+from ganglion.neurons.base import TokenStats
+from ganglion.store.db import create_store_engine, migrate
+from ganglion.store.schema import NeuronRow, SpeedSampleRow
+
+
+class Store:
+    """The record of the fleet. Open with :meth:`open`, which migrates to the newest schema."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def open(cls, url: str) -> Store:
+        engine = create_store_engine(url)
+        migrate(engine)
+        return cls(engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def session(self) -> Session:
+        return self._sessions()
+
+    # neurons
+
+    def add_neuron(self, row: NeuronRow) -> NeuronRow:
+        with self.session() as session:
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                raise DuplicateNeuron(
+                    f"a neuron named {row.name!r} or at {row.url} is already registered: "
+                    "choose another --name, or remove it first (ganglion neuron rm NAME)"
+                ) from None
+            return row
+
+    def neurons(self) -> Sequence[NeuronRow]:
+        with self.session() as session:
+            return session.scalars(select(NeuronRow).order_by(NeuronRow.id)).all()
+
+    def remove_neuron(self, name: str) -> None:
+        with self.session() as session:
+            deleted = session.execute(delete(NeuronRow).where(NeuronRow.name == name))
+            session.commit()
+        if getattr(deleted, "rowcount", 0) == 0:
+            raise UnknownNeuron(f"no neuron named {name!r}: see ganglion neuron list")
+
+    def update_neuron(self, name: str, **values: Any) -> None:
+        with self.session() as session:
+            session.execute(update(NeuronRow).where(NeuronRow.name == name).values(**values))
+            session.commit()
+
+    # speed samples
+
+    def add_sample(self, neuron_id: int, model: str, source: str, stats: TokenStats) -> None:
+        with self.session() as session:
+            session.add(
+                SpeedSampleRow(
+                    neuron_id=neuron_id,
+                    model=model,
+                    source=source,
+                    prompt_tokens=stats.prompt_tokens,
+                    output_tokens=stats.output_tokens,
+                    prefill_s=stats.prefill_s,
+                    decode_s=stats.decode_s,
+                    load_s=stats.load_s,
+                    ttft_s=stats.ttft_s,
+                    wall_s=stats.wall_s,
+                    tokens_per_second=stats.decode_tps,
+                )
+            )
+            session.commit()
+
+    def samples(self, neuron_id: int, limit: int = 50) -> Sequence[SpeedSampleRow]:
+        """The newest ``limit`` samples of a neuron, oldest first."""
+        with self.session() as session:
+            newest = session.scalars(
+                select(SpeedSampleRow)
+                .where(SpeedSampleRow.neuron_id == neuron_id)
+                .order_by(SpeedSampleRow.id.desc())
+                .limit(limit)
+            ).all()
+        return list(reversed(newest))

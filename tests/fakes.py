@@ -1,0 +1,88 @@
+"""A fake fleet for unit tests: Ollama-speaking neurons behind one ``httpx.MockTransport``.
+
+Each fake neuron is keyed by its host:port; it can be taken down (connection refused) or
+made to answer like a web server that is not an LLM server. Every request is logged.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+import httpx
+
+
+@dataclass
+class FakeOllama:
+    models: list[str] = field(default_factory=lambda: ["llama3"])
+    tokens_per_second: float = 50.0
+    up: bool = True
+    not_llm: bool = False
+    log: list[str] = field(default_factory=list)
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.log.append(request.url.path)
+        if not self.up:
+            raise httpx.ConnectError("connection refused", request=request)
+        if self.not_llm:
+            return httpx.Response(200, text="<html>hello</html>", headers={"content-type": "text/html"})
+        path = request.url.path
+        if path == "/api/version":
+            return httpx.Response(200, json={"version": "0.12.0"})
+        if path == "/api/tags":
+            return httpx.Response(200, json={"models": [{"name": m, "model": m, "size": 1} for m in self.models]})
+        if path == "/api/ps":
+            return httpx.Response(200, json={"models": []})
+        if path == "/v1/models":
+            return httpx.Response(404, json={"error": "not found"})
+        if path == "/api/chat":
+            return self._chat(json.loads(request.content))
+        return httpx.Response(404, json={"error": f"no route {path}"})
+
+    def _chat(self, body: dict[str, object]) -> httpx.Response:
+        options = body.get("options") or {}
+        assert isinstance(options, dict)
+        count = int(options.get("num_predict") or 16)
+        eval_ns = int(count / self.tokens_per_second * 1e9)
+        final = {
+            "model": body["model"],
+            "created_at": "2026-11-25T00:00:00Z",
+            "message": {"role": "assistant", "content": ""},
+            "done": True,
+            "done_reason": "length",
+            "total_duration": eval_ns + 1000,
+            "load_duration": 1000,
+            "prompt_eval_count": 12,
+            "prompt_eval_duration": 1_000_000,
+            "eval_count": count,
+            "eval_duration": eval_ns,
+        }
+        words = [
+            {"model": body["model"], "created_at": "2026-11-25T00:00:00Z",
+             "message": {"role": "assistant", "content": "word "}, "done": False}
+            for _ in range(count)
+        ]
+        if body.get("stream", True):
+            lines = "".join(json.dumps(chunk) + "\n" for chunk in [*words, final])
+            return httpx.Response(200, text=lines, headers={"content-type": "application/x-ndjson"})
+        final["message"] = {"role": "assistant", "content": "word " * count}
+        return httpx.Response(200, json=final)
+
+
+@dataclass
+class FakeFleet:
+    neurons: dict[str, FakeOllama] = field(default_factory=dict)
+
+    def add(self, hostport: str, **kwargs: object) -> FakeOllama:
+        fake = FakeOllama(**kwargs)  # type: ignore[arg-type]
+        self.neurons[hostport] = fake
+        return fake
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        fake = self.neurons.get(f"{request.url.host}:{request.url.port or 80}")
+        if fake is None:
+            raise httpx.ConnectError("connection refused", request=request)
+        return fake.handle(request)
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self.handle)

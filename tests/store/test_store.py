@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from ganglion.errors import DuplicateNeuron, StoreError, UnknownNeuron
+from ganglion.neurons.base import TokenStats
+from ganglion.store import Store
+from ganglion.store.db import table_names
+from ganglion.store.schema import Base, NeuronRow
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nested' / 'ganglion.db'}"
+    url: str = request.getfixturevalue("fresh_postgres")
+    return url
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[Store]:
+    opened = Store.open(database_url)
+    yield opened
+    opened.close()
+
+
+def neuron(name: str = "gpu", url: str = "http://127.0.0.1:11434") -> NeuronRow:
+    return NeuronRow(name=name, url=url, api="ollama", node="box", models=["llama3"], status="active")
+
+
+def test_migrations_create_every_table_and_match_the_schema(store: Store) -> None:
+    assert {"neurons", "speed_samples", "runs", "delegations", "api_keys"} <= table_names(store.engine)
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
+
+
+def test_migrating_twice_is_harmless(database_url: str) -> None:
+    Store.open(database_url).close()
+    again = Store.open(database_url)
+    assert "neurons" in table_names(again.engine)
+    again.close()
+
+
+def test_neurons_round_trip(store: Store) -> None:
+    store.add_neuron(neuron())
+    store.update_neuron("gpu", status="offline", reason="2 probes failed")
+    (row,) = store.neurons()
+    assert (row.name, row.api, row.models, row.status) == ("gpu", "ollama", ["llama3"], "offline")
+    assert row.reason == "2 probes failed"
+
+
+def test_duplicate_name_or_url_is_refused_with_advice(store: Store) -> None:
+    store.add_neuron(neuron())
+    with pytest.raises(DuplicateNeuron, match="already registered"):
+        store.add_neuron(neuron(url="http://127.0.0.1:9999"))
+    with pytest.raises(DuplicateNeuron):
+        store.add_neuron(neuron(name="other"))
+    assert [row.name for row in store.neurons()] == ["gpu"]
+
+
+def test_samples_are_kept_in_order_and_go_with_their_neuron(store: Store) -> None:
+    row = store.add_neuron(neuron())
+    for tokens in (10, 20, 30):
+        stats = TokenStats(output_tokens=tokens, decode_s=1.0, wall_s=1.5)
+        store.add_sample(row.id, "llama3", "bench", stats)
+    samples = store.samples(row.id, limit=2)
+    assert [s.tokens_per_second for s in samples] == [20.0, 30.0]
+    assert samples[0].source == "bench"
+    store.remove_neuron("gpu")
+    assert store.samples(row.id) == []
+
+
+def test_removing_an_unknown_neuron_says_so(store: Store) -> None:
+    with pytest.raises(UnknownNeuron, match="no neuron named 'ghost'"):
+        store.remove_neuron("ghost")
+
+
+def test_unreachable_database_is_one_clear_error() -> None:
+    with pytest.raises(StoreError, match="cannot open the database") as caught:
+        Store.open("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
+    assert "secret" not in str(caught.value)
