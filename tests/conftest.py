@@ -37,7 +37,9 @@ def free_port() -> int:
         return port
 
 
-def wait_http(url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
+def wait_http(
+    url: str, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -97,20 +99,44 @@ class Spawner:
     def ganglion(self, *args: str, port: int | None = None, ready_path: str = "/") -> Proc:
         port = port or free_port()
         argv = [sys.executable, "-m", "ganglion", *[a.replace("{port}", str(port)) for a in args]]
-        proc = Proc(argv, port, self.tmp / f"proc-{len(self.procs)}-{port}.log", ready_path=ready_path)
+        proc = Proc(
+            argv, port, self.tmp / f"proc-{len(self.procs)}-{port}.log", ready_path=ready_path
+        )
         self.procs.append(proc)
         return proc.start()
 
-    def sim(self, tps: float, *, model: str = "sim-model", port: int | None = None, extra: tuple[str, ...] = ()) -> Proc:
+    def sim(
+        self,
+        tps: float,
+        *,
+        model: str = "sim-model",
+        port: int | None = None,
+        extra: tuple[str, ...] = (),
+    ) -> Proc:
         return self.ganglion(
-            "sim", "--port", "{port}", "--model", model, "--tps", str(tps), *extra,
-            port=port, ready_path="/api/version",
+            "sim",
+            "--port",
+            "{port}",
+            "--model",
+            model,
+            "--tps",
+            str(tps),
+            *extra,
+            port=port,
+            ready_path="/api/version",
         )
 
     def gateway(self, db_url: str, *, probe_interval: float = 0.5, port: int | None = None) -> Proc:
         return self.ganglion(
-            "serve", "--port", "{port}", "--db", db_url, "--probe-interval", str(probe_interval),
-            port=port, ready_path="/fleet/neurons",
+            "serve",
+            "--port",
+            "{port}",
+            "--db",
+            db_url,
+            "--probe-interval",
+            str(probe_interval),
+            port=port,
+            ready_path="/fleet/neurons",
         )
 
     def close(self) -> None:
@@ -125,7 +151,9 @@ def spawn(tmp_path: Path) -> Iterator[Spawner]:
     spawner.close()
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
     """Run ``ganglion ARGS`` as a user would, capturing output."""
     return subprocess.run(
         [sys.executable, "-m", "ganglion", *args],
@@ -149,7 +177,9 @@ def postgres_url() -> str:
     try:
         import psycopg
 
-        with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5):
+        with psycopg.connect(
+            url.replace("postgresql+psycopg://", "postgresql://"), connect_timeout=5
+        ):
             pass
     except Exception as error:  # any failure to connect means the part is missing
         need(False, f"PostgreSQL at {url} is not reachable: {error}")

@@ -25,12 +25,16 @@ class FakeOllama:
         if not self.up:
             raise httpx.ConnectError("connection refused", request=request)
         if self.not_llm:
-            return httpx.Response(200, text="<html>hello</html>", headers={"content-type": "text/html"})
+            return httpx.Response(
+                200, text="<html>hello</html>", headers={"content-type": "text/html"}
+            )
         path = request.url.path
         if path == "/api/version":
             return httpx.Response(200, json={"version": "0.12.0"})
         if path == "/api/tags":
-            return httpx.Response(200, json={"models": [{"name": m, "model": m, "size": 1} for m in self.models]})
+            return httpx.Response(
+                200, json={"models": [{"name": m, "model": m, "size": 1} for m in self.models]}
+            )
         if path == "/api/ps":
             return httpx.Response(200, json={"models": []})
         if path == "/v1/models":
@@ -58,8 +62,12 @@ class FakeOllama:
             "eval_duration": eval_ns,
         }
         words = [
-            {"model": body["model"], "created_at": "2026-11-25T00:00:00Z",
-             "message": {"role": "assistant", "content": "word "}, "done": False}
+            {
+                "model": body["model"],
+                "created_at": "2026-11-25T00:00:00Z",
+                "message": {"role": "assistant", "content": "word "},
+                "done": False,
+            }
             for _ in range(count)
         ]
         if body.get("stream", True):

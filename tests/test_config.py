@@ -24,7 +24,7 @@ def test_loopback_is_the_default_bind() -> None:
 
 
 def test_public_bind_is_refused_without_keys() -> None:
-    with pytest.raises(ConfigError, match="refusing to bind 0.0.0.0"):
+    with pytest.raises(ConfigError, match=r"refusing to bind 0\.0\.0\.0"):
         load_settings(host="0.0.0.0")
 
 

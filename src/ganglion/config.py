@@ -11,7 +11,7 @@ import ipaddress
 from pathlib import Path
 
 from platformdirs import user_data_dir
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -106,8 +106,6 @@ def load_settings(**overrides: object) -> Settings:
 
     A validation failure becomes one :class:`ConfigError` line naming the setting.
     """
-    from pydantic import ValidationError
-
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**given)  # type: ignore[arg-type]

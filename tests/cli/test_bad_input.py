@@ -50,7 +50,9 @@ def test_not_an_llm_server(gateway: Proc, web_server: str) -> None:
 
 def test_duplicate_name(gateway: Proc, spawn: Spawner) -> None:
     first, second = spawn.sim(50), spawn.sim(50)
-    assert run_cli("neuron", "add", first.url, "--name", "a", "--gateway", gateway.url).returncode == 0
+    assert (
+        run_cli("neuron", "add", first.url, "--name", "a", "--gateway", gateway.url).returncode == 0
+    )
     result = run_cli("neuron", "add", second.url, "--name", "a", "--gateway", gateway.url)
     assert_one_line_error(result, "already registered", "--name")
 
@@ -67,7 +69,9 @@ def test_malformed_db_url(tmp_path: Path) -> None:
 
 
 def test_unreachable_db() -> None:
-    result = run_cli("serve", "--port", str(free_port()), "--db", "postgresql://u:hunter2@127.0.0.1:1/x")
+    result = run_cli(
+        "serve", "--port", str(free_port()), "--db", "postgresql://u:hunter2@127.0.0.1:1/x"
+    )
     assert_one_line_error(result, "cannot open the database")
     assert "hunter2" not in result.stderr
 

@@ -13,8 +13,15 @@ import pytest
 from tests.conftest import Proc, Spawner, run_cli
 
 PROBE_INTERVAL = 1.0
-GENERATE_PATHS = {"/api/chat", "/api/generate", "/api/embed", "/api/embeddings",
-                  "/v1/chat/completions", "/v1/completions", "/v1/embeddings"}
+GENERATE_PATHS = {
+    "/api/chat",
+    "/api/generate",
+    "/api/embed",
+    "/api/embeddings",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/embeddings",
+}
 
 
 def ganglion(gateway: Proc, *args: str) -> Any:

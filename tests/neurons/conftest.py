@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -70,14 +71,21 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def llama_server() -> Iterator[LlamaServer]:
-    """One real llama-cpp-python server with SmolLM2-135M (``--embedding`` on) per session."""
+def llama_model() -> Path:
+    """The bundled GGUF model, once llama-cpp-python is known to be installed too."""
     try:
         model = model_path()
     except LocalFleetError as exc:
         _unavailable(str(exc))
     if importlib.util.find_spec("llama_cpp") is None:
         _unavailable("llama-cpp-python is not installed (pip install 'ganglion[local]')")
-    server = LlamaServer(model, embedding=True)
-    with server:
+    return model
+
+
+@pytest.fixture(scope="session")
+def llama_server(
+    llama_model: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LlamaServer]:
+    """One real llama-cpp-python server with SmolLM2-135M, as ``ganglion local`` starts it."""
+    with LlamaServer(llama_model, log_dir=tmp_path_factory.mktemp("llama")) as server:
         yield server

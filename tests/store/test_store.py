@@ -30,11 +30,15 @@ def store(database_url: str) -> Iterator[Store]:
 
 
 def neuron(name: str = "gpu", url: str = "http://127.0.0.1:11434") -> NeuronRow:
-    return NeuronRow(name=name, url=url, api="ollama", node="box", models=["llama3"], status="active")
+    return NeuronRow(
+        name=name, url=url, api="ollama", node="box", models=["llama3"], status="active"
+    )
 
 
 def test_migrations_create_every_table_and_match_the_schema(store: Store) -> None:
-    assert {"neurons", "speed_samples", "runs", "delegations", "api_keys"} <= table_names(store.engine)
+    assert {"neurons", "speed_samples", "runs", "delegations", "api_keys"} <= table_names(
+        store.engine
+    )
     with store.engine.connect() as connection:
         diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert diff == []

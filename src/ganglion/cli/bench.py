@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ganglion.client import GatewayClient
 from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, JsonOption
+from ganglion.client import GatewayClient
 
 
 def register(app: typer.Typer) -> None:
@@ -72,7 +72,9 @@ def run_with_progress(
 def results_table(results: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("NEURON", "MODEL", "TOK/S", "TOKENS", "TTFT", "RESULT"):
-        table.add_column(column, justify="right" if column in ("TOK/S", "TOKENS", "TTFT") else "left")
+        table.add_column(
+            column, justify="right" if column in ("TOK/S", "TOKENS", "TTFT") else "left"
+        )
     for r in results:
         tps = r.get("tokens_per_second")
         ttft = r.get("ttft_s")

@@ -17,7 +17,7 @@ from ganglion.cli.local import NeuronsOption, wait_for_interrupt
 from ganglion.cli.neuron import neuron_table
 from ganglion.cli.options import DbOption
 from ganglion.client import GatewayClient
-from ganglion.config import DEFAULT_HOST, DEFAULT_PORT
+from ganglion.config import DEFAULT_HOST, DEFAULT_PORT, default_data_dir
 from ganglion.errors import GatewayError
 from ganglion.local.fleet import LocalFleet
 
@@ -47,25 +47,30 @@ def demo(
 
     url = f"http://{DEFAULT_HOST}:{port}"
     gateway = start_gateway(port, db, say)
-    fleet: LocalFleet | None = None
     try:
         with GatewayClient(url) as client:
             fleet = LocalFleet(client, neurons, say=say)
-            fleet.up()
-            say("measuring each neuron's decode speed (ganglion bench)")
-            results = run_with_progress(client, {"neurons": fleet.names}, quiet=False)
-            console.print(results_table(results))
-            Console().print(neuron_table(client.request("GET", "/fleet/neurons")))
-            say(f"\ngateway   {url}\nAPI docs  {url}/docs")
-            say(f"try       {sys.argv[0]} neuron list --gateway {url}")
-            if not once:
-                say("\nCtrl-C stops the demo")
-                wait_for_interrupt()
+            try:
+                tour(client, fleet, url, say)
+                if not once:
+                    say("\nCtrl-C stops the demo")
+                    wait_for_interrupt()
+            finally:
+                fleet.down()
     finally:
-        if fleet is not None:
-            fleet.down()
         stop_process(gateway)
         say("demo stopped")
+
+
+def tour(client: GatewayClient, fleet: LocalFleet, url: str, say: Callable[[str], None]) -> None:
+    """Bring the local neurons up, measure them, and show the fleet."""
+    fleet.up()
+    say("measuring each neuron's decode speed (ganglion bench)")
+    results = run_with_progress(client, {"neurons": fleet.names}, quiet=False)
+    Console().print(results_table(results))
+    Console().print(neuron_table(client.request("GET", "/fleet/neurons")))
+    say(f"\ngateway   {url}\nAPI docs  {url}/docs")
+    say(f"try       ganglion neuron list --gateway {url}")
 
 
 def start_gateway(port: int, db: str | None, say: Callable[[str], None]) -> subprocess.Popen[bytes]:
@@ -74,15 +79,18 @@ def start_gateway(port: int, db: str | None, say: Callable[[str], None]) -> subp
     command += ["--probe-interval", "2"]
     if db:
         command += ["--db", db]
-    say(f"starting the gateway on {DEFAULT_HOST}:{port}")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = default_data_dir() / "logs" / "demo-gateway.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    say(f"starting the gateway on {DEFAULT_HOST}:{port} (log: {log})")
+    with log.open("wb") as handle:
+        process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + GATEWAY_START_S
     url = f"http://{DEFAULT_HOST}:{port}/fleet/neurons"
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            error = (process.stderr.read() if process.stderr else b"").decode().strip()
-            last = error.splitlines()[-1] if error else f"exit status {process.returncode}"
-            raise GatewayError(f"the gateway did not start: {last}")
+            lines = log.read_text(errors="replace").strip().splitlines()
+            last = lines[-1] if lines else f"exit status {process.returncode}"
+            raise GatewayError(f"the gateway did not start: {last.removeprefix('error: ')}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return process
@@ -101,4 +109,3 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-

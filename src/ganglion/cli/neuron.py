@@ -10,8 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ganglion.client import GatewayClient
 from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, JsonOption
+from ganglion.client import GatewayClient
 from ganglion.neurons.base import Dialect
 
 neuron_app = typer.Typer(
@@ -30,9 +30,7 @@ def register(app: typer.Typer) -> None:
 def add(
     url: Annotated[str, typer.Argument(help="Server URL, e.g. http://gpu-box:11434")],
     name: Annotated[str | None, typer.Option(help="Name; default HOST-PORT.")] = None,
-    api: Annotated[
-        Dialect | None, typer.Option(help="Dialect; detected when not given.")
-    ] = None,
+    api: Annotated[Dialect | None, typer.Option(help="Dialect; detected when not given.")] = None,
     node: Annotated[str | None, typer.Option(help="Machine it runs on; default its host.")] = None,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     api_key: ApiKeyOption = None,
@@ -74,7 +72,8 @@ def list_(
 def neuron_table(views: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "STATUS", "NODE", "API", "MODELS", "TOK/S", "BUSY", "LAST SEEN"):
-        table.add_column(column, justify="right" if column in ("TOK/S", "BUSY") else "left")
+        justify = "right" if column in ("TOK/S", "BUSY") else "left"
+        table.add_column(column, justify=justify, overflow="fold")
     for view in views:
         status = view["status"]
         shown = f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"

@@ -19,9 +19,13 @@ GatewayOption = Annotated[
 ]
 ApiKeyOption = Annotated[
     str | None,
-    typer.Option("--api-key", envvar="GANGLION_API_KEY", help="API key, when the gateway needs one."),
+    typer.Option(
+        "--api-key", envvar="GANGLION_API_KEY", help="API key, when the gateway needs one."
+    ),
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")
+]
 DbOption = Annotated[
     str | None,
     typer.Option(

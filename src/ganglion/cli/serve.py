@@ -31,11 +31,10 @@ def serve(
 
     Binds 127.0.0.1:11435 by default. A non-loopback bind is refused unless API keys exist.
     """
-    from ganglion.gateway.server import preflight, serve as run
+    from ganglion.gateway.server import preflight
+    from ganglion.gateway.server import serve as run
 
-    settings = load_settings(
-        host=host, port=port, database_url=db, probe_interval_s=probe_interval
-    )
+    settings = load_settings(host=host, port=port, database_url=db, probe_interval_s=probe_interval)
     preflight(settings)
     where = make_url(settings.database_url).render_as_string(hide_password=True)
     Console(stderr=True).print(

@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from ganglion.doctor.facts import ARCHITECTURES
 from ganglion.doctor.iommu import describe
 from ganglion.doctor.report import GpuReport, Report
 from ganglion.doctor.vfio import VfioPlan
@@ -36,7 +37,7 @@ def _gpu(console: Console, gpu: GpuReport) -> None:
         ("PCI id", str(model.pci_id)),
         ("address", d.bdf or "-"),
         ("chip", model.chip),
-        ("architecture", model.arch or "unknown"),
+        ("architecture", ARCHITECTURES[model.arch].title if model.arch else "unknown"),
         ("compute capability", cc),
         ("driver in use", gpu.driver_in_use or "-"),
         ("CUDA", f"{d.cuda_major} at most" if d.cuda_major else "none"),

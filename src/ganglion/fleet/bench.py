@@ -52,6 +52,15 @@ async def bench_model(
     if stats is None:
         return BenchResult(neuron.name, model, ok=False, error="the stream ended without stats")
     await registry.record_success(neuron, model, stats, source="bench")
+    if stats.decode_tps is None:
+        return BenchResult(
+            neuron.name,
+            model,
+            ok=False,
+            output_tokens=stats.output_tokens,
+            wall_s=stats.wall_s,
+            error="the answer had no measurable decode (no output tokens or no timing)",
+        )
     return BenchResult(
         neuron.name,
         model,

@@ -17,7 +17,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from ganglion.errors import DuplicateNeuron, FleetError, NeuronError, UnknownNeuron
+from ganglion.errors import (
+    DuplicateNeuron,
+    FleetError,
+    NeuronError,
+    NeuronUnreachable,
+    UnknownNeuron,
+)
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
@@ -187,8 +193,6 @@ class Registry:
         try:
             return await asyncio.wait_for(adapter.probe(), self.probe_timeout_s)
         except TimeoutError:
-            from ganglion.errors import NeuronUnreachable
-
             raise NeuronUnreachable(
                 f"{url} did not answer within {self.probe_timeout_s:.0f} s: check that the "
                 "server is running and reachable from the gateway"

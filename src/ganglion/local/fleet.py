@@ -5,6 +5,7 @@ Neurons named ``local-N`` belong to this module: a stale one (left by a crash) i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -58,10 +59,9 @@ class LocalFleet:
     def down(self) -> None:
         """Unregister and stop every neuron this fleet started. Safe to call twice."""
         for name in self.names:
-            try:
+            # the gateway may already be gone; the servers must stop all the same
+            with contextlib.suppress(GatewayError):
                 self.client.request("DELETE", f"/fleet/neurons/{name}")
-            except GatewayError:
-                pass  # the gateway may already be gone; the servers still must stop
         self.names = []
         for server in self.servers:
             server.stop()

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import json
 import struct
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing
 from datetime import timedelta
 from itertools import count
@@ -44,6 +44,8 @@ VERSION = "0.9.0-ganglion-sim"
 CONTEXT_LENGTH = 8192
 KEEP_LOADED = timedelta(days=3650)
 """A loaded model stays loaded: ``/api/ps`` shows it expiring ten years on."""
+
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
@@ -77,6 +79,18 @@ async def read_body(request: Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
     return body
+
+
+def guarded(handler: Endpoint, bad_request: Callable[[str], Response]) -> Endpoint:
+    """``handler``, answering a :class:`BadRequest` it raises with ``bad_request(message)``."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except BadRequest as error:
+            return bad_request(str(error))
+
+    return endpoint
 
 
 def note_model(request: Request, model: object) -> None:
@@ -157,15 +171,8 @@ class OllamaAPI:
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
 
-    def guarded(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except BadRequest as error:
-                return self.error(400, str(error))
-            return response
-
-        return endpoint
+    def guarded(self, handler: Endpoint) -> Endpoint:
+        return guarded(handler, lambda message: self.error(400, message))
 
     async def root(self, request: Request) -> Response:
         return PlainTextResponse("Ollama is running (ganglion sim: a simulated neuron)")
@@ -181,9 +188,14 @@ class OllamaAPI:
         for name, since in sorted(self.sim.loaded.items()):
             card = self.model_card(name)
             card.pop("modified_at")
-            expires = (since + KEEP_LOADED).isoformat()
-            models.append(card | {"expires_at": expires, "size_vram": card["size"]})
-            models[-1]["context_length"] = CONTEXT_LENGTH
+            models.append(
+                card
+                | {
+                    "expires_at": (since + KEEP_LOADED).isoformat(),
+                    "size_vram": card["size"],
+                    "context_length": CONTEXT_LENGTH,
+                }
+            )
         return JSONResponse({"models": models})
 
     async def show(self, request: Request) -> Response:
@@ -241,6 +253,9 @@ class OllamaAPI:
     async def answer(
         self, request: Request, body: dict[str, Any], tokens: int, *, chat: bool
     ) -> Response:
+        options = body.get("options") or {}
+        if not isinstance(options, dict):
+            raise BadRequest("'options' must be an object")
         note_model(request, body.get("model"))
         model = self.sim.resolve(body.get("model"))
         if model is None:
@@ -250,9 +265,6 @@ class OllamaAPI:
             return self.error(500, "simulated failure (ganglion sim --fail-rate)")
         if fault == "hang":
             return HangResponse(self.sim)
-        options = body.get("options") or {}
-        if not isinstance(options, dict):
-            raise BadRequest("'options' must be an object")
         answer = _ollama_answer(body.get("format"))
         pieces, reason = output_for(self.sim, options.get("num_predict"), answer)
         job = Job(model=model, prompt_tokens=tokens, pieces=pieces, done_reason=reason)
@@ -286,15 +298,11 @@ class OllamaAPI:
         found = await self.embedding_model(request, body)
         if isinstance(found, Response):
             return found
-        timings = await self.sim.warm(found, prompt_tokens(inputs))
+        durations = (await self.sim.warm(found, prompt_tokens(inputs))).ollama()
+        vectors = [embedding(found, text) for text in inputs]
+        keep = ("total_duration", "load_duration", "prompt_eval_count")
         return JSONResponse(
-            {
-                "model": body["model"],
-                "embeddings": [embedding(found, text) for text in inputs],
-                "total_duration": round(timings.total_s * 1e9),
-                "load_duration": round(timings.load_s * 1e9),
-                "prompt_eval_count": timings.prompt_tokens,
-            }
+            {"model": body["model"], "embeddings": vectors} | {k: durations[k] for k in keep}
         )
 
     async def embeddings(self, request: Request) -> Response:
@@ -329,7 +337,7 @@ class OpenAIAPI:
         ]
 
     @staticmethod
-    def error(status: int, message: str, kind: str, code: str | None) -> JSONResponse:
+    def error(status: int, message: str, kind: str, code: str | None = None) -> JSONResponse:
         body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
         return JSONResponse(body, status_code=status)
 
@@ -337,15 +345,8 @@ class OpenAIAPI:
         message = f"The model '{model}' does not exist or is not served by this simulator"
         return self.error(404, message, "invalid_request_error", "model_not_found")
 
-    def guarded(self, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-        async def endpoint(request: Request) -> Response:
-            try:
-                response: Response = await handler(request)
-            except BadRequest as error:
-                return self.error(400, str(error), "invalid_request_error", None)
-            return response
-
-        return endpoint
+    def guarded(self, handler: Endpoint) -> Endpoint:
+        return guarded(handler, lambda message: self.error(400, message, "invalid_request_error"))
 
     def model_object(self, name: str) -> dict[str, Any]:
         return {"id": name, "object": "model", "created": 1704067200, "owned_by": "ganglion-sim"}
@@ -484,7 +485,8 @@ def _openai_answer(response_format: object) -> object | None:
     if kind == "json_object":
         return JSON_OBJECT_ANSWER
     if kind == "json_schema":
-        schema = (response_format.get("json_schema") or {}).get("schema")
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
         return instance_of(schema) if isinstance(schema, dict) else JSON_OBJECT_ANSWER
     return None
 

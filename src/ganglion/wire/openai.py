@@ -63,16 +63,13 @@ class Choice(WireModel):
 
 
 class ChatCompletion(WireModel):
-    """``POST /v1/chat/completions`` without streaming (the text is in ``choices[0].message``)."""
+    """``POST /v1/chat/completions`` without streaming (text in ``choices[0].message``), and
+    ``POST /v1/completions`` (text in ``choices[0].text``): one shape serves both."""
 
     model: str = ""
     choices: list[Choice]
     usage: Usage | None = None
     timings: Timings | None = None
-
-
-class Completion(ChatCompletion):
-    """``POST /v1/completions`` (the text is in ``choices[0].text``)."""
 
 
 class Delta(WireModel):

@@ -1,4 +1,4 @@
-"""Alembic environment: migrations run on the connection :func:`ganglion.store.db.migrate` passes."""
+"""Alembic environment: migrations run on the connection that ``migrate()`` passes in."""
 
 from __future__ import annotations
 
