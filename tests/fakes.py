@@ -39,19 +39,25 @@ class FakeOllama:
             return httpx.Response(200, json={"models": []})
         if path == "/v1/models":
             return httpx.Response(404, json={"error": "not found"})
-        if path == "/api/chat":
-            return self._chat(json.loads(request.content))
+        if path in ("/api/chat", "/api/generate"):
+            return self._generate(json.loads(request.content), chat=path == "/api/chat")
         return httpx.Response(404, json={"error": f"no route {path}"})
 
-    def _chat(self, body: dict[str, object]) -> httpx.Response:
+    def _generate(self, body: dict[str, object], *, chat: bool) -> httpx.Response:
         options = body.get("options") or {}
         assert isinstance(options, dict)
         count = int(options.get("num_predict") or 16)
         eval_ns = int(count / self.tokens_per_second * 1e9)
+
+        def text(content: str) -> dict[str, object]:
+            if chat:
+                return {"message": {"role": "assistant", "content": content}}
+            return {"response": content}
+
         final = {
             "model": body["model"],
             "created_at": "2026-11-25T00:00:00Z",
-            "message": {"role": "assistant", "content": ""},
+            **text(""),
             "done": True,
             "done_reason": "length",
             "total_duration": eval_ns + 1000,
@@ -73,8 +79,7 @@ class FakeOllama:
         if body.get("stream", True):
             lines = "".join(json.dumps(chunk) + "\n" for chunk in [*words, final])
             return httpx.Response(200, text=lines, headers={"content-type": "application/x-ndjson"})
-        final["message"] = {"role": "assistant", "content": "word " * count}
-        return httpx.Response(200, json=final)
+        return httpx.Response(200, json=final | text("word " * count))
 
 
 @dataclass

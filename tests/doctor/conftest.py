@@ -36,9 +36,7 @@ class FakeHost:
         (self.proc / "cpuinfo").write_text("processor\t: 0\nvendor_id\t: GenuineIntel\n")
         (self.proc / "cmdline").write_text("BOOT_IMAGE=/vmlinuz root=/dev/sda1 quiet\n")
         (self.proc / "meminfo").write_text("MemTotal:       65536000 kB\n")
-        (root / "os-release").write_text(
-            'PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nID=debian\n'
-        )
+        (root / "os-release").write_text('PRETTY_NAME="Debian GNU/Linux 13 (trixie)"\nID=debian\n')
 
     @property
     def paths(self) -> HostPaths:

@@ -20,7 +20,7 @@ import pytest
 from ganglion.errors import ConfigError
 from ganglion.local.schema_instance import instance_of
 from ganglion.local.sim import SimConfig, create_sim_app
-from ganglion.local.sim_engine import LABEL, json_pieces
+from ganglion.local.sim_engine import LABEL, Job, Simulator, filler, json_pieces
 
 try:
     import jsonschema  # type: ignore[import-untyped]
@@ -216,6 +216,20 @@ async def test_stats_show_in_flight_work(vtime: VirtualTime) -> None:
     assert after["in_flight"] == 0
     assert after["totals"]["completed"] == 2
     assert after["totals"]["output_tokens"] == 60
+
+
+async def test_abandoning_a_stream_frees_its_slot(vtime: VirtualTime) -> None:
+    config = SimConfig(models=("m1",), tps=10.0)
+    app = create_sim_app(config, clock=vtime.clock, sleep=vtime.sleep)
+    sim: Simulator = app.state.sim
+    job = Job(model="m1:latest", prompt_tokens=1, pieces=filler(50))
+    batches = sim.run(job)
+    assert await anext(batches) == [LABEL]
+    assert (sim.active, sim.decoding) == (1, 1)
+    await batches.aclose()
+    assert (sim.active, sim.decoding, sim.queued) == (0, 0, 0)
+    assert job.timings is not None
+    assert job.timings.eval_count == 1
 
 
 # -- the Ollama dialect ---------------------------------------------------------------------

@@ -137,6 +137,25 @@ def test_the_official_openai_client(spawn: Spawner) -> None:
     assert isinstance(person.choices[0].message.parsed, Person)
 
 
+async def test_a_client_that_hangs_up_frees_its_slot(spawn: Spawner) -> None:
+    sim = spawn.sim(10.0)
+    body = {"model": "sim-model", "prompt": "go", "options": {"num_predict": 500}}
+    async with httpx.AsyncClient(base_url=sim.url, timeout=10.0) as client:
+        async with client.stream("POST", "/api/generate", json=body) as response:
+            async for _ in response.aiter_lines():
+                break
+        for _ in range(50):
+            stats = (await client.get("/sim/stats")).json()
+            if stats["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert (stats["in_flight"], stats["active"], stats["decoding"]) == (0, 0, 0)
+        quick = {"model": "sim-model", "options": {"num_predict": 2}, "stream": False}
+        started = time.monotonic()
+        assert (await client.post("/api/generate", json=quick)).json()["eval_count"] == 2
+        assert time.monotonic() - started < 5
+
+
 def test_liveness_calls_leave_no_generation_in_the_log(spawn: Spawner) -> None:
     sim = spawn.sim(90.0)
     with httpx.Client(base_url=sim.url) as client:

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ganglion.local.sim import DEFAULT_OUTPUT_TOKENS, SimConfig, run_sim
 
@@ -113,6 +114,7 @@ def sim(
     console = Console(highlight=False, soft_wrap=True)
 
     def announce(url: str) -> None:
-        console.print(f"ganglion sim [bold]{name}[/] on {url}: {config.describe()} (filler text)")
+        described = escape(config.describe())
+        console.print(f"ganglion sim [bold]{escape(name)}[/] on {url}: {described} (filler text)")
 
     run_sim(config, on_ready=announce)

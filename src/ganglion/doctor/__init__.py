@@ -1,16 +1,16 @@
 """The doctor: which driver path works for each NVIDIA GPU, and the plan to enlist it.
 
-    pciid.py     PCI ids and addresses, and the system's pci.ids database
-    catalog.py   the project's GPU table (generated into ``data/``) and the codename fallback
-    facts.py     public facts as tables: architectures, driver branches, CUDA, engines
-    sysfs.py     reading this machine: PCI devices, IOMMU groups, kernel, distribution
-    verdicts.py  one small rule per driver path, CUDA and engines, and the recommendation
-    report.py    the report for ``ganglion doctor`` (a dict for ``--json``)
-    iommu.py     whether a GPU's IOMMU group can be passed through
-    vfio.py      the passthrough plan for ``ganglion doctor vfio``
-    k3s.py       the manifests for ``ganglion enlist k3s``
-    labels.py    the labels and annotations fleet discovery reads
-    render.py    Rich output for people
+pciid.py     PCI ids and addresses, and the system's pci.ids database
+catalog.py   the project's GPU table (generated into ``data/``) and the codename fallback
+facts.py     public facts as tables: architectures, driver branches, CUDA, engines
+sysfs.py     reading this machine: PCI devices, IOMMU groups, kernel, distribution
+verdicts.py  one small rule per driver path, CUDA and engines, and the recommendation
+report.py    the report for ``ganglion doctor`` (a dict for ``--json``)
+iommu.py     whether a GPU's IOMMU group can be passed through
+vfio.py      the passthrough plan for ``ganglion doctor vfio``
+k3s.py       the manifests for ``ganglion enlist k3s``
+labels.py    the labels and annotations fleet discovery reads
+render.py    Rich output for people
 """
 
 from __future__ import annotations

@@ -87,10 +87,16 @@ BRANCHES: dict[str, Branch] = {
         Branch("96", 96, maintained=False, builds_up_to=None, guest_os="none current"),
         Branch("173", 173, maintained=False, builds_up_to=None, guest_os="none current"),
         Branch("304", 304, maintained=False, builds_up_to=None, guest_os="none current"),
-        Branch("340", 340, maintained=False, builds_up_to=(5, 4), guest_os="Debian 10 (Linux 4.19)"),
+        Branch(
+            "340", 340, maintained=False, builds_up_to=(5, 4), guest_os="Debian 10 (Linux 4.19)"
+        ),
         Branch("367", 367, maintained=False, builds_up_to=None, guest_os="none current"),
-        Branch("390", 390, maintained=False, builds_up_to=(5, 19), guest_os="Debian 11 (Linux 5.10)"),
-        Branch("470", 470, maintained=False, builds_up_to=(6, 11), guest_os="Debian 12 (Linux 6.1)"),
+        Branch(
+            "390", 390, maintained=False, builds_up_to=(5, 19), guest_os="Debian 11 (Linux 5.10)"
+        ),
+        Branch(
+            "470", 470, maintained=False, builds_up_to=(6, 11), guest_os="Debian 12 (Linux 6.1)"
+        ),
         Branch("580", 580, maintained=True, builds_up_to=None, guest_os="Debian 12 or 13"),
         Branch("current", CURRENT, maintained=True, builds_up_to=None, guest_os="Debian 13"),
     )

@@ -61,7 +61,9 @@ def check_group(
         why = f"group {gpu.iommu_group} also holds {shared}: it would go to the VM too"
         return GroupCheck(gpu.iommu_group, members, functions, tuple(others), False, why)
     extra = len(members) - len(functions)
-    bridges = f" and {extra} bridge{'s' if extra != 1 else ''}" if extra else ""
+    bridges = (
+        f" and {extra} bridge or vfio-bound device{'s' if extra != 1 else ''}" if extra else ""
+    )
     why = (
         f"group {gpu.iommu_group} holds only the GPU's {len(functions)} "
         f"function{'s' if len(functions) != 1 else ''}{bridges}"

@@ -121,10 +121,7 @@ def _selector(enlist: Enlistment) -> dict[str, str]:
 
 
 def _ollama_container(enlist: Enlistment) -> dict[str, Any]:
-    pull = (
-        "until ollama list >/dev/null 2>&1; do sleep 1; done; "
-        f"ollama pull {enlist.model}"
-    )
+    pull = f"until ollama list >/dev/null 2>&1; do sleep 1; done; ollama pull {enlist.model}"
     probe = {"httpGet": {"path": "/api/version", "port": "http"}, "periodSeconds": 10}
     return {
         "name": "ollama",

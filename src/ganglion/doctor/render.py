@@ -102,7 +102,10 @@ def print_plan(console: Console, plan: VfioPlan) -> None:
         verb = "append to" if plan_file.action == "append" else "write"
         _block(console, f"{verb} {plan_file.path}", plan_file.content)
     _block(console, "Then run", "\n".join(plan.commands))
-    _block(console, f"Hugepages: {plan.hugepages} x 2 MiB for {plan.memory_gib} GiB", "")
+    console.print(
+        f"[bold]Hugepages[/]: {plan.hugepages} x 2 MiB back the VM's {plan.memory_gib} GiB "
+        f"and {plan.cpus} vCPUs\n"
+    )
     _block(console, "QEMU", plan.qemu)
     _block(console, "libvirt domain (virsh define)", plan.libvirt_xml)
     guest = plan.guest

@@ -29,9 +29,9 @@ CLASS_NAMES: dict[int, str] = {
     0x0600: "Host bridge",
     0x0601: "ISA bridge",
     0x0604: "PCI bridge",
-    0x0c03: "USB controller",
-    0x0c05: "SMBus",
-    0x0c80: "Serial bus controller",
+    0x0C03: "USB controller",
+    0x0C05: "SMBus",
+    0x0C80: "Serial bus controller",
 }
 """PCI class (base and subclass) -> name, as ``lspci`` says it."""
 
@@ -144,7 +144,9 @@ def iommu_groups(sysfs: Path) -> dict[str, list[str]]:
     try:
         for group in root.iterdir():
             devices = group / "devices"
-            groups[group.name] = sorted(p.name for p in devices.iterdir()) if devices.is_dir() else []
+            groups[group.name] = (
+                sorted(p.name for p in devices.iterdir()) if devices.is_dir() else []
+            )
     except OSError:
         return {}
     return dict(sorted(groups.items(), key=lambda item: (len(item[0]), item[0])))

@@ -122,7 +122,7 @@ def nvidia_proprietary(model: GpuModel, kernel: str | None) -> NvidiaProprietary
         return NvidiaProprietary(False, last, None, why)
     if not builds:
         limit = ".".join(map(str, branch.builds_up_to or ()))
-        why = f"no: last branch {last} builds only up to Linux {limit} without patches, this is {kernel}"
+        why = f"no: last branch {last} builds only up to Linux {limit} unpatched; this is {kernel}"
         return NvidiaProprietary(False, last, False, why)
     if last == "current":
         return NvidiaProprietary(True, last, True, "yes: the current branch supports it")
@@ -135,7 +135,9 @@ def vfio_passthrough(host: HostInfo, group: GroupCheck | None) -> VfioPassthroug
     if not host.iommu_enabled:
         return VfioPassthrough(False, "the IOMMU is off: enable VT-d/AMD-Vi and intel_iommu=on")
     if group is None:
-        return VfioPassthrough(None, "IOMMU on; the card's group can be judged once it is installed")
+        return VfioPassthrough(
+            None, "IOMMU on; the card's group can be judged once it is installed"
+        )
     return VfioPassthrough(group.clean, f"IOMMU on; {group.why}")
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ganglion.doctor import DoctorError
+from ganglion.doctor.catalog import base_codename
 from ganglion.doctor.facts import BRANCHES
 from ganglion.doctor.iommu import GroupCheck, describe
 from ganglion.doctor.pciid import parse_bdf, slot_of
@@ -158,7 +159,9 @@ def _select(
         if device is None:
             raise DoctorError(f"no PCI device at {bdf}")
         if device not in gpus:
-            raise DoctorError(f"{bdf} is a {device.class_name} [{device.pci_id}], not an NVIDIA GPU")
+            raise DoctorError(
+                f"{bdf} is a {device.class_name} [{device.pci_id}], not an NVIDIA GPU"
+            )
         chosen.append(device)
     return chosen
 
@@ -196,7 +199,7 @@ def _override_files(functions: Sequence[str], tools: BootTools) -> list[PlanFile
     )
     include = {
         "debian": (
-            "#!/bin/sh\n[ \"$1\" = prereqs ] && exit 0\n. /usr/share/initramfs-tools/hook-functions\n"
+            '#!/bin/sh\n[ "$1" = prereqs ] && exit 0\n. /usr/share/initramfs-tools/hook-functions\n'
             f"copy_exec {OVERRIDE_SCRIPT}\n"
         ),
         "dracut": f'install_items+=" {OVERRIDE_SCRIPT} "\n',
@@ -227,7 +230,9 @@ def qemu_command(name: str, functions: Sequence[str], memory_gib: int, cpus: int
     """A QEMU command line for a VM with ``functions`` passed through, memory on hugepages."""
     devices = []
     for bdf in functions:
-        primary = bdf.endswith(".0") and any(f != bdf and slot_of(f) == slot_of(bdf) for f in functions)
+        primary = bdf.endswith(".0") and any(
+            f != bdf and slot_of(f) == slot_of(bdf) for f in functions
+        )
         extra = ",multifunction=on" if primary else ""
         devices.append(f"-device vfio-pci,host={_short(bdf)}{extra}")
     parts = [
@@ -374,7 +379,8 @@ def plan(
         "reboot",
         *(f"lspci -nnk -s {_short(bdf)}   # Kernel driver in use: vfio-pci" for bdf in functions),
     ]
-    name = f"ganglion-{reports[0].model.chip.lower()}-{_short(slot_of(chosen[0].bdf)).replace(':', '')}"
+    slot = _short(slot_of(chosen[0].bdf)).replace(":", "")
+    name = f"ganglion-{base_codename(reports[0].model.chip).lower()}-{slot}"
     return VfioPlan(
         gpus=sorted(chosen_bdfs),
         functions=functions,

@@ -7,12 +7,11 @@ from dataclasses import dataclass
 from ganglion.errors import NeuronError
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
-from ganglion.neurons.base import ChatRequest
+from ganglion.neurons.base import GenerateRequest
 
-BENCH_PROMPT = (
-    "Write the numbers from one to two hundred as English words, separated by commas. "
-    "Do not stop early."
-)
+# A counting sequence: every model, however small, keeps going until max_tokens, so the
+# measurement covers the whole budget instead of stopping at an early end of answer.
+BENCH_PROMPT = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"
 
 
 @dataclass(frozen=True)
@@ -27,10 +26,10 @@ class BenchResult:
     error: str | None = None
 
 
-def bench_request(model: str, max_tokens: int) -> ChatRequest:
-    return ChatRequest(
+def bench_request(model: str, max_tokens: int) -> GenerateRequest:
+    return GenerateRequest(
         model=model,
-        messages=[{"role": "user", "content": BENCH_PROMPT}],
+        prompt=BENCH_PROMPT,
         max_tokens=max_tokens,
         options={"temperature": 0.0, "seed": 1},
     )
@@ -39,11 +38,11 @@ def bench_request(model: str, max_tokens: int) -> ChatRequest:
 async def bench_model(
     registry: Registry, neuron: Neuron, model: str, max_tokens: int
 ) -> BenchResult:
-    """Stream one fixed generation and record its speed as a ``bench`` sample."""
+    """Stream one fixed completion and record its speed as a ``bench`` sample."""
     stats = None
     try:
         async with registry.track(neuron):
-            async for chunk in neuron.adapter.chat_stream(bench_request(model, max_tokens)):
+            async for chunk in neuron.adapter.generate_stream(bench_request(model, max_tokens)):
                 if chunk.done:
                     stats = chunk.stats
     except NeuronError as error:

@@ -228,7 +228,7 @@ def run_sim(config: SimConfig, *, on_ready: Callable[[str], None] | None = None)
             log_level="warning",
             access_log=False,
             lifespan="off",
-            timeout_graceful_shutdown=2,
+            timeout_graceful_shutdown=1,
         )
     )
     try:

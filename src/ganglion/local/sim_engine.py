@@ -24,6 +24,7 @@ import random
 import re
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -236,8 +237,9 @@ class Simulator:
                 try:
                     timings.load_s = await self._ensure_loaded(job.model)
                     timings.prompt_s = await self._prefill(job.prompt_tokens)
-                    async for batch in self._decode(job.pieces, timings):
-                        yield batch
+                    async with aclosing(self._decode(job.pieces, timings)) as batches:
+                        async for batch in batches:
+                            yield batch
                 finally:
                     self.active -= 1
         finally:
@@ -293,10 +295,11 @@ class Simulator:
             self.decoding -= 1
 
 
+LOG_SCOPE_KEY = "ganglion.sim.log_entry"
+"""Where the request-log middleware puts a request's log entry in its ASGI scope."""
+
+
 def log_entry(scope: MutableMapping[str, Any]) -> dict[str, Any] | None:
     """The log entry the request-log middleware attached to this request, if any."""
     entry = scope.get(LOG_SCOPE_KEY)
     return entry if isinstance(entry, dict) else None
-
-
-LOG_SCOPE_KEY = "ganglion.sim.log_entry"
