@@ -13,7 +13,7 @@ import typer.main
 from typer import rich_utils
 from typer.testing import CliRunner
 
-import ganglion.cli as cli
+from ganglion import cli
 
 rich_utils.MAX_WIDTH = 100  # the same page whatever terminal generates it
 

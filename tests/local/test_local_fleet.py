@@ -26,11 +26,20 @@ def _llama_available() -> None:
 def test_demo_brings_up_two_measured_active_neurons(tmp_path: Path) -> None:
     port = free_port()
     result = run_cli(
-        "demo", "--once", "--neurons", "2", "--port", str(port), "--db", f"sqlite:///{tmp_path}/d.db",
+        "demo",
+        "--once",
+        "--neurons",
+        "2",
+        "--port",
+        str(port),
+        "--db",
+        f"sqlite:///{tmp_path}/d.db",
         timeout=240,
     )
     assert result.returncode == 0, result.stderr
-    rows = [line.split() for line in result.stdout.splitlines() if line.strip().startswith("local-")]
+    rows = [
+        line.split() for line in result.stdout.splitlines() if line.strip().startswith("local-")
+    ]
     listed = [row for row in rows if "active" in row]
     assert sorted(row[0] for row in listed) == ["local-1", "local-2"]
     for row in listed:
@@ -44,7 +53,17 @@ def test_demo_brings_up_two_measured_active_neurons(tmp_path: Path) -> None:
 def test_local_up_registers_and_ctrl_c_cleans_up(spawn: Spawner, tmp_path: Path) -> None:
     gateway = spawn.gateway(f"sqlite:///{tmp_path}/l.db")
     process = subprocess.Popen(
-        [sys.executable, "-m", "ganglion", "local", "up", "--neurons", "2", "--gateway", gateway.url],
+        [
+            sys.executable,
+            "-m",
+            "ganglion",
+            "local",
+            "up",
+            "--neurons",
+            "2",
+            "--gateway",
+            gateway.url,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

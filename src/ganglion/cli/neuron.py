@@ -72,8 +72,8 @@ def list_(
 def neuron_table(views: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "STATUS", "NODE", "API", "MODELS", "TOK/S", "BUSY", "LAST SEEN"):
-        justify = "right" if column in ("TOK/S", "BUSY") else "left"
-        table.add_column(column, justify=justify, overflow="fold")
+        numeric = column in ("TOK/S", "BUSY")
+        table.add_column(column, justify="right" if numeric else "left", overflow="fold")
     for view in views:
         status = view["status"]
         shown = f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"

@@ -203,8 +203,11 @@ def _server_says(response: httpx.Response) -> str:
     except (ValueError, httpx.ResponseNotRead):
         text = None
     if text is None:
+        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        if kind and kind not in ("text/plain", "application/json"):
+            return f"a {kind} page, not an API error"
         try:
-            text = response.text.strip()
+            text = response.text
         except httpx.ResponseNotRead:
             text = ""
-    return text[:ERROR_TEXT_LIMIT] or "(no error text)"
+    return " ".join(text.split())[:ERROR_TEXT_LIMIT] or "(no error text)"
