@@ -527,3 +527,13 @@ async def test_per_token_embeddings_are_refused(make_adapter) -> None:
 
     with pytest.raises(NeuronRequestError, match="one vector per token"):
         await make_adapter(handler).embed(MODEL, ["hello world"])
+
+
+def test_a_stream_that_arrives_in_one_burst_gives_no_decode_speed() -> None:
+    from ganglion.neurons.openai import _stats
+
+    starved = _stats(None, None, wall_s=2.0, ttft_s=1.999, deltas=64)
+    assert starved.decode_s is None
+    assert starved.decode_tps is None
+    paced = _stats(None, None, wall_s=2.0, ttft_s=0.5, deltas=64)
+    assert paced.decode_tps == 64 / 1.5

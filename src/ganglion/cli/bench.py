@@ -31,7 +31,8 @@ def bench(
 ) -> None:
     """Run a short fixed generation on every model of each neuron and record its speed.
 
-    Neurons are benched in parallel (they are separate machines), models one at a time.
+    Nodes are benched in parallel; on one node, one model at a time, so neurons that share
+    a machine do not skew each other's numbers.
     The results become speed samples: routing and `neuron list` use them at once.
     """
     body = {"neurons": names or [], "max_tokens": max_tokens}

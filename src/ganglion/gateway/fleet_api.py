@@ -71,7 +71,8 @@ async def bench(
 ) -> list[dict[str, object]] | StreamingResponse:
     """Bench each model of the named neurons (all active ones by default).
 
-    Neurons run in parallel (they are different machines); a neuron's models one at a time.
+    Nodes run in parallel (separate machines); on one node, one model of one neuron at a
+    time, so neurons sharing a machine do not slow each other's measurement.
     With ``?stream=true`` the answer is NDJSON: ``{"event": "start", ...}`` before each model,
     ``{"event": "result", ...}`` after it, so a client can show progress.
     """
@@ -86,20 +87,28 @@ async def bench(
     return [event["result"] async for event in events if event["event"] == "result"]
 
 
+def by_node(neurons: list[Neuron]) -> dict[str, list[Neuron]]:
+    groups: dict[str, list[Neuron]] = {}
+    for neuron in neurons:
+        groups.setdefault(neuron.node, []).append(neuron)
+    return groups
+
+
 async def _bench_events(
     gateway: Gateway, neurons: list[Neuron], max_tokens: int
 ) -> AsyncIterator[dict[str, Any]]:
     queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
 
-    async def one(neuron: Neuron) -> None:
-        for model in list(neuron.models):
-            await queue.put({"event": "start", "neuron": neuron.name, "model": model})
-            result = await bench_model(gateway.registry, neuron, model, max_tokens)
-            await queue.put({"event": "result", "result": asdict(result)})
+    async def one_node(on_node: list[Neuron]) -> None:
+        for neuron in on_node:
+            for model in list(neuron.models):
+                await queue.put({"event": "start", "neuron": neuron.name, "model": model})
+                result = await bench_model(gateway.registry, neuron, model, max_tokens)
+                await queue.put({"event": "result", "result": asdict(result)})
 
     async def all_of_them() -> None:
         try:
-            await asyncio.gather(*(one(neuron) for neuron in neurons))
+            await asyncio.gather(*(one_node(group) for group in by_node(neurons).values()))
         finally:
             await queue.put(None)
 

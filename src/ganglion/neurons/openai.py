@@ -11,7 +11,8 @@ Where each :class:`~ganglion.neurons.base.TokenStats` number comes from, best so
 * ``prefill_s`` / ``decode_s``: llama.cpp's ``timings.prompt_ms`` / ``timings.predicted_ms``
   when the server sends them (the server's own clock; note ``prompt_ms`` covers only the
   prompt tokens not already cached). Otherwise, for streams, ``decode_s = wall_s - ttft_s``
-  (first content delta to the end of the stream) and ``prefill_s`` is ``None``: ttft also
+  (first content delta to the end of the stream; ``None`` when the tokens all arrived in one
+  burst, see :func:`_arrived_at_once`) and ``prefill_s`` is ``None``: ttft also
   holds network and queueing time, so it is not called prefill. A non-streaming answer
   without ``timings`` leaves both ``None``: one wall time cannot be split honestly.
 * ``load_s``: always ``None``; this dialect does not say.
@@ -270,6 +271,17 @@ def _text(choice: Choice | ChunkChoice) -> str:
     return choice.text or ""
 
 
+BURST_TOKENS = 8
+BURST_SHARE = 0.02
+
+
+def _arrived_at_once(decode_s: float, wall_s: float, tokens: int | None) -> bool:
+    """True when a stream's tokens all reached us in one burst (a starved reader, a buffering
+    proxy): then the client's clock says nothing about decode speed, and no number is better
+    than a wildly inflated one."""
+    return (tokens or 0) >= BURST_TOKENS and decode_s < BURST_SHARE * wall_s
+
+
 def _stats(
     usage: Usage | None,
     timings: Timings | None,
@@ -286,7 +298,7 @@ def _stats(
     decode_s: float | None = None
     if timings.predicted_ms is not None:
         decode_s = timings.predicted_ms / 1000
-    elif ttft_s is not None:
+    elif ttft_s is not None and not _arrived_at_once(wall_s - ttft_s, wall_s, output):
         decode_s = wall_s - ttft_s
     return TokenStats(
         prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else timings.prompt_n,
