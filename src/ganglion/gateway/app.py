@@ -7,15 +7,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from ganglion import __version__
 from ganglion.config import Settings
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import Thresholds
-from ganglion.gateway import errors, fleet_api
+from ganglion.gateway import auth, errors, events, fleet_api, metrics, ollama_api, openai_api
 from ganglion.gateway.state import Gateway
+from ganglion.monitor import dashboard
 from ganglion.store import Store
 
 
@@ -73,5 +74,10 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
-    app.include_router(fleet_api.router)
+    app.include_router(fleet_api.router, dependencies=[Depends(auth.fleet_access)])
+    app.include_router(events.router, dependencies=[Depends(auth.user_access)])
+    app.include_router(ollama_api.router, dependencies=[Depends(auth.user_access)])
+    app.include_router(openai_api.router, dependencies=[Depends(auth.user_access)])
+    app.include_router(metrics.router, dependencies=[Depends(auth.user_access)])
+    app.include_router(dashboard.router)
     return app

@@ -1,0 +1,7 @@
+"""The Ollama API for the whole fleet (being written)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(tags=["ollama"])
