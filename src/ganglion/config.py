@@ -81,6 +81,7 @@ class Settings(BaseSettings):
     speed_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     bench_tokens: int = Field(default=64, ge=8)
     allow_public_without_keys: bool = False
+    discover: str | None = None
 
     @field_validator("database_url")
     @classmethod

@@ -25,6 +25,12 @@ def serve(
     probe_interval: Annotated[
         float | None, typer.Option(help="Seconds between liveness probes (default 5).")
     ] = None,
+    discover: Annotated[
+        str | None,
+        typer.Option(
+            help="Register neurons found by watching a source: 'kubernetes' (labelled Services)."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Start the gateway: fleet API, liveness probes, and the store.

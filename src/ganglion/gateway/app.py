@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 
 from ganglion import __version__
 from ganglion.config import Settings
+from ganglion.fleet.discovery import make_discovery
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import Thresholds
@@ -58,11 +59,18 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = await open_gateway(settings, transport=transport)
         app.state.gateway = gateway
+        discovery = (
+            make_discovery(settings.discover, gateway.registry) if settings.discover else None
+        )
         if probe:
             gateway.prober.start()
+        if discovery is not None:
+            await discovery.start()
         try:
             yield
         finally:
+            if discovery is not None:
+                await discovery.stop()
             await gateway.prober.stop()
             await gateway.registry.aclose()
             gateway.store.close()
