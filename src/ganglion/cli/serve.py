@@ -40,7 +40,13 @@ def serve(
     from ganglion.gateway.server import preflight
     from ganglion.gateway.server import serve as run
 
-    settings = load_settings(host=host, port=port, database_url=db, probe_interval_s=probe_interval)
+    settings = load_settings(
+        host=host,
+        port=port,
+        database_url=db,
+        probe_interval_s=probe_interval,
+        discover=discover,
+    )
     preflight(settings)
     where = make_url(settings.database_url).render_as_string(hide_password=True)
     Console(stderr=True).print(
