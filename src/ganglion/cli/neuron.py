@@ -32,12 +32,17 @@ def add(
     name: Annotated[str | None, typer.Option(help="Name; default HOST-PORT.")] = None,
     api: Annotated[Dialect | None, typer.Option(help="Dialect; detected when not given.")] = None,
     node: Annotated[str | None, typer.Option(help="Machine it runs on; default its host.")] = None,
+    slots: Annotated[
+        int,
+        typer.Option(min=1, help="Requests it runs at once (Ollama: OLLAMA_NUM_PARALLEL)."),
+    ] = 1,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Register a neuron. The gateway checks that it answers and detects its dialect."""
-    body = {"url": url, "name": name, "api": api.value if api else None, "node": node}
+    body: dict[str, object] = {"url": url, "name": name, "node": node, "slots": slots}
+    body["api"] = api.value if api else None
     with GatewayClient(gateway, api_key=api_key) as client:
         view = client.request("POST", "/fleet/neurons", json_body=body)
     if as_json:

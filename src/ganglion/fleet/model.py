@@ -26,6 +26,7 @@ class NeuronView(BaseModel):
     tokens_per_second: float | None
     speeds: dict[str, float]
     in_flight: int
+    slots: int
     loaded: list[str] | None
     last_seen: datetime | None
 
@@ -48,6 +49,7 @@ class Neuron:
     last_seen: datetime | None = None
     loaded: list[str] | None = None
     in_flight: int = 0
+    slots: int = 1
 
     @property
     def is_active(self) -> bool:
@@ -66,6 +68,7 @@ class Neuron:
             tokens_per_second=_round(self.speeds.speed()),
             speeds={model: round(tps, 2) for model, tps in self.speeds.by_model().items()},
             in_flight=self.in_flight,
+            slots=self.slots,
             loaded=self.loaded,
             last_seen=self.last_seen,
         )

@@ -109,6 +109,7 @@ class Registry:
             url=row.url,
             api=api,
             node=row.node,
+            slots=row.slots,
             models=list(row.models),
             adapter=self._adapter(api, row.url),
             health=health,
@@ -149,6 +150,7 @@ class Registry:
         name: str | None = None,
         api: Dialect | None = None,
         node: str | None = None,
+        slots: int = 1,
     ) -> Neuron:
         """Register the neuron at ``url`` after checking that it answers in its dialect."""
         url = normalize_url(url)
@@ -171,6 +173,7 @@ class Registry:
                 url=url,
                 api=probe.dialect.value,
                 node=node or urlsplit(url).hostname or "unknown",
+                slots=slots,
                 models=probe.models,
                 status=NeuronStatus.ACTIVE.value,
                 last_seen=utcnow(),

@@ -26,6 +26,9 @@ class NewNeuron(BaseModel):
     name: str | None = Field(default=None, description="Defaults to HOST-PORT")
     api: Dialect | None = Field(default=None, description="Detected when not given")
     node: str | None = Field(default=None, description="The machine it runs on; default: host")
+    slots: int = Field(
+        default=1, ge=1, le=256, description="Requests it runs at once (OLLAMA_NUM_PARALLEL)"
+    )
 
 
 class BenchRequest(BaseModel):
@@ -40,7 +43,9 @@ async def list_neurons(gateway: GatewayDep) -> list[NeuronView]:
 
 @router.post("/neurons", status_code=201)
 async def add_neuron(new: NewNeuron, gateway: GatewayDep) -> NeuronView:
-    neuron = await gateway.registry.add(new.url, name=new.name, api=new.api, node=new.node)
+    neuron = await gateway.registry.add(
+        new.url, name=new.name, api=new.api, node=new.node, slots=new.slots
+    )
     return neuron.view()
 
 

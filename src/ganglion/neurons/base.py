@@ -57,8 +57,11 @@ class ChatRequest:
 
     ``messages`` are Ollama/OpenAI style dicts (``{"role": ..., "content": ...}``).
     ``format`` is ``"json"`` or a JSON schema (Ollama ``format``; OpenAI ``response_format``).
-    ``max_tokens`` maps to Ollama ``options.num_predict``. ``options`` carries any other
-    sampling options through (temperature, seed, top_p, stop, ...).
+    ``max_tokens`` maps to Ollama ``options.num_predict``. ``options`` carries the sampling
+    options both dialects share (temperature, seed, top_p, stop, ...). ``native`` holds the
+    caller's other fields (tools, keep_alive, Ollama-only options under ``"options"``...),
+    sent only to a neuron that speaks ``native_dialect``, so nothing is lost in passthrough
+    and nothing foreign reaches a neuron of the other dialect.
     """
 
     model: str
@@ -66,6 +69,8 @@ class ChatRequest:
     max_tokens: int | None = None
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    native: dict[str, Any] = field(default_factory=dict)
+    native_dialect: Dialect | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,8 @@ class GenerateRequest:
     max_tokens: int | None = None
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    native: dict[str, Any] = field(default_factory=dict)
+    native_dialect: Dialect | None = None
 
 
 @dataclass(frozen=True)

@@ -195,10 +195,11 @@ class OllamaAdapter:
 
 def _common(request: ChatRequest | GenerateRequest, *, stream: bool) -> dict[str, Any]:
     """The body fields chat and generate share: ``max_tokens`` is ``options.num_predict``."""
-    options = dict(request.options)
+    native = dict(request.native) if request.native_dialect is Dialect.OLLAMA else {}
+    options = {**native.pop("options", {}), **request.options}
     if request.max_tokens is not None:
         options["num_predict"] = request.max_tokens
-    body: dict[str, Any] = {"model": request.model, "stream": stream}
+    body: dict[str, Any] = {**native, "model": request.model, "stream": stream}
     if options:
         body["options"] = options
     if request.format is not None:

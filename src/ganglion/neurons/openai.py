@@ -171,7 +171,13 @@ class OpenAIAdapter:
     def _common(self, request: ChatRequest | GenerateRequest, *, stream: bool) -> dict[str, Any]:
         """The body fields chat and completions share. ``options`` go through as top-level
         fields (temperature, seed, top_p, stop, ...); ours win over theirs."""
-        body: dict[str, Any] = {**request.options, "model": request.model, "stream": stream}
+        native = request.native if request.native_dialect is Dialect.OPENAI else {}
+        body: dict[str, Any] = {
+            **native,
+            **request.options,
+            "model": request.model,
+            "stream": stream,
+        }
         if request.max_tokens is not None:
             body["max_tokens"] = request.max_tokens
         if request.format is not None:

@@ -35,6 +35,7 @@ class NeuronRow(Base):
     url: Mapped[str] = mapped_column(String(500), unique=True)
     api: Mapped[str] = mapped_column(String(20))
     node: Mapped[str] = mapped_column(String(200))
+    slots: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     models: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(20), default="active")
     reason: Mapped[str | None] = mapped_column(Text, default=None)

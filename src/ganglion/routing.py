@@ -1,0 +1,233 @@
+"""Choosing the neuron that will finish a request first, and failing over when one fails.
+
+The predicted finish time of a job on a neuron (DESIGN.md, "Routing and scheduling")::
+
+    finish = backlog / (slots * decode)          queue wait: work already on the neuron
+           + prompt_tokens / prefill             prefill
+           + expected_output / decode            decode
+           + load_s                              when the model is not loaded (Ollama /api/ps)
+
+``decode`` is the neuron's measured EWMA for the model (the fleet's median for that model,
+or :data:`PRIOR_DECODE_TPS`, before any measurement). ``backlog`` is the output tokens the
+neuron still owes its in-flight jobs, known because every job passes through
+:meth:`Router.admit`. Policies are small strategy objects in :data:`POLICIES`; the
+:class:`Router` keeps the in-flight book, the cooldowns and the admission limits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ganglion.fleet.model import Neuron
+from ganglion.fleet.registry import Registry
+
+PRIOR_DECODE_TPS = 20.0
+PREFILL_FACTOR = 10.0  # prefill runs about this many times faster than decode when unmeasured
+DEFAULT_OUTPUT_TOKENS = 256
+DEFAULT_LOAD_S = 5.0
+
+
+def same_model(a: str, b: str) -> bool:
+    """Ollama's rule: ``llama3`` and ``llama3:latest`` name the same model."""
+    return a.removesuffix(":latest") == b.removesuffix(":latest")
+
+
+@dataclass(frozen=True)
+class Job:
+    """What the router knows of a request before it runs."""
+
+    model: str
+    prompt_tokens: int = 0
+    output_tokens: int = DEFAULT_OUTPUT_TOKENS
+
+
+@dataclass
+class Ticket:
+    job: Job
+    started: float
+    decode_tps: float
+
+
+@dataclass
+class Book:
+    """The jobs in flight on one neuron, and until when it is cooling down."""
+
+    tickets: list[Ticket] = field(default_factory=list)
+    cool_until: float = 0.0
+
+    def backlog(self, now: float) -> float:
+        """Output tokens the neuron still owes (never negative per job)."""
+        return sum(
+            max(t.job.output_tokens - (now - t.started) * t.decode_tps, 0.0) for t in self.tickets
+        )
+
+
+@dataclass(frozen=True)
+class Estimate:
+    neuron: Neuron
+    finish_s: float
+    wait_s: float
+    decode_tps: float
+
+
+class Policy(Protocol):
+    name: str
+
+    def rank(self, estimates: list[Estimate]) -> list[Estimate]:
+        """The candidates, best first."""
+        ...
+
+
+class FinishTime:
+    """Earliest predicted finish time first (the default)."""
+
+    name = "finish-time"
+
+    def rank(self, estimates: list[Estimate]) -> list[Estimate]:
+        return sorted(estimates, key=lambda e: (e.finish_s, e.neuron.in_flight, e.neuron.name))
+
+
+class LeastBusy:
+    """Fewest requests in flight per slot first; speed breaks ties."""
+
+    name = "least-busy"
+
+    def rank(self, estimates: list[Estimate]) -> list[Estimate]:
+        return sorted(
+            estimates,
+            key=lambda e: (e.neuron.in_flight / e.neuron.slots, -e.decode_tps, e.neuron.name),
+        )
+
+
+class RoundRobin:
+    """Each candidate in turn, whatever its speed (for comparison)."""
+
+    name = "round-robin"
+
+    def __init__(self) -> None:
+        self._turn = itertools.count()
+
+    def rank(self, estimates: list[Estimate]) -> list[Estimate]:
+        ordered = sorted(estimates, key=lambda e: e.neuron.name)
+        if not ordered:
+            return ordered
+        start = next(self._turn) % len(ordered)
+        return ordered[start:] + ordered[:start]
+
+
+POLICIES: dict[str, Callable[[], Policy]] = {}
+
+
+def register_policy(name: str, factory: Callable[[], Policy]) -> None:
+    POLICIES[name] = factory
+
+
+for _policy in (FinishTime, LeastBusy, RoundRobin):
+    register_policy(_policy.name, _policy)
+
+
+class Router:
+    """Ranks the neurons for a job and keeps the in-flight book the ranking needs."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        policy: Policy | None = None,
+        *,
+        cooldown_s: float = 15.0,
+        max_queue: int = 8,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.registry = registry
+        self.policy = policy or FinishTime()
+        self.cooldown_s = cooldown_s
+        self.max_queue = max_queue
+        self.clock = clock
+        self._books: dict[str, Book] = {}
+
+    def book(self, neuron: Neuron) -> Book:
+        return self._books.setdefault(neuron.name, Book())
+
+    def serving(self, model: str) -> list[Neuron]:
+        """Active neurons that serve ``model``."""
+        return [
+            n
+            for n in self.registry.neurons()
+            if n.is_active and any(same_model(model, m) for m in n.models)
+        ]
+
+    def full(self, neuron: Neuron) -> bool:
+        """A neuron's queue is bounded: ``slots`` running plus ``max_queue`` waiting."""
+        return len(self.book(neuron).tickets) >= neuron.slots + self.max_queue
+
+    def decode_tps(self, neuron: Neuron, model: str) -> float:
+        measured = _speed(neuron, model)
+        if measured:
+            return measured
+        known = [s for n in self.serving(model) if (s := _speed(n, model))]
+        return statistics.median(known) if known else PRIOR_DECODE_TPS
+
+    def estimate(self, neuron: Neuron, job: Job) -> Estimate:
+        now = self.clock()
+        decode = self.decode_tps(neuron, job.model)
+        book = self.book(neuron)
+        busy = len(book.tickets) >= neuron.slots
+        wait = book.backlog(now) / (neuron.slots * decode) if busy else 0.0
+        prefill = job.prompt_tokens / (decode * PREFILL_FACTOR)
+        loaded = neuron.loaded
+        cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
+        load = DEFAULT_LOAD_S if cold and not book.tickets else 0.0
+        finish = wait + prefill + job.output_tokens / decode + load
+        return Estimate(neuron, finish, wait, decode)
+
+    def plan(self, job: Job, *, pinned: str | None = None) -> list[Estimate]:
+        """Candidates for ``job``, best first: neurons cooling down and full ones go last
+        (full ones not at all); a pinned neuron is the only candidate."""
+        if pinned is not None:
+            neuron = self.registry.get(pinned)
+            return [self.estimate(neuron, job)]
+        now = self.clock()
+        open_ = [n for n in self.serving(job.model) if not self.full(n)]
+        ranked = self.policy.rank([self.estimate(n, job) for n in open_])
+        warm = [e for e in ranked if self.book(e.neuron).cool_until <= now]
+        cooling = [e for e in ranked if self.book(e.neuron).cool_until > now]
+        return warm + cooling
+
+    def retry_after_s(self, model: str) -> float:
+        """When a saturated fleet will likely have room for one more job."""
+        now = self.clock()
+        waits = [
+            self.book(n).backlog(now) / (n.slots * self.decode_tps(n, model))
+            for n in self.serving(model)
+        ]
+        return max(1.0, min(waits, default=5.0))
+
+    def cool_down(self, neuron: Neuron) -> None:
+        self.book(neuron).cool_until = self.clock() + self.cooldown_s
+
+    def warm_up(self, neuron: Neuron) -> None:
+        self.book(neuron).cool_until = 0.0
+
+    @contextmanager
+    def admit(self, estimate: Estimate, job: Job) -> Iterator[Ticket]:
+        """Count ``job`` against its neuron's backlog while it runs."""
+        ticket = Ticket(job, self.clock(), estimate.decode_tps)
+        tickets = self.book(estimate.neuron).tickets
+        tickets.append(ticket)
+        try:
+            yield ticket
+        finally:
+            tickets.remove(ticket)
+
+
+def _speed(neuron: Neuron, model: str) -> float | None:
+    for name, tps in neuron.speeds.by_model().items():
+        if same_model(name, model):
+            return tps
+    return None
