@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Literal
 
 from platformdirs import user_data_dir
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from ganglion.errors import ConfigError
+from ganglion.routing import POLICIES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11435
@@ -80,22 +82,39 @@ class Settings(BaseSettings):
     degraded_error_count: int = Field(default=3, ge=1)
     speed_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     bench_tokens: int = Field(default=64, ge=8)
-    allow_public_without_keys: bool = False
+    require_keys: bool = False
     discover: str | None = None
+    discover_namespace: str | None = None
+    discover_address: Literal["auto", "dns", "cluster-ip"] = "auto"
+    discover_resync_s: float = Field(default=60.0, gt=0)
+    discover_retry_s: float = Field(default=5.0, gt=0)
+    routing_policy: str = "finish-time"
+    first_byte_timeout_s: float = Field(default=120.0, gt=0)
+    idle_timeout_s: float = Field(default=60.0, gt=0)
+    max_attempts: int = Field(default=3, ge=1)
+    cooldown_s: float = Field(default=15.0, ge=0)
+    max_queue: int = Field(default=8, ge=0)
+
+    @field_validator("routing_policy")
+    @classmethod
+    def _known_policy(cls, value: str) -> str:
+        if value not in POLICIES:
+            raise ConfigError(
+                f"unknown routing policy {value!r}: choose one of {', '.join(sorted(POLICIES))}"
+            )
+        return value
 
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
-    @model_validator(mode="after")
-    def _safe_bind(self) -> Settings:
-        if not is_loopback(self.host) and not self.allow_public_without_keys:
-            raise ConfigError(
-                f"refusing to bind {self.host}: a non-loopback bind exposes the fleet. Create an "
-                "admin API key first (ganglion keys create --admin), or bind 127.0.0.1"
-            )
-        return self
+    @property
+    def keys_enforced(self) -> bool:
+        """API keys are required on a non-loopback bind, or when ``require_keys`` is set.
+        (Whether an admin key exists is checked by ``gateway.server.preflight``, which sees
+        the store.)"""
+        return self.require_keys or not is_loopback(self.host)
 
     @property
     def is_sqlite(self) -> bool:

@@ -12,6 +12,16 @@
     │   ├── DuplicateNeuron         a neuron of that name (or URL) is already registered
     │   └── UnknownNeuron           no neuron of that name
     ├── GatewayError                the CLI could not talk to the gateway, or it refused
+    ├── DispatchError               the fleet could not serve a request (has an HTTP ``status``)
+    │   ├── NoNeuronForModel        no active neuron serves the model (404)
+    │   ├── FleetSaturated          every queue for the model is full: retry later (503)
+    │   ├── AllNeuronsFailed        every candidate failed before its first token (502)
+    │   ├── NeuronRefused           the neuron refused the request itself, a 4xx (passed on)
+    │   └── BrokenMidStream         the neuron failed after the answer had started (502)
+    ├── AccessError                 API keys: a request refused, or a key not found
+    │   ├── KeyRequired             no key, or a wrong or revoked one (HTTP 401)
+    │   ├── AdminRequired           a user key tried to change the fleet (HTTP 403)
+    │   └── UnknownApiKey           no key has that prefix (ganglion keys revoke)
     └── LocalFleetError             the embedded default could not start (model or server missing)
 
 ``str(error)`` is the one-line message shown to a user; the CLI prints it without a traceback.
@@ -72,5 +82,57 @@ class GatewayError(GanglionError):
     """The gateway could not be reached, or refused the request."""
 
 
+class AccessError(GanglionError):
+    """An API key was missing, wrong, revoked, not allowed, or not found."""
+
+
+class KeyRequired(AccessError):
+    """The gateway needs a valid key and the request had none, or a wrong or revoked one."""
+
+
+class AdminRequired(AccessError):
+    """A user key tried an admin action (changing the fleet)."""
+
+
+class UnknownApiKey(AccessError):
+    """No API key has that prefix."""
+
+
 class LocalFleetError(GanglionError):
     """The embedded local fleet could not start."""
+
+
+class DispatchError(GanglionError):
+    """The fleet could not serve a request. ``status`` is the HTTP status for the caller;
+    ``retry_after_s`` is set when waiting will help."""
+
+    status = 502
+    retry_after_s: float | None = None
+
+
+class NoNeuronForModel(DispatchError):
+    status = 404
+
+
+class FleetSaturated(DispatchError):
+    status = 503
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class AllNeuronsFailed(DispatchError):
+    status = 502
+
+
+class NeuronRefused(DispatchError):
+    """The neuron refused the request itself (a 4xx): the caller's problem, no failover."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class BrokenMidStream(DispatchError):
+    """The neuron failed after the caller had started receiving the answer."""

@@ -1,11 +1,59 @@
-"""Discovery: neurons registered and removed by watching a source (being written)."""
+"""Discovery: neurons registered and removed by watching a source.
+
+``ganglion serve --discover kubernetes`` lists the Services labelled
+:data:`~ganglion.doctor.labels.NEURON_SELECTOR` (what ``ganglion enlist k3s`` writes), then
+watches them: each becomes a neuron named ``k8s-<namespace>-<service>``, and goes when its
+Service goes. A full list every ``resync_s`` heals missed watch events; a Service whose
+server does not answer yet (the registry refuses unreachable neurons) is tried again every
+``retry_s``. Discovery owns the neurons whose names carry its prefix and never touches others.
+
+The API is reached with ``httpx``: in-cluster (the pod's service account) or from a kubeconfig
+(:func:`load_cluster`). Errors are logged and retried with backoff; they never stop the gateway.
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
+import asyncio
+import base64
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import ssl
+import tempfile
+from collections.abc import Callable, Collection, Generator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
-from ganglion.errors import ConfigError
-from ganglion.fleet.registry import Registry
+import httpx
+import yaml
+
+from ganglion.config import Settings, load_settings
+from ganglion.doctor.labels import (
+    API_ANNOTATION,
+    NEURON_SELECTOR,
+    NODE_ANNOTATION,
+    PORT_ANNOTATION,
+    URL_ANNOTATION,
+)
+from ganglion.errors import ConfigError, GanglionError, UnknownNeuron
+from ganglion.fleet.registry import Registry, normalize_url
+from ganglion.neurons.base import Dialect
+
+log = logging.getLogger(__name__)
+
+PREFIX = "k8s-"
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+DEFAULT_KUBECONFIG = "~/.kube/config"
+CLUSTER_DOMAIN = "cluster.local"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+API_TIMEOUT = httpx.Timeout(10.0)
+WATCH_TIMEOUT = httpx.Timeout(10.0, read=None)  # a watch is bounded by the resync deadline
+MAX_BACKOFF_S = 30.0
+
+Address = Literal["auto", "dns", "cluster-ip"]
 
 
 class Discovery(Protocol):
@@ -14,6 +62,511 @@ class Discovery(Protocol):
     async def stop(self) -> None: ...
 
 
-def make_discovery(kind: str, registry: Registry) -> Discovery:
-    """The discovery named ``kind`` (``kubernetes``), watching for ``registry``."""
-    raise ConfigError(f"unknown discovery {kind!r}: the choices are: kubernetes")
+# where the API is
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Where the Kubernetes API is and how to authenticate to it.
+
+    ``token_file`` is read at every request: in-cluster tokens are rotated by the kubelet.
+    """
+
+    server: str
+    verify: ssl.SSLContext | bool = True
+    token: str | None = None
+    token_file: Path | None = None
+    in_cluster: bool = False
+
+    def client(self, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+        auth = BearerToken(self.token, self.token_file) if self.token or self.token_file else None
+        return httpx.AsyncClient(
+            base_url=self.server,
+            verify=self.verify,
+            auth=auth,
+            timeout=API_TIMEOUT,
+            transport=transport,
+        )
+
+
+class BearerToken(httpx.Auth):
+    def __init__(self, token: str | None, token_file: Path | None) -> None:
+        self.token = token
+        self.token_file = token_file
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self.token
+        if self.token_file is not None:
+            token = self.token_file.read_text().strip()
+        request.headers["Authorization"] = f"Bearer {token}"
+        yield request
+
+
+def load_cluster(
+    env: Mapping[str, str] = os.environ, *, service_account: Path = SERVICE_ACCOUNT_DIR
+) -> Cluster:
+    """The API to watch: ``$KUBECONFIG`` when set, else the pod's service account when running
+    in a cluster, else ``~/.kube/config``."""
+    if env.get("KUBECONFIG"):
+        return load_kubeconfig(env["KUBECONFIG"])
+    if env.get("KUBERNETES_SERVICE_HOST") and (service_account / "token").exists():
+        return load_in_cluster(env, root=service_account)
+    if Path(DEFAULT_KUBECONFIG).expanduser().exists():
+        return load_kubeconfig(DEFAULT_KUBECONFIG)
+    raise ConfigError(
+        "no Kubernetes API to discover neurons from: not running in a cluster (no "
+        f"KUBERNETES_SERVICE_HOST and {service_account}/token) and no kubeconfig at "
+        f"{DEFAULT_KUBECONFIG}; set KUBECONFIG to the cluster's kubeconfig"
+    )
+
+
+def load_in_cluster(
+    env: Mapping[str, str] = os.environ, *, root: Path = SERVICE_ACCOUNT_DIR
+) -> Cluster:
+    """The pod's own service account: ``KUBERNETES_SERVICE_HOST``/``_PORT``, the token and CA
+    under ``root``."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
+    if not host or not (root / "token").exists():
+        raise ConfigError(
+            f"not running in a Kubernetes pod: KUBERNETES_SERVICE_HOST is unset or {root}/token "
+            "is missing (is automountServiceAccountToken off?)"
+        )
+    if ":" in host:
+        host = f"[{host}]"
+    ca = root / "ca.crt"
+    verify = tls_context(ca_file=ca) if ca.exists() else True
+    return Cluster(f"https://{host}:{port}", verify, token_file=root / "token", in_cluster=True)
+
+
+def load_kubeconfig(paths: str, *, context: str | None = None) -> Cluster:
+    """The cluster of ``context`` (default: the current context) in the kubeconfig file(s)
+    ``paths`` (``os.pathsep``-separated, merged as kubectl does: the first setting wins)."""
+    config = _merge_kubeconfigs([Path(p).expanduser() for p in paths.split(os.pathsep) if p])
+    name = context or config.current_context
+    if not name or name not in config.contexts:
+        raise ConfigError(
+            f"kubeconfig {paths} has no context {name!r}: "
+            "run kubectl config use-context NAME, or point KUBECONFIG at another file"
+        )
+    ctx = config.contexts[name]
+    cluster, cluster_dir = config.clusters.get(ctx.get("cluster", ""), ({}, Path()))
+    user, user_dir = config.users.get(ctx.get("user", ""), ({}, Path()))
+    if not cluster.get("server"):
+        raise ConfigError(f"kubeconfig context {name!r} names no cluster with a server URL")
+    for plugin in ("exec", "auth-provider"):
+        if plugin in user:
+            raise ConfigError(
+                f"kubeconfig user {ctx.get('user')!r} authenticates with {plugin!r}, which ganglion "
+                "does not run: give it a token or a client certificate (a service account's token)"
+            )
+    verify: ssl.SSLContext | bool = True
+    client_cert = _pem(user, "client-certificate", user_dir)
+    client_key = _pem(user, "client-key", user_dir)
+    ca = _pem(cluster, "certificate-authority", cluster_dir)
+    insecure = bool(cluster.get("insecure-skip-tls-verify"))
+    if ca or client_cert or insecure:
+        verify = tls_context(ca_data=ca, cert=client_cert, key=client_key, insecure=insecure)
+    token_file = user.get("tokenFile")
+    return Cluster(
+        str(cluster["server"]),
+        verify,
+        token=user.get("token"),
+        token_file=(user_dir / token_file) if token_file else None,
+    )
+
+
+@dataclass
+class _Kubeconfig:
+    current_context: str | None
+    contexts: dict[str, dict[str, Any]]
+    clusters: dict[str, tuple[dict[str, Any], Path]]
+    users: dict[str, tuple[dict[str, Any], Path]]
+
+
+def _merge_kubeconfigs(paths: list[Path]) -> _Kubeconfig:
+    merged = _Kubeconfig(None, {}, {}, {})
+    found = [path for path in paths if path.is_file()]
+    if not found:
+        raise ConfigError(f"no kubeconfig at {', '.join(map(str, paths))}: check KUBECONFIG")
+    for path in found:
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read kubeconfig {path}: {error}") from None
+        merged.current_context = merged.current_context or doc.get("current-context") or None
+        for entry in doc.get("contexts") or []:
+            merged.contexts.setdefault(entry["name"], entry.get("context") or {})
+        for entry in doc.get("clusters") or []:
+            merged.clusters.setdefault(entry["name"], (entry.get("cluster") or {}, path.parent))
+        for entry in doc.get("users") or []:
+            merged.users.setdefault(entry["name"], (entry.get("user") or {}, path.parent))
+    return merged
+
+
+def _pem(section: Mapping[str, Any], key: str, base: Path) -> bytes | None:
+    """``key-data`` (base64) or the file ``key`` (relative to the kubeconfig's folder)."""
+    if data := section.get(f"{key}-data"):
+        return base64.b64decode(data)
+    if path := section.get(key):
+        return (base / Path(path).expanduser()).read_bytes()
+    return None
+
+
+def tls_context(
+    *,
+    ca_file: Path | None = None,
+    ca_data: bytes | None = None,
+    cert: bytes | None = None,
+    key: bytes | None = None,
+    insecure: bool = False,
+) -> ssl.SSLContext:
+    """An SSL context trusting ``ca`` (or nothing, when ``insecure``), presenting ``cert``."""
+    try:
+        context = ssl.create_default_context(
+            cafile=str(ca_file) if ca_file else None,
+            cadata=ca_data.decode() if ca_data and not insecure else None,
+        )
+        if insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if cert:
+            with tempfile.TemporaryDirectory() as folder:  # load_cert_chain reads files only
+                cert_path, key_path = Path(folder, "cert.pem"), Path(folder, "key.pem")
+                cert_path.write_bytes(cert)
+                key_path.write_bytes(key or cert)
+                context.load_cert_chain(cert_path, key_path)
+    except (ssl.SSLError, ValueError, OSError) as error:
+        raise ConfigError(f"the Kubernetes API's certificates cannot be loaded: {error}") from None
+    return context
+
+
+# what a Service asks for
+
+
+@dataclass(frozen=True)
+class Target:
+    """The neuron one Service asks for."""
+
+    name: str
+    url: str
+    api: Dialect | None
+    node: str | None
+
+
+class NotANeuron(ValueError):
+    """A labelled Service that does not say enough to become a neuron."""
+
+
+def neuron_name(service: Mapping[str, Any]) -> str:
+    meta = service.get("metadata") or {}
+    return f"{PREFIX}{meta.get('namespace', 'default')}-{meta.get('name', '')}"
+
+
+def service_target(service: Mapping[str, Any], *, address: Literal["dns", "cluster-ip"]) -> Target:
+    """The neuron a Service asks for: the URL annotation, or ``http://HOST:PORT`` where HOST is
+    the Service's DNS name or cluster IP (``address``) and PORT the port annotation or the
+    first port; the dialect and node from their annotations (the node else from a
+    ``kubernetes.io/hostname`` selector)."""
+    meta, spec = service.get("metadata") or {}, service.get("spec") or {}
+    notes: Mapping[str, str] = meta.get("annotations") or {}
+    name = neuron_name(service)
+    url = notes.get(URL_ANNOTATION) or f"http://{_host(meta, spec, address)}:{_port(notes, spec)}"
+    try:
+        url = normalize_url(url)
+    except GanglionError as error:
+        raise NotANeuron(f"Service {name}: {error}") from None
+    api = notes.get(API_ANNOTATION)
+    if api is not None and api not in set(Dialect):
+        choices = ", ".join(Dialect)
+        raise NotANeuron(f"Service {name}: {API_ANNOTATION}={api!r} is not one of {choices}")
+    node = notes.get(NODE_ANNOTATION) or (spec.get("selector") or {}).get(HOSTNAME_LABEL)
+    return Target(name, url, Dialect(api) if api else None, node)
+
+
+def _host(meta: Mapping[str, Any], spec: Mapping[str, Any], address: str) -> str:
+    ip = spec.get("clusterIP")
+    if address == "cluster-ip" and ip and ip != "None":
+        return f"[{ip}]" if ipaddress.ip_address(ip).version == 6 else str(ip)
+    return f"{meta.get('name')}.{meta.get('namespace', 'default')}.svc.{CLUSTER_DOMAIN}"
+
+
+def _port(notes: Mapping[str, str], spec: Mapping[str, Any]) -> int:
+    if PORT_ANNOTATION in notes:
+        try:
+            return int(notes[PORT_ANNOTATION])
+        except ValueError:
+            raise NotANeuron(
+                f"{PORT_ANNOTATION}={notes[PORT_ANNOTATION]!r} is not a port"
+            ) from None
+    ports = spec.get("ports") or []
+    if not ports:
+        raise NotANeuron(f"the Service has no ports and no {PORT_ANNOTATION} annotation")
+    return int(ports[0]["port"])
+
+
+# the watch
+
+
+class ApiError(Exception):
+    """The Kubernetes API refused a request or sent an ERROR event."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class KubernetesDiscovery:
+    """Registers labelled Services as neurons and removes them when they go."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        cluster: Cluster,
+        *,
+        namespace: str | None = None,
+        address: Address = "auto",
+        resync_s: float = 60.0,
+        retry_s: float = 5.0,
+        backoff_s: float = 1.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.registry = registry
+        self.cluster = cluster
+        self.namespace = namespace
+        self.address: Literal["dns", "cluster-ip"] = (
+            ("dns" if cluster.in_cluster else "cluster-ip") if address == "auto" else address
+        )
+        self.resync_s, self.retry_s, self.backoff_s = resync_s, retry_s, backoff_s
+        self.transport = transport
+        self.path = f"/api/v1/namespaces/{namespace}/services" if namespace else "/api/v1/services"
+        self.owned = f"{PREFIX}{namespace}-" if namespace else PREFIX
+        self._wanted: dict[str, Target] = {}
+        self._listed = False
+        self._problems: dict[str, str] = {}
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._client: httpx.AsyncClient | None = None
+
+    @classmethod
+    def from_settings(cls, registry: Registry, settings: Settings) -> KubernetesDiscovery:
+        return cls(
+            registry,
+            load_cluster(),
+            namespace=settings.discover_namespace,
+            address=settings.discover_address,
+            resync_s=settings.discover_resync_s,
+            retry_s=settings.discover_retry_s,
+        )
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            raise RuntimeError("KubernetesDiscovery.start() first")
+        return self._client
+
+    async def start(self) -> None:
+        self._client = self.cluster.client(self.transport)
+        self._tasks = [
+            asyncio.create_task(self._watch_loop(), name="ganglion-discovery-watch"),
+            asyncio.create_task(self._retry_loop(), name="ganglion-discovery-retry"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # the loops
+
+    async def _watch_loop(self) -> None:
+        failures = 0
+        while True:
+            try:
+                version = await self._list()
+                failures = 0
+                await self._watch(
+                    version, deadline=asyncio.get_running_loop().time() + self.resync_s
+                )
+            except ApiError as error:
+                if error.code == 410:
+                    log.info("discovery: watch expired (410 Gone); listing Services again")
+                    continue
+                failures += 1
+                await self._pause(failures, str(error))
+            except (httpx.HTTPError, ValueError, KeyError) as error:
+                failures += 1
+                await self._pause(failures, f"{type(error).__name__}: {error}")
+            except Exception:  # a bug must not end discovery for good
+                failures += 1
+                log.exception("discovery: watching Kubernetes failed")
+                await self._pause(failures, "unexpected error")
+
+    async def _pause(self, failures: int, why: str) -> None:
+        delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1))
+        log.warning(
+            "discovery: Kubernetes API at %s: %s; retrying in %.0f s",
+            self.cluster.server,
+            why,
+            delay,
+        )
+        await asyncio.sleep(delay)
+
+    async def _retry_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.retry_s)
+            try:
+                names = set(self.registry_names())
+                pending = [name for name in self._wanted if name not in names]
+                if self._listed and pending:
+                    await self._sync(pending)
+            except Exception:  # a bug must not end the retries for good
+                log.exception("discovery: retrying Services failed")
+
+    # talking to the API
+
+    async def _list(self) -> str:
+        response = await self.client.get(self.path, params={"labelSelector": NEURON_SELECTOR})
+        _check(response)
+        body = response.json()
+        wanted: dict[str, Target] = {}
+        for service in body.get("items") or []:
+            if (target := self._target(service)) is not None:
+                wanted[target.name] = target
+        async with self._lock:
+            self._wanted, self._listed = wanted, True
+        await self._sync(set(wanted) | self.registry_names())
+        return str(body["metadata"]["resourceVersion"])
+
+    async def _watch(self, version: str, *, deadline: float) -> None:
+        """Follow events from ``version`` until ``deadline`` (then the caller lists again)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    left = max(1, int(deadline - asyncio.get_running_loop().time()))
+                    params = {
+                        "labelSelector": NEURON_SELECTOR,
+                        "watch": "1",
+                        "resourceVersion": version,
+                        "allowWatchBookmarks": "true",
+                        "timeoutSeconds": str(left),
+                    }
+                    began = asyncio.get_running_loop().time()
+                    async with self.client.stream(
+                        "GET", self.path, params=params, timeout=WATCH_TIMEOUT
+                    ) as response:
+                        if response.status_code != 200:
+                            await response.aread()
+                        _check(response)
+                        async for line in response.aiter_lines():
+                            if line.strip():
+                                version = await self._on_event(json.loads(line)) or version
+                    if asyncio.get_running_loop().time() - began < 1.0:
+                        await asyncio.sleep(self.backoff_s)  # a server closing at once: no spin
+
+    async def _on_event(self, event: Mapping[str, Any]) -> str | None:
+        kind, service = event.get("type"), event.get("object") or {}
+        if kind == "ERROR":
+            raise ApiError(f"watch error: {service.get('message') or service}", service.get("code"))
+        version: str | None = (service.get("metadata") or {}).get("resourceVersion")
+        if kind in ("ADDED", "MODIFIED"):
+            name, target = neuron_name(service), self._target(service)
+            async with self._lock:
+                self._wanted.pop(name, None)
+                if target is not None:
+                    self._wanted[name] = target
+            await self._sync([name])
+        elif kind == "DELETED":
+            name = neuron_name(service)
+            async with self._lock:
+                self._wanted.pop(name, None)
+            await self._sync([name])
+        return version
+
+    def _target(self, service: Mapping[str, Any]) -> Target | None:
+        try:
+            return service_target(service, address=self.address)
+        except NotANeuron as error:
+            self._problem(neuron_name(service), f"{error}; skipped")
+            return None
+
+    # the registry
+
+    def registry_names(self) -> set[str]:
+        """The registered neurons discovery owns."""
+        return {n.name for n in self.registry.neurons() if n.name.startswith(self.owned)}
+
+    async def _sync(self, names: Collection[str]) -> None:
+        async with self._lock:
+            await asyncio.gather(*(self._ensure(name) for name in names))
+
+    async def _ensure(self, name: str) -> None:
+        """Make the registry hold what the Service ``name`` asks for (or nothing)."""
+        want = self._wanted.get(name)
+        have = next((n for n in self.registry.neurons() if n.name == name), None)
+        if have is not None and (want is None or not _matches(want, have.url, have.api, have.node)):
+            with contextlib.suppress(UnknownNeuron):
+                await self.registry.remove(name)
+            log.info("discovery: removed neuron %s (%s)", name, have.url)
+            have = None
+        if want is None or have is not None:
+            self._problems.pop(name, None)
+            return
+        try:
+            await self.registry.add(want.url, name=name, api=want.api, node=want.node)
+        except GanglionError as error:
+            self._problem(name, f"not registered yet ({error}); retrying every {self.retry_s:g} s")
+            return
+        self._problems.pop(name, None)
+        log.info("discovery: registered neuron %s at %s", name, want.url)
+
+    def _problem(self, name: str, message: str) -> None:
+        """Log ``message`` about ``name`` once, not at every retry."""
+        if self._problems.get(name) != message:
+            self._problems[name] = message
+            log.warning("discovery: %s: %s", name, message)
+
+
+def _matches(want: Target, url: str, api: Dialect, node: str) -> bool:
+    return (
+        want.url == url
+        and (want.api is None or want.api == api)
+        and (want.node is None or want.node == node)
+    )
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code == 200:
+        return
+    hint = ""
+    if response.status_code in (401, 403):
+        hint = " (give the gateway's service account get/list/watch on services; see docs/discovery.md)"
+    try:
+        message = response.json().get("message") or response.text
+    except ValueError:
+        message = response.text
+    raise ApiError(f"HTTP {response.status_code}: {message[:200]}{hint}", response.status_code)
+
+
+# the kinds of discovery
+
+DiscoveryFactory = Callable[[Registry, Settings], Discovery]
+
+KINDS: Mapping[str, DiscoveryFactory] = {"kubernetes": KubernetesDiscovery.from_settings}
+"""Every kind of discovery ``ganglion serve --discover`` accepts."""
+
+
+def make_discovery(kind: str, registry: Registry, settings: Settings | None = None) -> Discovery:
+    """The discovery named ``kind`` (``kubernetes``), watching for ``registry``.
+
+    ``settings`` defaults to the environment's (:func:`ganglion.config.load_settings`).
+    """
+    factory = KINDS.get(kind)
+    if factory is None:
+        raise ConfigError(f"unknown discovery {kind!r}: the choices are: {', '.join(KINDS)}")
+    return factory(registry, settings or load_settings())

@@ -16,8 +16,11 @@ from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import Thresholds
 from ganglion.gateway import auth, errors, events, fleet_api, metrics, ollama_api, openai_api
+from ganglion.gateway.dispatch import Dispatcher, Timeouts
+from ganglion.gateway.metrics import Metrics
 from ganglion.gateway.state import Gateway
-from ganglion.monitor import dashboard
+from ganglion.monitor import dashboard, history
+from ganglion.routing import POLICIES, Router
 from ganglion.store import Store
 
 
@@ -31,7 +34,10 @@ def thresholds(settings: Settings) -> Thresholds:
 
 
 async def open_gateway(
-    settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    metrics: Metrics | None = None,
 ) -> Gateway:
     """Open the store (migrating it), load the registry, and build the prober (not started)."""
     store = await asyncio.to_thread(Store.open, settings.database_url)
@@ -43,7 +49,20 @@ async def open_gateway(
         transport=transport,
     )
     await registry.load()
-    return Gateway(settings, store, registry, Prober(registry, settings.probe_interval_s))
+    metrics = metrics or Metrics()
+    metrics.watch(registry.neurons)
+    router = Router(
+        registry,
+        POLICIES[settings.routing_policy](),
+        cooldown_s=settings.cooldown_s,
+        max_queue=settings.max_queue,
+    )
+    timeouts = Timeouts(first_byte_s=settings.first_byte_timeout_s, idle_s=settings.idle_timeout_s)
+    dispatcher = Dispatcher(
+        registry, router, timeouts=timeouts, max_attempts=settings.max_attempts, observer=metrics
+    )
+    prober = Prober(registry, settings.probe_interval_s)
+    return Gateway(settings, store, registry, prober, router, dispatcher, metrics)
 
 
 def create_app(
@@ -57,7 +76,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = await open_gateway(settings, transport=transport)
+        gateway = await open_gateway(settings, transport=transport, metrics=app.state.metrics)
         app.state.gateway = gateway
         discovery = (
             make_discovery(settings.discover, gateway.registry) if settings.discover else None
@@ -82,10 +101,12 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    app.state.metrics = Metrics()
     app.include_router(fleet_api.router, dependencies=[Depends(auth.fleet_access)])
     app.include_router(events.router, dependencies=[Depends(auth.user_access)])
     app.include_router(ollama_api.router, dependencies=[Depends(auth.user_access)])
     app.include_router(openai_api.router, dependencies=[Depends(auth.user_access)])
     app.include_router(metrics.router, dependencies=[Depends(auth.user_access)])
+    app.include_router(history.router, dependencies=[Depends(auth.fleet_access)])
     app.include_router(dashboard.router)
     return app

@@ -108,7 +108,9 @@ async def _bench_events(
         for neuron in on_node:
             for model in list(neuron.models):
                 await queue.put({"event": "start", "neuron": neuron.name, "model": model})
-                result = await bench_model(gateway.registry, neuron, model, max_tokens)
+                result = await bench_model(
+                    gateway.registry, neuron, model, max_tokens, observer=gateway.metrics
+                )
                 await queue.put({"event": "result", "result": asdict(result)})
 
     async def all_of_them() -> None:

@@ -1,7 +1,174 @@
-"""Prometheus ``/metrics`` for the gateway (being written)."""
+"""Prometheus ``/metrics`` for the gateway: traffic counters, and the fleet read at scrape time.
+
+One :class:`Metrics` per app (``app.state.metrics``, also ``gateway.metrics``), each with its
+own :class:`~prometheus_client.CollectorRegistry`; there is no process-wide registry, so two
+apps in one process (tests) never share a count. Every series is documented in
+``docs/metrics.md``.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+
+from ganglion.fleet.status import NeuronStatus
+from ganglion.fleet.traffic import FailureKind
+from ganglion.neurons.base import TokenStats
+
+if TYPE_CHECKING:
+    from ganglion.fleet.model import Neuron
 
 router = APIRouter(tags=["metrics"])
+
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+"""Seconds. From a warm GPU (tens of ms) to a cold model load on a CPU box (a minute or two)."""
+
+NEURON_MODEL = ("neuron", "model")
+
+
+class FleetCollector(Collector):
+    """The fleet as it is at scrape time: status, activity and measured speed per neuron."""
+
+    def __init__(self) -> None:
+        self.neurons: Callable[[], Iterable[Neuron]] = list
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        status, active, speed = self._families()
+        for neuron in self.neurons():
+            for each in NeuronStatus:
+                status.add_metric([neuron.name, each.value], float(neuron.status == each))
+            active.add_metric([neuron.name], float(neuron.is_active))
+            for model, tps in sorted(neuron.speeds.by_model().items()):
+                speed.add_metric([neuron.name, model], tps)
+        return [status, active, speed]
+
+    @staticmethod
+    def _families() -> list[GaugeMetricFamily]:
+        return [
+            GaugeMetricFamily(
+                "ganglion_neuron_status",
+                "1 for the neuron's current status, 0 for the others.",
+                labels=["neuron", "status"],
+            ),
+            GaugeMetricFamily(
+                "ganglion_neuron_active",
+                "1 when the neuron takes work (active or degraded), 0 when offline or suspended.",
+                labels=["neuron"],
+            ),
+            GaugeMetricFamily(
+                "ganglion_neuron_tokens_per_second",
+                "Measured decode speed (moving average of recent requests), output tokens/s.",
+                labels=list(NEURON_MODEL),
+            ),
+        ]
+
+
+class Metrics:
+    """The gateway's Prometheus series. The request path calls :meth:`request_started` and
+    then exactly one of :meth:`request_finished` or :meth:`request_failed`; it is a
+    :class:`ganglion.fleet.traffic.RequestObserver`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.fleet = FleetCollector()
+        self.registry.register(self.fleet)
+        self._in_flight: dict[tuple[str, str], int] = {}
+        registry = self.registry
+        self.requests = Counter(
+            "ganglion_requests",
+            "Requests sent to a neuron, counted when they start.",
+            [*NEURON_MODEL, "endpoint"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "ganglion_request_errors",
+            "Requests to a neuron that failed, by kind: unreachable, http_error, stream_broken, "
+            "timeout, rejected.",
+            [*NEURON_MODEL, "endpoint", "kind"],
+            registry=registry,
+        )
+        self.in_flight = Gauge(
+            "ganglion_requests_in_flight",
+            "Requests running on a neuron now.",
+            NEURON_MODEL,
+            registry=registry,
+        )
+        self.prompt_tokens = self._counter("ganglion_prompt_tokens", "Prompt tokens processed.")
+        self.output_tokens = self._counter("ganglion_output_tokens", "Output tokens generated.")
+        self.prefill_seconds = self._counter(
+            "ganglion_prefill_seconds", "Time neurons spent on prompts (prefill), as they report."
+        )
+        self.decode_seconds = self._counter(
+            "ganglion_decode_seconds", "Time neurons spent generating output tokens (decode)."
+        )
+        self.load_seconds = self._counter(
+            "ganglion_load_seconds", "Time neurons spent loading models into memory."
+        )
+        self.ttft = Histogram(
+            "ganglion_time_to_first_token_seconds",
+            "From sending a request to its first output token, measured by the gateway.",
+            NEURON_MODEL,
+            buckets=TTFT_BUCKETS,
+            registry=registry,
+        )
+
+    def _counter(self, name: str, documentation: str) -> Counter:
+        return Counter(name, documentation, NEURON_MODEL, registry=self.registry)
+
+    def watch(self, neurons: Callable[[], Iterable[Neuron]]) -> None:
+        """Read the fleet from ``neurons()`` at each scrape (``registry.neurons``)."""
+        self.fleet.neurons = neurons
+
+    def request_started(self, neuron: str, model: str, endpoint: str) -> None:
+        self.requests.labels(neuron, model, endpoint).inc()
+        self._in_flight[neuron, model] = self._in_flight.get((neuron, model), 0) + 1
+        self.in_flight.labels(neuron, model).inc()
+
+    def request_finished(self, neuron: str, model: str, endpoint: str, stats: TokenStats) -> None:
+        self._ended(neuron, model)
+        amounts = (
+            (self.prompt_tokens, stats.prompt_tokens),
+            (self.output_tokens, stats.output_tokens),
+            (self.prefill_seconds, stats.prefill_s),
+            (self.decode_seconds, stats.decode_s),
+            (self.load_seconds, stats.load_s),
+        )
+        for counter, amount in amounts:
+            if amount:  # None when the neuron did not say; a counter never goes down
+                counter.labels(neuron, model).inc(max(amount, 0))
+        if stats.ttft_s is not None:
+            self.ttft.labels(neuron, model).observe(stats.ttft_s)
+
+    def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
+        """``kind`` is a :class:`~ganglion.fleet.traffic.FailureKind` value (else ValueError)."""
+        self.errors.labels(neuron, model, endpoint, FailureKind(kind).value).inc()
+        self._ended(neuron, model)
+
+    def _ended(self, neuron: str, model: str) -> None:
+        running = self._in_flight.get((neuron, model), 0)
+        if running > 0:  # a failure reported without a start (rejected early) is not running
+            self._in_flight[neuron, model] = running - 1
+            self.in_flight.labels(neuron, model).dec()
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_of(request: Request) -> Metrics:
+    metrics: Metrics = request.app.state.metrics
+    return metrics
+
+
+@router.get("/metrics", response_class=Response)
+async def scrape(request: Request) -> Response:
+    """Prometheus text format. Read in the event loop: the fleet's state is not thread-safe."""
+    return Response(metrics_of(request).exposition(), media_type=CONTENT_TYPE_LATEST)

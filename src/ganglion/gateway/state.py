@@ -1,4 +1,4 @@
-"""What the gateway process owns: settings, the store, the registry, the prober."""
+"""What the gateway process owns: settings, store, registry, prober, router, dispatcher."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from fastapi import Depends, Request
 from ganglion.config import Settings
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
+from ganglion.gateway.dispatch import Dispatcher
+from ganglion.gateway.metrics import Metrics
+from ganglion.routing import Router
 from ganglion.store import Store
 
 
@@ -19,6 +22,9 @@ class Gateway:
     store: Store
     registry: Registry
     prober: Prober
+    router: Router
+    dispatcher: Dispatcher
+    metrics: Metrics
 
 
 def _gateway(request: Request) -> Gateway:

@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ganglion.errors import DuplicateNeuron, UnknownNeuron
+from ganglion.errors import DuplicateNeuron, UnknownApiKey, UnknownNeuron
 from ganglion.neurons.base import TokenStats
 from ganglion.store.db import create_store_engine, migrate
-from ganglion.store.schema import NeuronRow, SpeedSampleRow
+from ganglion.store.schema import ApiKeyRow, NeuronRow, SpeedSampleRow, utcnow
 
 
 class Store:
@@ -96,3 +96,43 @@ class Store:
                 .limit(limit)
             ).all()
         return list(reversed(newest))
+
+    # API keys (only hashes: see ganglion.gateway.auth)
+
+    def add_api_key(self, row: ApiKeyRow) -> ApiKeyRow | None:
+        """Store a new key; ``None`` when its prefix is already taken (draw another)."""
+        with self.session() as session:
+            session.add(row)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return None
+            return row
+
+    def api_key(self, prefix: str) -> ApiKeyRow | None:
+        with self.session() as session:
+            return session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).first()
+
+    def api_keys(self) -> Sequence[ApiKeyRow]:
+        with self.session() as session:
+            return session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id)).all()
+
+    def revoke_api_key(self, prefix: str) -> ApiKeyRow:
+        """Revoke the key (at once: the gateway looks keys up on every request). Idempotent."""
+        with self.session() as session:
+            row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).first()
+            if row is None:
+                raise UnknownApiKey(f"no API key with prefix {prefix!r}: see ganglion keys list")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                session.commit()
+            return row
+
+    def count_active_keys(self, role: str) -> int:
+        """Keys of ``role`` that are not revoked."""
+        with self.session() as session:
+            query = select(func.count()).where(
+                ApiKeyRow.role == role, ApiKeyRow.revoked_at.is_(None)
+            )
+            return int(session.scalar(query) or 0)

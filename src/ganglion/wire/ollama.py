@@ -102,3 +102,48 @@ class EmbedResponse(WireModel):
     total_duration: int | None = None
     load_duration: int | None = None
     prompt_eval_count: int | None = None
+
+
+# Requests the gateway accepts (callers' side). Unknown fields are kept and passed on to
+# Ollama neurons untouched.
+
+
+class ChatRequest(WireModel):
+    """``POST /api/chat``."""
+
+    model: str
+    messages: list[dict[str, object]] = Field(default_factory=list)
+    stream: bool = True
+    format: str | dict[str, object] | None = None
+    options: dict[str, object] = Field(default_factory=dict)
+
+
+class GenerateRequest(WireModel):
+    """``POST /api/generate``."""
+
+    model: str
+    prompt: str = ""
+    stream: bool = True
+    format: str | dict[str, object] | None = None
+    options: dict[str, object] = Field(default_factory=dict)
+
+
+class EmbedRequest(WireModel):
+    """``POST /api/embed``: ``input`` is one text or several."""
+
+    model: str
+    input: str | list[str]
+
+
+class LegacyEmbeddingsRequest(WireModel):
+    """``POST /api/embeddings`` (the older, one-text form)."""
+
+    model: str
+    prompt: str
+
+
+class ShowRequest(WireModel):
+    """``POST /api/show``."""
+
+    model: str | None = None
+    name: str | None = None

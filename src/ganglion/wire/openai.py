@@ -112,3 +112,42 @@ class EmbeddingResponse(WireModel):
     model: str = ""
     data: list[Embedding]
     usage: Usage | None = None
+
+
+# Requests the gateway accepts (callers' side). Unknown fields are kept and passed on to
+# OpenAI-dialect neurons untouched.
+
+
+class StreamOptions(WireModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(WireModel):
+    """``POST /v1/chat/completions``."""
+
+    model: str
+    messages: list[dict[str, object]]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    response_format: dict[str, object] | None = None
+
+
+class CompletionRequest(WireModel):
+    """``POST /v1/completions``."""
+
+    model: str
+    prompt: str | list[str]
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    response_format: dict[str, object] | None = None
+
+
+class EmbeddingRequest(WireModel):
+    """``POST /v1/embeddings``."""
+
+    model: str
+    input: str | list[str]
+    encoding_format: str | None = None

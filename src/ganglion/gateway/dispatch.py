@@ -1,0 +1,218 @@
+"""Sending one request into the fleet: route, fail over before the first byte, measure.
+
+The gateway always *streams* from neurons, whatever the caller asked: the first chunk tells
+that the neuron is really answering (so failover can happen before anything reaches the
+caller), timeouts apply between chunks, and the final chunk carries the token stats that
+feed the speed estimates. Callers that asked for one JSON answer get the chunks collected.
+
+    dispatch ──▶ Router.plan ──▶ for each candidate: open stream, wait for the first chunk
+                                   ├─ fails before the first chunk: cool down, next one
+                                   └─ answers: Stream (first chunk + the rest, measured)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ganglion.errors import (
+    AllNeuronsFailed,
+    BrokenMidStream,
+    DispatchError,
+    FleetSaturated,
+    NeuronError,
+    NeuronRefused,
+    NeuronRequestError,
+    NeuronStreamBroken,
+    NoNeuronForModel,
+)
+from ganglion.fleet.model import Neuron
+from ganglion.fleet.registry import Registry
+from ganglion.neurons.base import Chunk, NeuronAdapter, TokenStats
+from ganglion.routing import Job, Router
+
+
+class Observer(Protocol):
+    """Who hears about every request (the Prometheus metrics)."""
+
+    def request_started(self, neuron: str, model: str, endpoint: str) -> None: ...
+
+    def request_finished(
+        self, neuron: str, model: str, endpoint: str, stats: TokenStats
+    ) -> None: ...
+
+    def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None: ...
+
+
+class Silent:
+    def request_started(self, neuron: str, model: str, endpoint: str) -> None:
+        pass
+
+    def request_finished(self, neuron: str, model: str, endpoint: str, stats: TokenStats) -> None:
+        pass
+
+    def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    first_byte_s: float = 120.0
+    idle_s: float = 60.0
+
+
+StreamFactory = Callable[[NeuronAdapter], AsyncIterator[Chunk]]
+
+
+def failure_kind(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return "timeout"
+    if isinstance(error, NeuronStreamBroken):
+        return "stream_broken"
+    if isinstance(error, NeuronRequestError):
+        return "http_error"
+    return "unreachable"
+
+
+@dataclass
+class Stream:
+    """An answer that has started: the neuron, its first chunk, and the rest to come."""
+
+    neuron: Neuron
+    model: str
+    first: Chunk
+    _rest: AsyncIterator[Chunk]
+    _stack: contextlib.AsyncExitStack
+    stats: TokenStats | None = field(default=None)
+
+    def __aiter__(self) -> AsyncIterator[Chunk]:
+        return self._rest
+
+    async def collect(self) -> tuple[str, Chunk]:
+        """The whole text and the final chunk."""
+        parts = [self.first.text]
+        last = self.first
+        async for chunk in self:
+            parts.append(chunk.text)
+            last = chunk
+        return "".join(parts), last
+
+    async def aclose(self) -> None:
+        await self._stack.aclose()
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        registry: Registry,
+        router: Router,
+        *,
+        timeouts: Timeouts | None = None,
+        max_attempts: int = 3,
+        observer: Observer | None = None,
+    ) -> None:
+        self.registry = registry
+        self.router = router
+        self.timeouts = timeouts or Timeouts()
+        self.max_attempts = max_attempts
+        self.observer: Observer = observer or Silent()
+
+    async def open(
+        self, job: Job, make: StreamFactory, *, endpoint: str, pinned: str | None = None
+    ) -> Stream:
+        """Start the answer on the best neuron that really answers; fail over before that."""
+        plan = self.router.plan(job, pinned=pinned)
+        if not plan:
+            raise self.unavailable(job.model)
+        failures: list[str] = []
+        for estimate in plan[: self.max_attempts]:
+            neuron = estimate.neuron
+            stack = contextlib.AsyncExitStack()
+            stack.enter_context(self.router.admit(estimate, job))
+            await stack.enter_async_context(self.registry.track(neuron))
+            self.observer.request_started(neuron.name, job.model, endpoint)
+            stream = make(neuron.adapter)
+            stack.push_async_callback(_close, stream)
+            try:
+                first = await asyncio.wait_for(anext(stream), self.timeouts.first_byte_s)
+            except NeuronRequestError as error:
+                await stack.aclose()
+                self.observer.request_failed(neuron.name, job.model, endpoint, "http_error")
+                if error.status_code is not None and 400 <= error.status_code < 500:
+                    raise NeuronRefused(str(error), error.status_code) from None
+                failures.append(await self._failed(neuron, error))
+            except (NeuronError, TimeoutError, StopAsyncIteration) as error:
+                await stack.aclose()
+                self.observer.request_failed(neuron.name, job.model, endpoint, failure_kind(error))
+                failures.append(await self._failed(neuron, error))
+            else:
+                self.router.warm_up(neuron)
+                rest = self._rest(neuron, job.model, endpoint, first, stream, stack)
+                return Stream(neuron, job.model, first, rest, stack)
+        raise AllNeuronsFailed(
+            f"no neuron could serve {job.model!r}: "
+            + "; ".join(failures)
+            + " (see ganglion neuron list)"
+        )
+
+    def unavailable(self, model: str) -> DispatchError:
+        """Why nothing can take a job for ``model``: saturated, or nobody serves it."""
+        serving = self.router.serving(model)
+        if serving:
+            wait = self.router.retry_after_s(model)
+            return FleetSaturated(
+                f"every neuron serving {model!r} is busy (queues full); retry in {wait:.0f} s",
+                retry_after_s=wait,
+            )
+        return NoNeuronForModel(
+            f"model {model!r} is not served by any active neuron: see ganglion neuron list, "
+            "or pull it on a neuron"
+        )
+
+    async def _failed(self, neuron: Neuron, error: BaseException) -> str:
+        reason = str(error) or (
+            f"no first token within {self.timeouts.first_byte_s:.0f} s"
+            if isinstance(error, TimeoutError)
+            else type(error).__name__
+        )
+        self.router.cool_down(neuron)
+        await self.registry.record_failure(neuron, reason)
+        return f"{neuron.name}: {reason}"
+
+    async def _rest(
+        self,
+        neuron: Neuron,
+        model: str,
+        endpoint: str,
+        first: Chunk,
+        stream: AsyncIterator[Chunk],
+        stack: contextlib.AsyncExitStack,
+    ) -> AsyncIterator[Chunk]:
+        chunk = first
+        try:
+            while not chunk.done:
+                try:
+                    chunk = await asyncio.wait_for(anext(stream), self.timeouts.idle_s)
+                except StopAsyncIteration:
+                    raise NeuronStreamBroken(f"{neuron.name} ended its answer early") from None
+                yield chunk
+        except (NeuronError, TimeoutError) as error:
+            self.observer.request_failed(neuron.name, model, endpoint, failure_kind(error))
+            reason = str(error) or f"no token for {self.timeouts.idle_s:.0f} s"
+            await self.registry.record_failure(neuron, reason)
+            raise BrokenMidStream(f"{neuron.name} failed mid-answer: {reason}") from None
+        finally:
+            await stack.aclose()
+        stats = chunk.stats or TokenStats()
+        self.observer.request_finished(neuron.name, model, endpoint, stats)
+        await self.registry.record_success(neuron, model, stats)
+
+
+async def _close(stream: AsyncIterator[Chunk]) -> None:
+    closer = getattr(stream, "aclose", None)
+    if closer is not None:
+        with contextlib.suppress(Exception):
+            await closer()

@@ -1,0 +1,64 @@
+"""What the Ollama and OpenAI front doors share: pinning, job estimates, option splitting,
+and embeddings with failover."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from fastapi import Request
+
+from ganglion.errors import AllNeuronsFailed, NeuronError
+from ganglion.fleet.model import Neuron
+from ganglion.gateway.state import Gateway
+from ganglion.neurons.base import Embeddings
+from ganglion.routing import DEFAULT_OUTPUT_TOKENS, Job
+
+PIN_HEADER = "X-Ganglion-Neuron"
+CHARS_PER_TOKEN = 4
+
+# Sampling options both dialects call by the same name; everything else stays native.
+COMMON_OPTIONS = frozenset(
+    {"temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty"}
+)
+
+
+def pinned(request: Request) -> str | None:
+    """The neuron the caller asked for by name (``X-Ganglion-Neuron``), if any."""
+    return request.headers.get(PIN_HEADER) or None
+
+
+def served_by(neuron: Neuron) -> dict[str, str]:
+    return {PIN_HEADER: neuron.name}
+
+
+def job(model: str, texts: Iterable[Any], max_tokens: int | None) -> Job:
+    """A routing estimate: about four characters a token for the prompt."""
+    chars = sum(len(t if isinstance(t, str) else json.dumps(t)) for t in texts)
+    return Job(model, chars // CHARS_PER_TOKEN, max_tokens or DEFAULT_OUTPUT_TOKENS)
+
+
+def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(common, native)``: options every dialect knows, and the rest."""
+    common = {k: v for k, v in options.items() if k in COMMON_OPTIONS}
+    native = {k: v for k, v in options.items() if k not in COMMON_OPTIONS}
+    return common, native
+
+
+async def embed(
+    gateway: Gateway, model: str, inputs: list[str], pin: str | None
+) -> tuple[Neuron, Embeddings]:
+    """Embed ``inputs`` on the best neuron serving ``model``, failing over on errors."""
+    plan = gateway.router.plan(job(model, inputs, 1), pinned=pin)
+    if not plan:
+        raise gateway.dispatcher.unavailable(model)
+    failures = []
+    for estimate in plan[: gateway.dispatcher.max_attempts]:
+        neuron = estimate.neuron
+        try:
+            async with gateway.registry.track(neuron):
+                return neuron, await neuron.adapter.embed(model, inputs)
+        except NeuronError as error:
+            failures.append(f"{neuron.name}: {error}")
+    raise AllNeuronsFailed(f"no neuron could embed with {model!r}: " + "; ".join(failures))
