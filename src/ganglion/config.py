@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     idle_timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     cooldown_s: float = Field(default=15.0, ge=0)
-    max_queue: int = Field(default=8, ge=0)
+    max_queue: int = Field(default=32, ge=0)
 
     @field_validator("routing_policy")
     @classmethod

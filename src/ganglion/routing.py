@@ -74,6 +74,7 @@ class Estimate:
     finish_s: float
     wait_s: float
     decode_tps: float
+    queued: int = 0
 
 
 class Policy(Protocol):
@@ -90,7 +91,7 @@ class FinishTime:
     name = "finish-time"
 
     def rank(self, estimates: list[Estimate]) -> list[Estimate]:
-        return sorted(estimates, key=lambda e: (e.finish_s, e.neuron.in_flight, e.neuron.name))
+        return sorted(estimates, key=lambda e: (e.finish_s, e.queued, e.neuron.name))
 
 
 class LeastBusy:
@@ -101,7 +102,7 @@ class LeastBusy:
     def rank(self, estimates: list[Estimate]) -> list[Estimate]:
         return sorted(
             estimates,
-            key=lambda e: (e.neuron.in_flight / e.neuron.slots, -e.decode_tps, e.neuron.name),
+            key=lambda e: (e.queued / e.neuron.slots, -e.decode_tps, e.neuron.name),
         )
 
 
@@ -141,7 +142,7 @@ class Router:
         policy: Policy | None = None,
         *,
         cooldown_s: float = 15.0,
-        max_queue: int = 8,
+        max_queue: int = 32,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.registry = registry
@@ -184,7 +185,7 @@ class Router:
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
         load = DEFAULT_LOAD_S if cold and not book.tickets else 0.0
         finish = wait + prefill + job.output_tokens / decode + load
-        return Estimate(neuron, finish, wait, decode)
+        return Estimate(neuron, finish, wait, decode, len(book.tickets))
 
     def plan(self, job: Job, *, pinned: str | None = None) -> list[Estimate]:
         """Candidates for ``job``, best first: neurons cooling down and full ones go last

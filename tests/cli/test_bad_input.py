@@ -81,9 +81,11 @@ def test_no_gateway_running() -> None:
     assert_one_line_error(result, "cannot reach the gateway", "ganglion serve")
 
 
-def test_public_bind_refused() -> None:
-    result = run_cli("serve", "--host", "0.0.0.0")
-    assert_one_line_error(result, "refusing to bind")
+def test_public_bind_refused(tmp_path: Path) -> None:
+    """No admin key in the store: refused before anything is bound."""
+    db = f"sqlite:///{tmp_path / 'public.db'}"
+    result = run_cli("serve", "--host", "0.0.0.0", "--port", str(free_port()), "--db", db)
+    assert_one_line_error(result, "refusing to bind 0.0.0.0", "ganglion keys create --admin")
 
 
 def test_port_in_use(gateway: Proc, tmp_path: Path) -> None:

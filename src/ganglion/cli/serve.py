@@ -31,11 +31,20 @@ def serve(
             help="Register neurons found by watching a source: 'kubernetes' (labelled Services)."
         ),
     ] = None,
+    require_keys: Annotated[
+        bool,
+        typer.Option(
+            "--require-keys",
+            help="Require API keys even on loopback (GANGLION_REQUIRE_KEYS); always on for a "
+            "non-loopback bind.",
+        ),
+    ] = False,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Start the gateway: fleet API, liveness probes, and the store.
 
-    Binds 127.0.0.1:11435 by default. A non-loopback bind is refused unless API keys exist.
+    Binds 127.0.0.1:11435 by default, open to local users. A non-loopback bind requires API
+    keys, and is refused until an admin key exists (ganglion keys create --admin).
     """
     from ganglion.gateway.server import preflight
     from ganglion.gateway.server import serve as run
@@ -46,12 +55,14 @@ def serve(
         database_url=db,
         probe_interval_s=probe_interval,
         discover=discover,
+        require_keys=require_keys or None,  # unset: GANGLION_REQUIRE_KEYS decides
     )
     preflight(settings)
     where = make_url(settings.database_url).render_as_string(hide_password=True)
+    keys = "API keys required" if settings.keys_enforced else "open on loopback"
     Console(stderr=True).print(
         f"ganglion gateway on http://{settings.host}:{settings.port} "
-        f"(API docs /docs; store {where})",
+        f"(API docs /docs; store {where}; {keys})",
         highlight=False,
     )
     run(settings, log_level=log_level)

@@ -156,8 +156,9 @@ def load_kubeconfig(paths: str, *, context: str | None = None) -> Cluster:
     for plugin in ("exec", "auth-provider"):
         if plugin in user:
             raise ConfigError(
-                f"kubeconfig user {ctx.get('user')!r} authenticates with {plugin!r}, which ganglion "
-                "does not run: give it a token or a client certificate (a service account's token)"
+                f"kubeconfig user {ctx.get('user')!r} authenticates with {plugin!r}, which "
+                "ganglion does not run: give it a token (a service account's) or a client "
+                "certificate"
             )
     verify: ssl.SSLContext | bool = True
     client_cert = _pem(user, "client-certificate", user_dir)
@@ -545,7 +546,7 @@ def _check(response: httpx.Response) -> None:
         return
     hint = ""
     if response.status_code in (401, 403):
-        hint = " (give the gateway's service account get/list/watch on services; see docs/discovery.md)"
+        hint = " (grant get/list/watch on services: see docs/discovery.md)"
     try:
         message = response.json().get("message") or response.text
     except ValueError:

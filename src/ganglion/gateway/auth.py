@@ -39,6 +39,7 @@ from enum import StrEnum
 from fastapi import Request
 
 from ganglion.errors import AdminRequired, KeyRequired
+from ganglion.gateway.state import Gateway
 from ganglion.store import Store
 from ganglion.store.schema import ApiKeyRow
 
@@ -125,7 +126,7 @@ def presented_key(request: Request) -> str | None:
 
 
 async def _check(request: Request, *, admin: bool) -> None:
-    gateway = request.app.state.gateway
+    gateway: Gateway = request.app.state.gateway
     if not gateway.settings.keys_enforced:
         return
     key = presented_key(request)

@@ -7,13 +7,26 @@ import socket
 
 import uvicorn
 
-from ganglion.config import Settings
+from ganglion.config import Settings, is_loopback
 from ganglion.errors import ConfigError
 from ganglion.gateway.app import create_app, open_gateway
+from ganglion.gateway.auth import Role
+from ganglion.store import Store
 
 
 def preflight(settings: Settings) -> None:
-    """Fail fast and clearly: the port must be free and the store must open and migrate."""
+    """Fail fast and clearly, before binding anything: the store must open and migrate, a
+    gateway that enforces API keys needs an admin key, and the port must be free."""
+
+    async def _open_store() -> None:
+        gateway = await open_gateway(settings)
+        try:
+            await asyncio.to_thread(check_keys, settings, gateway.store)
+        finally:
+            await gateway.registry.aclose()
+            gateway.store.close()
+
+    asyncio.run(_open_store())
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((settings.host, settings.port))
@@ -23,12 +36,21 @@ def preflight(settings: Settings) -> None:
                 "already running there? Stop it, or choose another --port"
             ) from None
 
-    async def _open_store() -> None:
-        gateway = await open_gateway(settings)
-        await gateway.registry.aclose()
-        gateway.store.close()
 
-    asyncio.run(_open_store())
+def check_keys(settings: Settings, store: Store) -> None:
+    """Refuse to start a gateway that enforces API keys while no active admin key exists:
+    a public fleet must never be open, and someone must be able to change it."""
+    if not settings.keys_enforced or store.count_active_keys(Role.ADMIN) > 0:
+        return
+    create = "ganglion keys create --admin, with the same --db"
+    if not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to bind {settings.host}: a non-loopback bind exposes the fleet and no "
+            f"admin API key exists. Create one first ({create}), or bind 127.0.0.1"
+        )
+    raise ConfigError(
+        f"--require-keys needs an admin API key and none exists: create one first ({create})"
+    )
 
 
 def serve(settings: Settings, *, log_level: str = "warning") -> None:

@@ -1,0 +1,163 @@
+"""The router's choices, from measured speeds and what is in flight (no network)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ganglion.errors import UnknownNeuron
+from ganglion.fleet.model import Neuron
+from ganglion.fleet.registry import Registry
+from ganglion.fleet.status import NeuronStatus
+from ganglion.neurons.base import Dialect
+from ganglion.routing import POLICIES, Job, Router
+from ganglion.store import Store
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def neuron(name: str, tps: float | None, *, slots: int = 1, models: list[str] | None = None) -> Neuron:
+    made = Neuron(
+        id=0,
+        name=name,
+        url=f"http://{name}:1",
+        api=Dialect.OLLAMA,
+        node=name,
+        models=models or ["llama3:latest"],
+        adapter=None,  # type: ignore[arg-type]  # routing never talks to neurons
+        slots=slots,
+    )
+    if tps is not None:
+        made.speeds.add("llama3:latest", tps)
+    return made
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> Registry:
+    return Registry(Store.open(f"sqlite:///{tmp_path / 'r.db'}"))
+
+
+HELD: list[object] = []
+
+
+def hold(router: Router, job: Job) -> str:
+    """Admit ``job`` on the router's first choice and keep it in flight; the neuron's name."""
+    best = router.plan(job)[0]
+    admitted = router.admit(best, job)
+    admitted.__enter__()
+    HELD.append(admitted)
+    return best.neuron.name
+
+
+def router_with(registry: Registry, *neurons: Neuron, policy: str = "finish-time", **kw: object) -> tuple[Router, Clock]:
+    for n in neurons:
+        registry._neurons[n.name] = n
+    clock = Clock()
+    return Router(registry, POLICIES[policy](), clock=clock, **kw), clock  # type: ignore[arg-type]
+
+
+def test_sequential_requests_all_go_to_the_fast_neuron(registry: Registry) -> None:
+    router, _ = router_with(registry, neuron("fast", 90), neuron("slow", 5.5))
+    job = Job("llama3", prompt_tokens=50, output_tokens=100)
+    for _ in range(10):
+        best = router.plan(job)[0]
+        with router.admit(best, job):
+            assert best.neuron.name == "fast"
+
+
+def test_overflow_goes_to_the_slow_neuron_only_when_it_finishes_sooner(registry: Registry) -> None:
+    router, _ = router_with(registry, neuron("fast", 90), neuron("slow", 5.5))
+    job = Job("llama3", output_tokens=100)
+    placed: list[str] = []
+    held = []
+    for _ in range(20):
+        best = router.plan(job)[0]
+        placed.append(best.neuron.name)
+        ticket = router.admit(best, job)
+        ticket.__enter__()
+        held.append(ticket)
+        if best.neuron.name == "slow":
+            slow_finish = best.finish_s
+            fast_finish = router.estimate(registry.get("fast"), job).finish_s
+            assert slow_finish <= fast_finish
+    # 100 tokens: 1.1 s on fast, 18.2 s on slow: slow pays only behind ~16 queued jobs
+    assert placed[:16] == ["fast"] * 16
+    assert "slow" in placed
+    assert placed.count("slow") < placed.count("fast")
+
+
+def test_more_slots_means_less_waiting(registry: Registry) -> None:
+    router, _ = router_with(registry, neuron("wide", 20, slots=4), neuron("narrow", 25))
+    job = Job("llama3", output_tokens=100)
+    names = [hold(router, job) for _ in range(4)]
+    assert names == ["narrow", "wide", "wide", "wide"]
+
+
+def test_backlog_drains_with_time(registry: Registry) -> None:
+    router, clock = router_with(registry, neuron("fast", 100), neuron("slow", 10))
+    job = Job("llama3", output_tokens=1000)
+    for _ in range(3):
+        hold(router, job)
+    before = router.estimate(registry.get("fast"), job).wait_s
+    clock.now += 5
+    assert router.estimate(registry.get("fast"), job).wait_s < before
+
+
+def test_unmeasured_neurons_borrow_the_fleet_median(registry: Registry) -> None:
+    router, _ = router_with(registry, neuron("known", 40), neuron("new", None))
+    assert router.decode_tps(registry.get("new"), "llama3") == 40
+
+
+def test_only_active_neurons_serving_the_model(registry: Registry) -> None:
+    other = neuron("other", 500, models=["qwen"])
+    down = neuron("down", 500)
+    down.status = NeuronStatus.OFFLINE
+    paused = neuron("paused", 500)
+    paused.status = NeuronStatus.SUSPENDED
+    router, _ = router_with(registry, neuron("ok", 5), other, down, paused)
+    assert [e.neuron.name for e in router.plan(Job("llama3"))] == ["ok"]
+
+
+def test_cooling_neurons_go_last_and_full_ones_not_at_all(registry: Registry) -> None:
+    router, _ = router_with(registry, neuron("fast", 90), neuron("slow", 5), max_queue=0)
+    fast = registry.get("fast")
+    router.cool_down(fast)
+    assert [e.neuron.name for e in router.plan(Job("llama3"))] == ["slow", "fast"]
+    router.warm_up(fast)
+    job = Job("llama3")
+    hold(router, job)
+    assert [e.neuron.name for e in router.plan(job)] == ["slow"]
+    hold(router, job)
+    assert router.plan(job) == []
+    assert router.retry_after_s("llama3") >= 1.0
+
+
+def test_pinning_names_the_neuron(registry: Registry) -> None:
+    router, _ = router_with(registry, neuron("fast", 90), neuron("slow", 5))
+    assert [e.neuron.name for e in router.plan(Job("llama3"), pinned="slow")] == ["slow"]
+    with pytest.raises(UnknownNeuron):
+        router.plan(Job("llama3"), pinned="ghost")
+
+
+def test_round_robin_and_least_busy_are_strategies(registry: Registry) -> None:
+    router, _ = router_with(registry, neuron("a", 90), neuron("b", 5), policy="round-robin")
+    firsts = [router.plan(Job("llama3"))[0].neuron.name for _ in range(4)]
+    assert firsts == ["a", "b", "a", "b"]
+    router.policy = POLICIES["least-busy"]()
+    job = Job("llama3")
+    assert hold(router, job) == "a"
+    assert router.plan(job)[0].neuron.name == "b"
+
+
+def test_cold_model_costs_a_load(registry: Registry) -> None:
+    warm, cold = neuron("warm", 50), neuron("cold", 50)
+    warm.loaded, cold.loaded = ["llama3:latest"], []
+    router, _ = router_with(registry, cold, warm)
+    assert router.plan(Job("llama3", output_tokens=10))[0].neuron.name == "warm"
