@@ -6,7 +6,9 @@ made to answer like a web server that is not an LLM server. Every request is log
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
@@ -18,6 +20,9 @@ class FakeOllama:
     tokens_per_second: float = 50.0
     up: bool = True
     not_llm: bool = False
+    hang: bool = False  # generation requests never answer
+    die_after: int | None = None  # streams break after this many chunks
+    refuse: int | None = None  # generation requests answer this HTTP status
     log: list[str] = field(default_factory=list)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -40,6 +45,8 @@ class FakeOllama:
         if path == "/v1/models":
             return httpx.Response(404, json={"error": "not found"})
         if path in ("/api/chat", "/api/generate"):
+            if self.refuse:
+                return httpx.Response(self.refuse, json={"error": f"refused with {self.refuse}"})
             return self._generate(json.loads(request.content), chat=path == "/api/chat")
         return httpx.Response(404, json={"error": f"no route {path}"})
 
@@ -71,15 +78,35 @@ class FakeOllama:
             {
                 "model": body["model"],
                 "created_at": "2026-11-25T00:00:00Z",
-                "message": {"role": "assistant", "content": "word "},
+                **text("word "),
                 "done": False,
             }
             for _ in range(count)
         ]
         if body.get("stream", True):
-            lines = "".join(json.dumps(chunk) + "\n" for chunk in [*words, final])
-            return httpx.Response(200, text=lines, headers={"content-type": "application/x-ndjson"})
+            lines = [json.dumps(chunk) + "\n" for chunk in [*words, final]]
+            if self.die_after is not None:
+                return httpx.Response(
+                    200,
+                    stream=Dying(lines[: self.die_after]),
+                    headers={"content-type": "application/x-ndjson"},
+                )
+            return httpx.Response(
+                200, text="".join(lines), headers={"content-type": "application/x-ndjson"}
+            )
         return httpx.Response(200, json=final | text("word " * count))
+
+
+class Dying(httpx.AsyncByteStream):
+    """A response body that sends some lines, then loses the connection."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for line in self.lines:
+            yield line.encode()
+        raise httpx.ReadError("connection reset by peer")
 
 
 @dataclass
@@ -91,10 +118,13 @@ class FakeFleet:
         self.neurons[hostport] = fake
         return fake
 
-    def handle(self, request: httpx.Request) -> httpx.Response:
+    async def handle(self, request: httpx.Request) -> httpx.Response:
         fake = self.neurons.get(f"{request.url.host}:{request.url.port or 80}")
         if fake is None:
             raise httpx.ConnectError("connection refused", request=request)
+        if fake.hang and request.url.path in ("/api/chat", "/api/generate"):
+            fake.log.append(request.url.path)
+            await asyncio.sleep(3600)
         return fake.handle(request)
 
     def transport(self) -> httpx.MockTransport:

@@ -23,7 +23,9 @@ class Clock:
         return self.now
 
 
-def neuron(name: str, tps: float | None, *, slots: int = 1, models: list[str] | None = None) -> Neuron:
+def neuron(
+    name: str, tps: float | None, *, slots: int = 1, models: list[str] | None = None
+) -> Neuron:
     made = Neuron(
         id=0,
         name=name,
@@ -56,7 +58,9 @@ def hold(router: Router, job: Job) -> str:
     return best.neuron.name
 
 
-def router_with(registry: Registry, *neurons: Neuron, policy: str = "finish-time", **kw: object) -> tuple[Router, Clock]:
+def router_with(
+    registry: Registry, *neurons: Neuron, policy: str = "finish-time", **kw: object
+) -> tuple[Router, Clock]:
     for n in neurons:
         registry._neurons[n.name] = n
     clock = Clock()

@@ -411,7 +411,7 @@ class KubernetesDiscovery:
     async def _pause(self, failures: int, why: str) -> None:
         delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1))
         log.warning(
-            "discovery: Kubernetes API at %s: %s; retrying in %.0f s",
+            "discovery: Kubernetes API at %s: %s; retrying in %.3g s",
             self.cluster.server,
             why,
             delay,

@@ -1,0 +1,717 @@
+// Synapse: the ganglion fleet monitor. Plain JavaScript and SVG, no build step.
+//
+// State arrives over server-sent events from GET /fleet/events: a "snapshot" of every
+// neuron, then "neuron" (added or changed) and "removed" events. Changes are batched
+// into one DOM update per animation frame, so 200 neurons stay smooth.
+"use strict";
+
+(() => {
+  const KEY_STORE = "ganglion.apiKey";
+  const COLLAPSED_STORE = "ganglion.collapsedNodes";
+  const SVG_NS = "http://www.w3.org/2000/svg";
+  const WORDS = { active: "Active", degraded: "Degraded", offline: "Offline", suspended: "Suspended" };
+  const ORDER = ["active", "degraded", "suspended", "offline"];
+  // The dial: a 240° arc around (CX, CY), from bottom-left (0) to bottom-right (1).
+  const CX = 60, CY = 54, R = 44, START = 210, SWEEP = 240;
+  const HISTORY_REFRESH_MS = 5000;
+
+  const $ = (id) => document.getElementById(id);
+  const state = {
+    neurons: new Map(), // name -> the latest view from the stream
+    cards: new Map(), // name -> { el, parts }
+    groups: new Map(), // node -> { el, grid, toggle, parts }
+    dirty: new Set(),
+    all: false, // redraw every card (the scale changed, or a snapshot arrived)
+    frame: 0,
+    scale: 0,
+    filter: "",
+    key: localStorage.getItem(KEY_STORE) || "",
+    collapsed: new Set(JSON.parse(localStorage.getItem(COLLAPSED_STORE) || "[]")),
+    source: null,
+    retry: 0,
+    drawer: null, // the name shown in the drawer
+    drawerFrom: null, // the gauge that opened it, to return focus
+    historyTimer: 0,
+    historyAt: 0,
+    handlers: new Map(), // event kind -> handler; a runs view can add its own
+  };
+
+  // ---- small DOM helpers
+
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (name === "class") el.className = value;
+      else if (name === "text") el.textContent = value;
+      else el.setAttribute(name, value);
+    }
+    for (const child of children) if (child != null) el.append(child);
+    return el;
+  }
+
+  function s(tag, attrs, ...children) {
+    const el = document.createElementNS(SVG_NS, tag);
+    for (const [name, value] of Object.entries(attrs || {})) {
+      if (name === "text") el.textContent = value;
+      else el.setAttribute(name, value);
+    }
+    for (const child of children) if (child != null) el.append(child);
+    return el;
+  }
+
+  function fmt(tps) {
+    if (tps == null) return "–";
+    return tps >= 100 ? tps.toFixed(0) : tps.toFixed(1);
+  }
+
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many || one + "s"}`;
+  }
+
+  function ago(stamp) {
+    if (!stamp) return "never";
+    const seconds = Math.max(0, (Date.now() - Date.parse(stamp)) / 1000);
+    if (seconds < 90) return `${seconds.toFixed(0)} s ago`;
+    if (seconds < 5400) return `${(seconds / 60).toFixed(0)} min ago`;
+    return new Date(stamp).toLocaleString();
+  }
+
+  function clock(stamp) {
+    return new Date(stamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+  }
+
+  // ---- the dial
+
+  function point(fraction, radius = R) {
+    const angle = ((START - SWEEP * fraction) * Math.PI) / 180;
+    return [CX + radius * Math.cos(angle), CY - radius * Math.sin(angle)];
+  }
+
+  const ARC = (() => {
+    const [x0, y0] = point(0);
+    const [x1, y1] = point(1);
+    return `M ${x0.toFixed(2)} ${y0.toFixed(2)} A ${R} ${R} 0 1 1 ${x1.toFixed(2)} ${y1.toFixed(2)}`;
+  })();
+
+  function niceCeiling(value) {
+    if (!value || value <= 0) return 10;
+    const exp = 10 ** Math.floor(Math.log10(value));
+    for (const m of [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10]) {
+      if (m * exp >= value * 1.04) return m * exp;
+    }
+    return 10 * exp;
+  }
+
+  function fleetScale() {
+    let top = 0;
+    for (const view of state.neurons.values()) {
+      top = Math.max(top, view.tokens_per_second || 0, view.best_tokens_per_second || 0);
+    }
+    return niceCeiling(top);
+  }
+
+  function hatchDefs() {
+    // One shared pattern for the suspended look, referenced by every dial.
+    const holder = s("svg", { width: 0, height: 0, "aria-hidden": "true", style: "position:absolute" });
+    const pattern = s("pattern", {
+      id: "hatch", width: 5, height: 5, patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)",
+    });
+    pattern.append(s("rect", { width: 5, height: 5, fill: "#1d2430" }));
+    pattern.append(s("rect", { width: 2, height: 5, fill: "#5a6396" }));
+    const gradient = s("linearGradient", { id: "spark-fill", x1: 0, y1: 0, x2: 0, y2: 1 });
+    gradient.append(s("stop", { offset: "0", "stop-color": "#5ee0c8", "stop-opacity": "0.28" }));
+    gradient.append(s("stop", { offset: "1", "stop-color": "#5ee0c8", "stop-opacity": "0" }));
+    holder.append(s("defs", {}, pattern, gradient));
+    document.body.prepend(holder);
+  }
+
+  // ---- one gauge
+
+  function makeCard(name) {
+    const fill = s("path", { class: "fill", d: ARC, pathLength: 100, "stroke-dasharray": "0 100" });
+    const [bx0, by0] = point(0, R - 7);
+    const [bx1, by1] = point(0, R + 7);
+    const best = s("line", { class: "best", x1: bx0, y1: by0, x2: bx1, y2: by1 });
+    const value = s("text", { class: "value", x: CX, y: CY + 4, text: "–" });
+    const unit = s("text", { class: "unit", x: CX, y: CY + 17, text: "TOK/S" });
+    const dial = s(
+      "svg",
+      { class: "dial", viewBox: "0 0 120 86", "aria-hidden": "true", focusable: "false" },
+      s("path", { class: "track", d: ARC }),
+      fill,
+      best,
+      value,
+      unit,
+    );
+    const pill = h("span", { class: "pill" });
+    const busy = h("span", { class: "busy" });
+    const models = h("div", { class: "models" });
+    const el = h(
+      "div",
+      {
+        class: "gauge",
+        "data-neuron": name,
+        tabindex: "0",
+        role: "button",
+        "aria-haspopup": "dialog",
+        "aria-expanded": "false",
+      },
+      dial,
+      h("div", { class: "meta" }, h("div", { class: "name", text: name }), h("div", { class: "row" }, pill, busy), models),
+    );
+    return { el, parts: { fill, best, value, pill, busy, models } };
+  }
+
+  function describe(view) {
+    const words = [`${view.name}: ${WORDS[view.status] || view.status}.`];
+    words.push(view.tokens_per_second == null ? "No speed measured yet." : `${fmt(view.tokens_per_second)} tokens per second.`);
+    if (view.best_tokens_per_second != null) words.push(`Own best ${fmt(view.best_tokens_per_second)}.`);
+    words.push(`Node ${view.node}. ${view.in_flight} in flight.`);
+    if (view.models.length) words.push(`Models: ${view.models.join(", ")}.`);
+    if (view.reason) words.push(`Reason: ${view.reason}`);
+    return words.join(" ");
+  }
+
+  function drawCard(card, view) {
+    const { el, parts } = card;
+    const down = view.status === "offline" || view.status === "suspended";
+    const tps = view.tokens_per_second;
+    el.dataset.status = view.status;
+    el.setAttribute("aria-label", describe(view));
+    if (view.reason) el.title = view.reason;
+    else el.removeAttribute("title");
+    const fraction = down || tps == null ? 0 : Math.min(1, tps / state.scale);
+    parts.fill.setAttribute("stroke-dasharray", `${(fraction * 100).toFixed(2)} 100`);
+    const best = view.best_tokens_per_second;
+    if (best == null) {
+      parts.best.setAttribute("visibility", "hidden");
+    } else {
+      parts.best.setAttribute("visibility", "visible");
+      const turn = SWEEP * Math.min(1, best / state.scale);
+      parts.best.setAttribute("transform", `rotate(${turn.toFixed(2)} ${CX} ${CY})`);
+    }
+    parts.value.textContent = down ? "–" : fmt(tps);
+    parts.pill.className = `pill ${view.status}`;
+    parts.pill.textContent = WORDS[view.status] || view.status;
+    const slots = view.slots ? `/${view.slots}` : "";
+    parts.busy.textContent = `${view.in_flight}${slots} busy`;
+    parts.busy.classList.toggle("on", view.in_flight > 0);
+    parts.models.textContent = view.models.length ? view.models.join(", ") : "no models";
+    el.hidden = !matches(view);
+  }
+
+  // ---- node groups
+
+  function makeGroup(node) {
+    const id = `node-${state.groups.size}`;
+    const chevron = s("svg", { class: "chevron", viewBox: "0 0 12 12", "aria-hidden": "true" }, s("path", { d: "M2.5 4.5 6 8l3.5-3.5" }));
+    const icon = s(
+      "svg",
+      { class: "node-icon", viewBox: "0 0 16 16", "aria-hidden": "true" },
+      s("rect", { x: 2, y: 2.5, width: 12, height: 4.5, rx: 1.2 }),
+      s("rect", { x: 2, y: 9, width: 12, height: 4.5, rx: 1.2 }),
+    );
+    const count = h("span", { class: "node-count" });
+    const bar = h("span", { class: "node-bar", "aria-hidden": "true" });
+    const tps = h("span", { class: "node-tps" });
+    const label = h("span", { class: "visually-hidden" });
+    const toggle = h(
+      "button",
+      { class: "node-toggle", type: "button", "aria-controls": id, "aria-expanded": "true" },
+      chevron,
+      icon,
+      h("span", { class: "node-name", text: node }),
+      count,
+      label,
+      bar,
+      tps,
+    );
+    const grid = h("div", { class: "grid", id, role: "group", "aria-label": `Neurons on ${node}` });
+    const el = h("section", { class: "node", "data-node": node }, h("h2", { class: "node-head" }, toggle), grid);
+    toggle.addEventListener("click", () => setCollapsed(node, toggle.getAttribute("aria-expanded") === "true"));
+    const group = { el, grid, toggle, parts: { count, bar, tps, label } };
+    state.groups.set(node, group);
+    if (state.collapsed.has(node)) applyCollapsed(group, true);
+    const after = [...state.groups.keys()].filter((other) => other > node).sort()[0];
+    $("nodes").insertBefore(el, after ? state.groups.get(after).el : null);
+    return group;
+  }
+
+  function applyCollapsed(group, collapsed) {
+    group.toggle.setAttribute("aria-expanded", String(!collapsed));
+    group.grid.hidden = collapsed;
+  }
+
+  function setCollapsed(node, collapsed) {
+    const group = state.groups.get(node);
+    if (!group) return;
+    applyCollapsed(group, collapsed);
+    if (collapsed) state.collapsed.add(node);
+    else state.collapsed.delete(node);
+    localStorage.setItem(COLLAPSED_STORE, JSON.stringify([...state.collapsed]));
+    updateCollapseAll();
+  }
+
+  function updateCollapseAll() {
+    const anyOpen = [...state.groups.values()].some((g) => g.toggle.getAttribute("aria-expanded") === "true");
+    $("collapse-all").textContent = anyOpen ? "Collapse all" : "Expand all";
+  }
+
+  function drawGroup(node) {
+    const group = state.groups.get(node);
+    if (!group) return;
+    const views = [...state.neurons.values()].filter((v) => v.node === node);
+    if (!views.length) {
+      group.el.remove();
+      state.groups.delete(node);
+      return;
+    }
+    const counts = Object.fromEntries(ORDER.map((status) => [status, 0]));
+    let throughput = 0;
+    for (const view of views) {
+      counts[view.status] = (counts[view.status] || 0) + 1;
+      if (view.is_active) throughput += view.tokens_per_second || 0;
+    }
+    const problems = ORDER.filter((st) => st !== "active" && counts[st]).map((st) => `${counts[st]} ${st}`);
+    group.parts.count.textContent = plural(views.length, "neuron") + (problems.length ? ` · ${problems.join(" · ")}` : "");
+    group.parts.label.textContent = `, ${counts.active} active`;
+    group.parts.bar.replaceChildren(
+      ...ORDER.filter((st) => counts[st]).map((st) => h("span", { class: st, style: `width:${(100 * counts[st]) / views.length}%` })),
+    );
+    group.parts.tps.replaceChildren(h("strong", { text: fmt(throughput) }), " tok/s");
+    group.el.hidden = state.filter !== "" && !views.some(matches);
+  }
+
+  function placeCard(card, view) {
+    const group = state.groups.get(view.node) || makeGroup(view.node);
+    if (card.el.parentElement === group.grid) return;
+    const oldNode = card.el.closest(".node")?.dataset.node;
+    const after = [...group.grid.children].find((other) => other.dataset.neuron > view.name);
+    group.grid.insertBefore(card.el, after || null);
+    if (oldNode && oldNode !== view.node) drawGroup(oldNode);
+  }
+
+  // ---- filtering
+
+  function matches(view) {
+    if (!state.filter) return true;
+    const haystack = [view.name, view.node, view.status, view.api, ...view.models].join(" ").toLowerCase();
+    return state.filter.split(/\s+/).every((word) => haystack.includes(word));
+  }
+
+  // ---- applying changes, once per frame
+
+  function schedule(name) {
+    if (name) state.dirty.add(name);
+    else state.all = true;
+    if (!state.frame) state.frame = requestAnimationFrame(flush);
+  }
+
+  function flush() {
+    state.frame = 0;
+    const scale = fleetScale();
+    if (scale !== state.scale) {
+      state.scale = scale;
+      state.all = true;
+    }
+    const names = state.all ? new Set([...state.neurons.keys(), ...state.cards.keys()]) : state.dirty;
+    const nodes = new Set();
+    for (const name of names) {
+      const view = state.neurons.get(name);
+      let card = state.cards.get(name);
+      if (card) nodes.add(card.el.closest(".node")?.dataset.node);
+      if (!view) {
+        if (card) card.el.remove();
+        state.cards.delete(name);
+        continue;
+      }
+      if (!card) {
+        card = makeCard(name);
+        state.cards.set(name, card);
+      }
+      placeCard(card, view);
+      drawCard(card, view);
+      nodes.add(view.node);
+    }
+    state.dirty.clear();
+    state.all = false;
+    for (const node of nodes) if (node) drawGroup(node);
+    drawSummary();
+    updateCollapseAll();
+    if (state.drawer && names.has(state.drawer)) drawDrawer();
+  }
+
+  function drawSummary() {
+    const views = [...state.neurons.values()];
+    const serving = views.filter((v) => v.is_active);
+    let fastest = null;
+    for (const view of serving) {
+      if (view.tokens_per_second != null && (!fastest || view.tokens_per_second > fastest.tokens_per_second)) fastest = view;
+    }
+    $("stat-neurons").textContent = views.length;
+    $("stat-serving").textContent = `${serving.length} / ${views.length}`;
+    $("stat-throughput").textContent = fmt(serving.reduce((sum, v) => sum + (v.tokens_per_second || 0), 0));
+    $("stat-inflight").textContent = views.reduce((sum, v) => sum + v.in_flight, 0);
+    $("stat-fastest").textContent = fastest ? `${fmt(fastest.tokens_per_second)} · ${fastest.name}` : "–";
+    $("stat-scale").textContent = `0–${state.scale}`;
+    $("empty").hidden = views.length > 0;
+    const visible = views.filter(matches).length;
+    $("notice").hidden = !state.filter || visible > 0;
+    $("notice").textContent = `No neuron matches "${state.filter}".`;
+  }
+
+  // ---- the event stream
+
+  function setLive(mode, text) {
+    $("live").dataset.state = mode;
+    $("live-text").textContent = text;
+  }
+
+  function on(kind, handler) {
+    state.handlers.set(kind, handler);
+    if (state.source) state.source.addEventListener(kind, dispatch(kind));
+  }
+
+  function dispatch(kind) {
+    return (message) => {
+      const handler = state.handlers.get(kind);
+      if (handler) handler(JSON.parse(message.data));
+    };
+  }
+
+  on("snapshot", (data) => {
+    state.neurons = new Map(data.neurons.map((view) => [view.name, view]));
+    schedule(null);
+  });
+  on("neuron", (view) => {
+    const before = state.neurons.get(view.name);
+    state.neurons.set(view.name, view);
+    schedule(view.name);
+    if (before && before.node !== view.node) drawGroup(before.node);
+  });
+  on("removed", (data) => {
+    state.neurons.delete(data.name);
+    schedule(data.name);
+    if (state.drawer === data.name) closeDrawer();
+  });
+
+  function connect() {
+    if (state.source) state.source.close();
+    const query = state.key ? `?api_key=${encodeURIComponent(state.key)}` : "";
+    const source = new EventSource(`/fleet/events${query}`);
+    state.source = source;
+    for (const kind of state.handlers.keys()) source.addEventListener(kind, dispatch(kind));
+    source.addEventListener("open", () => {
+      state.retry = 0;
+      setLive("live", "Live");
+    });
+    source.addEventListener("error", () => {
+      if (source !== state.source) return;
+      if (source.readyState === EventSource.CONNECTING) {
+        setLive("reconnecting", "Reconnecting…");
+        return;
+      }
+      // The browser gave up (a refusal, or the gateway answered with an error): find out why.
+      source.close();
+      setLive("reconnecting", "Reconnecting…");
+      whyClosed();
+    });
+  }
+
+  async function whyClosed() {
+    try {
+      const response = await api("/fleet/neurons");
+      if (response.status === 401 || response.status === 403) {
+        askForKey(state.key ? "That key was refused. Paste a valid one." : null);
+        return;
+      }
+    } catch {
+      // The gateway is down; keep trying.
+    }
+    state.retry = Math.min(state.retry + 1, 5);
+    setTimeout(connect, 1000 * state.retry);
+  }
+
+  function api(path) {
+    const headers = state.key ? { Authorization: `Bearer ${state.key}` } : {};
+    return fetch(path, { headers, cache: "no-store" });
+  }
+
+  // ---- the API key
+
+  function askForKey(message) {
+    setLive("locked", "Key needed");
+    const dialog = $("key-dialog");
+    dialog.querySelector("p").textContent = message || "This gateway requires an API key. It is kept in this browser only.";
+    $("key-input").value = "";
+    if (!dialog.open) dialog.showModal();
+  }
+
+  function setupKey() {
+    $("key-button").addEventListener("click", () => askForKey(state.key ? "Replace the key this browser uses." : null));
+    $("key-form").addEventListener("submit", () => {
+      const key = $("key-input").value.trim();
+      if (!key) return;
+      state.key = key;
+      localStorage.setItem(KEY_STORE, key);
+      setLive("connecting", "Connecting…");
+      connect();
+    });
+    $("key-forget").addEventListener("click", () => {
+      state.key = "";
+      localStorage.removeItem(KEY_STORE);
+      $("key-dialog").close();
+      connect();
+    });
+  }
+
+  // ---- tooltip (hover and focus)
+
+  function showTooltip(card) {
+    const view = state.neurons.get(card.dataset.neuron);
+    if (!view) return;
+    const tip = $("tooltip");
+    const rows = [
+      ["Node", view.node],
+      ["Endpoint", `${view.url} (${view.api})`],
+      ["Models", view.models.join(", ") || "none"],
+      ["Speed", view.tokens_per_second == null ? "not measured yet" : `${fmt(view.tokens_per_second)} tok/s`],
+      ["Own best", view.best_tokens_per_second == null ? "–" : `${fmt(view.best_tokens_per_second)} tok/s`],
+      ["In flight", String(view.in_flight)],
+    ];
+    const facts = h("dl");
+    for (const [term, value] of rows) facts.append(h("dt", { text: term }), h("dd", { text: value }));
+    tip.replaceChildren(
+      h("div", { class: "tt-name" }, view.name, h("span", { class: `pill ${view.status}`, text: WORDS[view.status] })),
+      facts,
+      view.reason ? h("div", { class: `tt-reason ${view.status}`, text: view.reason }) : null,
+      h("div", { class: "tt-hint", text: "Enter or click for history and errors" }),
+    );
+    tip.hidden = false;
+    const box = card.getBoundingClientRect();
+    const width = tip.offsetWidth, height = tip.offsetHeight;
+    let left = Math.min(Math.max(8, box.left), window.innerWidth - width - 8);
+    let top = box.bottom + 8;
+    if (top + height > window.innerHeight - 8) top = Math.max(8, box.top - height - 8);
+    tip.style.left = `${left}px`;
+    tip.style.top = `${top}px`;
+    tip.dataset.for = view.name;
+  }
+
+  function hideTooltip() {
+    $("tooltip").hidden = true;
+  }
+
+  // ---- keyboard and pointer on the minimap
+
+  function visibleGauges() {
+    return [...document.querySelectorAll(".gauge")].filter((el) => el.offsetParent !== null);
+  }
+
+  function setupMinimap() {
+    const nodes = $("nodes");
+    nodes.addEventListener("mouseover", (event) => {
+      const card = event.target.closest(".gauge");
+      if (card && $("tooltip").dataset.for !== card.dataset.neuron) showTooltip(card);
+      if (!card) hideTooltip();
+    });
+    nodes.addEventListener("mouseleave", () => {
+      hideTooltip();
+      $("tooltip").dataset.for = "";
+    });
+    nodes.addEventListener("focusin", (event) => {
+      const card = event.target.closest(".gauge");
+      if (card) showTooltip(card);
+    });
+    nodes.addEventListener("focusout", () => {
+      hideTooltip();
+      $("tooltip").dataset.for = "";
+    });
+    nodes.addEventListener("click", (event) => {
+      const card = event.target.closest(".gauge");
+      if (card) openDrawer(card.dataset.neuron, card);
+    });
+    nodes.addEventListener("keydown", (event) => {
+      const card = event.target.closest(".gauge");
+      if (!card) return;
+      if (event.key === "Enter" || event.key === " ") {
+        event.preventDefault();
+        openDrawer(card.dataset.neuron, card);
+        return;
+      }
+      if (event.key === "Escape") {
+        hideTooltip();
+        return;
+      }
+      const step = { ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1 }[event.key];
+      const gauges = visibleGauges();
+      const at = gauges.indexOf(card);
+      let next = null;
+      if (step) next = gauges[at + step];
+      if (event.key === "Home") next = gauges[0];
+      if (event.key === "End") next = gauges[gauges.length - 1];
+      if (next) {
+        event.preventDefault();
+        next.focus();
+      }
+    });
+    $("filter").addEventListener("input", (event) => {
+      state.filter = event.target.value.trim().toLowerCase();
+      schedule(null);
+      for (const node of state.groups.keys()) drawGroup(node);
+    });
+    $("collapse-all").addEventListener("click", () => {
+      const collapse = $("collapse-all").textContent.startsWith("Collapse");
+      for (const node of [...state.groups.keys()]) setCollapsed(node, collapse);
+    });
+  }
+
+  // ---- the detail drawer
+
+  function openDrawer(name, from) {
+    if (state.drawer) closeDrawer(false);
+    state.drawer = name;
+    state.drawerFrom = from || null;
+    if (from) from.setAttribute("aria-expanded", "true");
+    hideTooltip();
+    $("drawer").hidden = false;
+    state.historyAt = 0;
+    drawDrawer();
+    state.historyTimer = setInterval(loadHistory, HISTORY_REFRESH_MS);
+    $("drawer-close").focus();
+  }
+
+  function closeDrawer(restoreFocus = true) {
+    clearInterval(state.historyTimer);
+    $("drawer").hidden = true;
+    const from = state.drawerFrom;
+    state.drawer = null;
+    state.drawerFrom = null;
+    if (from) {
+      from.setAttribute("aria-expanded", "false");
+      if (restoreFocus && from.isConnected) from.focus();
+    }
+  }
+
+  function drawDrawer() {
+    const view = state.neurons.get(state.drawer);
+    if (!view) return;
+    $("drawer-title").textContent = view.name;
+    $("drawer-sub").textContent = `${view.node} · ${view.api} · ${view.url}`;
+    const pill = $("drawer-pill");
+    pill.className = `pill ${view.status}`;
+    pill.textContent = WORDS[view.status] || view.status;
+    $("drawer-reason").textContent = view.reason || "";
+    $("fact-now").textContent = view.tokens_per_second == null ? "–" : `${fmt(view.tokens_per_second)} tok/s`;
+    $("fact-best").textContent = view.best_tokens_per_second == null ? "–" : `${fmt(view.best_tokens_per_second)} tok/s`;
+    $("fact-busy").textContent = view.slots ? `${view.in_flight} / ${view.slots}` : String(view.in_flight);
+    $("fact-seen").textContent = ago(view.last_seen);
+    // Live changes refresh the history too, at most once a second.
+    if (Date.now() - state.historyAt > 1000) loadHistory();
+  }
+
+  async function loadHistory() {
+    const name = state.drawer;
+    if (!name) return;
+    state.historyAt = Date.now();
+    let history;
+    try {
+      const response = await api(`/fleet/neurons/${encodeURIComponent(name)}/history`);
+      if (!response.ok) return;
+      history = await response.json();
+    } catch {
+      return;
+    }
+    if (state.drawer !== name) return;
+    drawSparkline(history.samples);
+    drawModels(history.models, history.loaded);
+    drawLog($("drawer-errors"), history.errors.slice(-12).reverse(), (e) => e.reason, "No errors recorded.");
+    drawLog(
+      $("drawer-changes"),
+      history.changes.slice(-12).reverse(),
+      (c) => `${WORDS[c.status] || c.status}${c.reason ? ` — ${c.reason}` : ""}`,
+      "No status changes since the gateway started.",
+    );
+  }
+
+  function drawSparkline(samples) {
+    const box = $("spark");
+    if (samples.length < 2) {
+      box.replaceChildren(
+        h("p", {
+          class: "spark-empty",
+          text: samples.length
+            ? `One sample so far: ${fmt(samples[0].tokens_per_second)} tok/s.`
+            : "No speed samples yet: they come from real traffic and from ganglion bench.",
+        }),
+      );
+      return;
+    }
+    const values = samples.map((sample) => sample.tokens_per_second);
+    const top = niceCeiling(Math.max(...values));
+    const width = 300, height = 80;
+    const xs = values.map((_, i) => (i / (values.length - 1)) * width);
+    const ys = values.map((v) => height - 4 - (v / top) * (height - 8));
+    const line = xs.map((x, i) => `${i ? "L" : "M"}${x.toFixed(1)} ${ys[i].toFixed(1)}`).join(" ");
+    const svg = s(
+      "svg",
+      { viewBox: `0 0 ${width} ${height}`, preserveAspectRatio: "none", role: "img", "aria-label": `Speed history: ${values.length} samples, last ${fmt(values.at(-1))} tok/s` },
+      s("line", { class: "grid-line", x1: 0, x2: width, y1: 4, y2: 4 }),
+      s("line", { class: "grid-line", x1: 0, x2: width, y1: height / 2, y2: height / 2 }),
+      s("path", { class: "area", d: `${line} L${width} ${height} L0 ${height} Z` }),
+      s("path", { class: "line", d: line }),
+    );
+    const caption = h(
+      "div",
+      { class: "spark-caption" },
+      h("span", { text: `${values.length} samples since ${clock(samples[0].at)}` }),
+      h("span", { text: `min ${fmt(Math.min(...values))} · max ${fmt(Math.max(...values))} · last ${fmt(values.at(-1))} tok/s` }),
+    );
+    box.replaceChildren(svg, caption);
+  }
+
+  function drawModels(models, loaded) {
+    const inMemory = new Set(loaded || []);
+    const items = models.map((model) =>
+      h("li", { class: inMemory.has(model) ? "loaded" : "" }, model, inMemory.has(model) ? h("span", { class: "tag", text: "loaded" }) : null),
+    );
+    for (const model of inMemory) {
+      if (!models.includes(model)) items.push(h("li", { class: "loaded" }, model, h("span", { class: "tag", text: "loaded" })));
+    }
+    if (!items.length) items.push(h("li", { text: "none reported" }));
+    $("drawer-models").replaceChildren(...items);
+  }
+
+  function drawLog(list, entries, text, empty) {
+    if (!entries.length) {
+      list.replaceChildren(h("li", { class: "empty-row", text: empty }));
+      return;
+    }
+    list.replaceChildren(
+      ...entries.map((entry) =>
+        h("li", {}, h("time", { datetime: entry.at, title: new Date(entry.at).toLocaleString(), text: clock(entry.at) }), h("span", { class: "what", text: text(entry) })),
+      ),
+    );
+  }
+
+  function setupDrawer() {
+    $("drawer-close").addEventListener("click", () => closeDrawer());
+    document.addEventListener("keydown", (event) => {
+      if (event.key === "Escape" && state.drawer && !$("key-dialog").open) closeDrawer();
+    });
+  }
+
+  // ---- start
+
+  hatchDefs();
+  setupKey();
+  setupMinimap();
+  setupDrawer();
+  state.scale = fleetScale();
+  drawSummary();
+  connect();
+  // Keep "last seen" fresh while the drawer is open.
+  setInterval(() => {
+    if (state.drawer) $("fact-seen").textContent = ago(state.neurons.get(state.drawer)?.last_seen);
+  }, 1000);
+})();

@@ -1,0 +1,263 @@
+"""API keys: in-process through the app, then a real ``ganglion serve --require-keys``.
+
+Nothing here binds or talks to anything but 127.0.0.0/8: the public-bind rule is tested as
+preflight's decision (:func:`check_keys`), and its refusal in ``tests/cli``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ganglion.config import Settings
+from ganglion.errors import ConfigError
+from ganglion.gateway.app import create_app
+from ganglion.gateway.auth import Role, create_key, hash_key, key_prefix, new_key, verify_key
+from ganglion.gateway.server import check_keys
+from ganglion.store import Store
+from tests.conftest import Spawner, run_cli
+from tests.fakes import FakeFleet
+
+
+@dataclass
+class Keyed:
+    client: httpx.AsyncClient
+    store: Store
+    admin: str
+    user: str
+
+    def auth(self, key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+async def keyed(tmp_path: Path) -> AsyncIterator[Keyed]:
+    fleet = FakeFleet()
+    fleet.add("gpu:11434", tokens_per_second=90.0)
+    url = f"sqlite:///{tmp_path / 'g.db'}"
+    store = Store.open(url)
+    admin, _ = create_key(store, Role.ADMIN, "ops")
+    user, _ = create_key(store, Role.USER, "alice")
+    app = create_app(Settings(database_url=url, require_keys=True), transport=fleet.transport())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield Keyed(client, store, admin, user)
+    store.close()
+
+
+# the keys
+
+
+def test_keys_have_the_documented_shape_and_only_a_salted_hash_is_kept() -> None:
+    prefix, key = new_key()
+    assert key.startswith(f"gk_{prefix}_")
+    assert len(prefix) == 8
+    assert len(key.split("_", 2)[2]) >= 32
+    assert key_prefix(key) == prefix
+    first, second = hash_key(key), hash_key(key)
+    assert first != second  # a salt per key
+    assert key not in first
+    assert first.startswith("sha256$")
+    assert verify_key(key, first)
+    assert verify_key(key, second)
+    assert not verify_key(key[:-1] + ("A" if key[-1] != "A" else "B"), first)
+    assert not verify_key(key, "md5$00$00")
+
+
+@pytest.mark.parametrize(
+    "text", ["", "gk_", "gk_xyz_secret", "sk-openai-style", "gk_0011aabb_short"]
+)
+def test_malformed_keys_have_no_prefix(text: str) -> None:
+    assert key_prefix(text) is None
+
+
+# in process
+
+
+async def test_no_key_is_401_and_says_how_to_send_one(keyed: Keyed) -> None:
+    for method, path in [
+        ("GET", "/fleet/neurons"),
+        ("POST", "/fleet/neurons"),
+        ("GET", "/metrics"),
+        ("GET", "/api/tags"),
+    ]:
+        response = await keyed.client.request(method, path)
+        assert response.status_code == 401, (method, path, response.text)
+        assert response.headers["www-authenticate"].startswith("Bearer")
+        assert "Authorization: Bearer" in response.json()["error"]
+
+
+async def test_a_user_key_reads_and_an_admin_key_changes(keyed: Keyed) -> None:
+    client, user, admin = keyed.client, keyed.auth(keyed.user), keyed.auth(keyed.admin)
+    body = {"url": "http://gpu:11434", "name": "gpu"}
+    assert (await client.get("/fleet/neurons", headers=user)).json() == []
+    refused = await client.post("/fleet/neurons", json=body, headers=user)
+    assert refused.status_code == 403
+    assert "admin" in refused.json()["error"]
+    assert (await client.post("/fleet/neurons", json=body, headers=admin)).status_code == 201
+    assert [n["name"] for n in (await client.get("/fleet/neurons", headers=user)).json()] == ["gpu"]
+    assert (await client.post("/fleet/neurons/gpu/suspend", headers=user)).status_code == 403
+    assert (await client.delete("/fleet/neurons/gpu", headers=user)).status_code == 403
+    suspended = await client.post("/fleet/neurons/gpu/suspend", headers=admin)
+    assert suspended.json()["status"] == "suspended"
+    assert (await client.get("/metrics", headers=user)).status_code == 200
+
+
+async def test_x_api_key_and_lowercase_bearer_work(keyed: Keyed) -> None:
+    for headers in (
+        {"X-API-Key": keyed.user},
+        {"authorization": f"bearer {keyed.user}"},
+    ):
+        assert (await keyed.client.get("/fleet/neurons", headers=headers)).status_code == 200
+
+
+async def test_wrong_malformed_and_revoked_keys_are_401(keyed: Keyed) -> None:
+    client = keyed.client
+    prefix = key_prefix(keyed.user)
+    assert prefix is not None
+    wrong_secret = f"gk_{prefix}_{'x' * 43}"
+    unknown_prefix = f"gk_00000000_{keyed.user.split('_', 2)[2]}"
+    for key in (wrong_secret, unknown_prefix, "not-a-key", keyed.user + "x"):
+        response = await client.get("/fleet/neurons", headers=keyed.auth(key))
+        assert response.status_code == 401, key
+        assert "not valid" in response.json()["error"]
+        assert key not in response.text  # never echoed
+    assert (await client.get("/fleet/neurons", headers=keyed.auth(keyed.user))).status_code == 200
+    keyed.store.revoke_api_key(prefix)
+    revoked = await client.get("/fleet/neurons", headers=keyed.auth(keyed.user))
+    assert revoked.status_code == 401  # at once: no cache
+
+
+async def test_the_default_loopback_gateway_needs_no_key(tmp_path: Path) -> None:
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'g.db'}"), probe=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://g") as client:
+            assert (await client.get("/fleet/neurons")).status_code == 200
+            assert (await client.get("/metrics")).status_code == 200
+
+
+# preflight's decision
+
+
+@pytest.mark.parametrize(
+    ("host", "require", "keys", "refusal"),
+    [
+        ("127.0.0.1", False, [], None),
+        ("127.0.0.2", False, [], None),  # all of 127/8 is loopback
+        ("0.0.0.0", False, [], r"refusing to bind 0\.0\.0\.0: .*ganglion keys create --admin"),
+        ("192.168.1.10", False, ["user"], "refusing to bind 192.168.1.10"),
+        ("0.0.0.0", False, ["revoked-admin"], "refusing to bind"),
+        ("0.0.0.0", False, ["admin"], None),
+        ("127.0.0.1", True, [], "--require-keys needs an admin API key"),
+        ("127.0.0.1", True, ["admin"], None),
+    ],
+)
+def test_preflight_wants_an_admin_key_wherever_keys_are_enforced(
+    tmp_path: Path, host: str, require: bool, keys: list[str], refusal: str | None
+) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'g.db'}", host=host, require_keys=require
+    )
+    store = Store.open(settings.database_url)
+    try:
+        for kind in keys:
+            _, row = create_key(store, Role.USER if kind == "user" else Role.ADMIN)
+            if kind == "revoked-admin":
+                store.revoke_api_key(row.prefix)
+        if refusal is None:
+            check_keys(settings, store)
+        else:
+            with pytest.raises(ConfigError, match=refusal):
+                check_keys(settings, store)
+    finally:
+        store.close()
+
+
+# a real gateway and the CLI
+
+
+def _key(result: object) -> str:
+    assert getattr(result, "returncode", 1) == 0, getattr(result, "stderr", "")
+    stdout: str = getattr(result, "stdout", "")
+    return stdout.strip()
+
+
+def test_keys_through_a_real_gateway_and_the_cli(spawn: Spawner, tmp_path: Path) -> None:
+    db_path = tmp_path / "keys.db"
+    db = f"sqlite:///{db_path}"
+    created = run_cli("keys", "create", "--admin", "--name", "ops", "--db", db)
+    admin = _key(created)
+    assert "not shown again" in created.stderr
+    user = _key(run_cli("keys", "create", "--user", "--name", "alice", "--db", db))
+    assert key_prefix(admin) and key_prefix(user)
+
+    gateway = spawn.ganglion(
+        "serve", "--port", "{port}", "--db", db, "--require-keys", ready_path="/fleet/neurons"
+    )
+    sim = spawn.sim(50)
+    at = ("--gateway", gateway.url)
+
+    def cli(*args: str, key: str | None = None) -> tuple[int, str]:
+        env = {"GANGLION_API_KEY": key} if key else {"GANGLION_API_KEY": ""}
+        result = run_cli(*args, *at, env=env)
+        return result.returncode, result.stdout + result.stderr
+
+    code, out = cli("neuron", "list")
+    assert code == 1
+    assert "needs an API key" in out
+    assert "Traceback" not in out
+    code, out = cli("neuron", "add", sim.url, "--name", "sim", key=user)
+    assert code == 1
+    assert "admin API key" in out
+    assert cli("neuron", "add", sim.url, "--name", "sim", key=admin)[0] == 0
+    code, out = cli("neuron", "list", key=user)
+    assert code == 0
+    assert "sim" in out
+    assert cli("neuron", "suspend", "sim", key=user)[0] == 1
+    assert cli("neuron", "suspend", "sim", key=admin)[0] == 0
+    code, out = cli("neuron", "list", key=f"gk_{key_prefix(user)}_{'x' * 43}")
+    assert code == 1
+    assert "not valid" in out
+
+    listed = run_cli("keys", "list", "--db", db)
+    assert listed.returncode == 0
+    assert "alice" in listed.stdout
+    assert "ops" in listed.stdout
+    as_json = run_cli("keys", "list", "--json", "--db", db).stdout
+    for shown in (listed.stdout, as_json):
+        assert admin not in shown
+        assert user not in shown
+        assert admin.split("_", 2)[2] not in shown
+        assert "sha256$" not in shown
+
+    prefix = key_prefix(user)
+    assert prefix is not None
+    revoked = run_cli("keys", "revoke", prefix, "--db", db)
+    assert revoked.returncode == 0, revoked.stderr
+    code, out = cli("neuron", "list", key=user)
+    assert code == 1
+    assert "not valid" in out
+    assert cli("neuron", "list", key=admin)[0] == 0
+
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT * FROM api_keys").fetchall()
+    stored = " ".join(str(value) for row in rows for value in row)
+    assert len(rows) == 2
+    for key in (admin, user):
+        assert key not in stored
+        assert key.split("_", 2)[2] not in stored
+    assert stored.count("sha256$") == 2
+
+
+def test_keys_create_needs_one_role(tmp_path: Path) -> None:
+    result = run_cli("keys", "create", "--db", f"sqlite:///{tmp_path / 'k.db'}")
+    assert result.returncode == 1
+    assert "--admin" in result.stderr
+    assert "Traceback" not in result.stderr

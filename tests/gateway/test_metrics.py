@@ -1,0 +1,219 @@
+"""Prometheus metrics: the Metrics methods, a real bench through the app, the fleet's state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ganglion.config import Settings
+from ganglion.gateway.app import create_app
+from ganglion.gateway.metrics import Metrics
+from ganglion.gateway.state import Gateway
+from ganglion.neurons.base import TokenStats
+from tests.fakes import FakeFleet
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def parse(text: str) -> Samples:
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+def scrape(metrics: Metrics) -> Samples:
+    return parse(metrics.exposition().decode())
+
+
+GPU = {"neuron": "gpu", "model": "llama3"}
+
+
+def test_a_request_that_finishes() -> None:
+    metrics = Metrics()
+    metrics.request_started("gpu", "llama3", "/api/chat")
+    during = scrape(metrics)
+    assert value(during, "ganglion_requests_total", **GPU, endpoint="/api/chat") == 1
+    assert value(during, "ganglion_requests_in_flight", **GPU) == 1
+    stats = TokenStats(
+        prompt_tokens=10,
+        output_tokens=40,
+        prefill_s=0.2,
+        decode_s=0.5,
+        load_s=1.5,
+        ttft_s=0.3,
+        wall_s=2.3,
+    )
+    metrics.request_finished("gpu", "llama3", "/api/chat", stats)
+    after = scrape(metrics)
+    assert value(after, "ganglion_requests_in_flight", **GPU) == 0
+    assert value(after, "ganglion_prompt_tokens_total", **GPU) == 10
+    assert value(after, "ganglion_output_tokens_total", **GPU) == 40
+    assert value(after, "ganglion_prefill_seconds_total", **GPU) == pytest.approx(0.2)
+    assert value(after, "ganglion_decode_seconds_total", **GPU) == pytest.approx(0.5)
+    assert value(after, "ganglion_load_seconds_total", **GPU) == pytest.approx(1.5)
+    ttft = "ganglion_time_to_first_token_seconds"
+    assert value(after, f"{ttft}_count", **GPU) == 1
+    assert value(after, f"{ttft}_sum", **GPU) == pytest.approx(0.3)
+    assert value(after, f"{ttft}_bucket", **GPU, le="0.25") == 0
+    assert value(after, f"{ttft}_bucket", **GPU, le="0.5") == 1
+    assert value(after, "ganglion_request_errors_total", **GPU, endpoint="/api/chat") is None
+
+
+def test_unknown_stats_add_nothing() -> None:
+    metrics = Metrics()
+    metrics.request_started("cpu", "qwen", "/v1/chat/completions")
+    metrics.request_finished("cpu", "qwen", "/v1/chat/completions", TokenStats(wall_s=1.0))
+    samples = scrape(metrics)
+    cpu = {"neuron": "cpu", "model": "qwen"}
+    assert value(samples, "ganglion_output_tokens_total", **cpu) is None
+    assert value(samples, "ganglion_time_to_first_token_seconds_count", **cpu) is None
+    assert value(samples, "ganglion_requests_in_flight", **cpu) == 0
+
+
+@pytest.mark.parametrize("kind", ["unreachable", "http_error", "stream_broken", "timeout"])
+def test_a_request_that_fails(kind: str) -> None:
+    metrics = Metrics()
+    metrics.request_started("gpu", "llama3", "/api/generate")
+    metrics.request_failed("gpu", "llama3", "/api/generate", kind)
+    samples = scrape(metrics)
+    errors = "ganglion_request_errors_total"
+    assert value(samples, errors, **GPU, endpoint="/api/generate", kind=kind) == 1
+    assert value(samples, "ganglion_requests_in_flight", **GPU) == 0
+
+
+def test_a_rejection_before_any_start_leaves_in_flight_alone() -> None:
+    metrics = Metrics()
+    metrics.request_failed("gpu", "llama3", "/api/chat", "rejected")
+    samples = scrape(metrics)
+    errors = "ganglion_request_errors_total"
+    assert value(samples, errors, **GPU, endpoint="/api/chat", kind="rejected") == 1
+    assert value(samples, "ganglion_requests_in_flight", **GPU) in (None, 0)
+
+
+def test_an_unknown_kind_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="boom"):
+        Metrics().request_failed("gpu", "llama3", "/api/chat", "boom")
+
+
+def test_each_metrics_has_its_own_registry() -> None:
+    first, second = Metrics(), Metrics()
+    first.request_started("gpu", "llama3", "bench")
+    assert value(scrape(second), "ganglion_requests_total", **GPU, endpoint="bench") is None
+
+
+# through the app
+
+
+@pytest.fixture
+def fleet() -> FakeFleet:
+    fake = FakeFleet()
+    fake.add("gpu:11434", tokens_per_second=90.0)
+    fake.add("cpu:11434", tokens_per_second=13.0, models=["llama3", "qwen"])
+    return fake
+
+
+@pytest.fixture
+async def app_client(
+    fleet: FakeFleet, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'g.db'}")
+    app = create_app(settings, transport=fleet.transport(), probe=False)
+    async with app.router.lifespan_context(app):
+        assert app.state.metrics is app.state.gateway.metrics
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            await client.post("/fleet/neurons", json={"url": "http://gpu:11434", "name": "gpu"})
+            await client.post("/fleet/neurons", json={"url": "http://cpu:11434", "name": "cpu"})
+            yield client, app.state.gateway
+
+
+async def get_metrics(client: httpx.AsyncClient) -> Samples:
+    response = await client.get("/metrics")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/plain")
+    return parse(response.text)
+
+
+async def test_a_bench_shows_in_the_series(
+    app_client: tuple[httpx.AsyncClient, Gateway],
+) -> None:
+    client, _ = app_client
+    await client.post("/fleet/bench", json={"max_tokens": 32})
+    samples = await get_metrics(client)
+    for neuron, model, tps in [
+        ("gpu", "llama3", 90.0),
+        ("cpu", "llama3", 13.0),
+        ("cpu", "qwen", 13.0),
+    ]:
+        labels = {"neuron": neuron, "model": model}
+        assert value(samples, "ganglion_requests_total", **labels, endpoint="bench") == 1
+        assert value(samples, "ganglion_requests_in_flight", **labels) == 0
+        assert value(samples, "ganglion_output_tokens_total", **labels) == 32
+        assert value(samples, "ganglion_prompt_tokens_total", **labels) == 12
+        decode = value(samples, "ganglion_decode_seconds_total", **labels)
+        assert decode == pytest.approx(32 / tps, rel=0.01)
+        assert value(samples, "ganglion_prefill_seconds_total", **labels) == pytest.approx(0.001)
+        assert value(samples, "ganglion_time_to_first_token_seconds_count", **labels) == 1
+        speed = value(samples, "ganglion_neuron_tokens_per_second", **labels)
+        assert speed == pytest.approx(tps, rel=0.01)
+
+
+async def test_a_failed_bench_counts_an_error(
+    app_client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    client, _ = app_client
+    fleet.neurons["gpu:11434"].up = False
+    await client.post("/fleet/bench", json={"neurons": ["gpu"], "max_tokens": 16})
+    samples = await get_metrics(client)
+    errors = "ganglion_request_errors_total"
+    assert value(samples, errors, **GPU, endpoint="bench", kind="unreachable") == 1
+    assert value(samples, "ganglion_requests_in_flight", **GPU) == 0
+
+
+async def test_status_series_follow_a_neuron_going_offline(
+    app_client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    client, gateway = app_client
+
+    def status_of(samples: Samples, neuron: str) -> dict[str, float | None]:
+        return {
+            status: value(samples, "ganglion_neuron_status", neuron=neuron, status=status)
+            for status in ("active", "degraded", "offline", "suspended")
+        }
+
+    samples = await get_metrics(client)
+    assert status_of(samples, "gpu") == {
+        "active": 1,
+        "degraded": 0,
+        "offline": 0,
+        "suspended": 0,
+    }
+    assert value(samples, "ganglion_neuron_active", neuron="gpu") == 1
+    fleet.neurons["gpu:11434"].up = False
+    for _ in range(2):  # hysteresis: two failed probes
+        await gateway.registry.probe_all()
+    samples = await get_metrics(client)
+    assert status_of(samples, "gpu") == {
+        "active": 0,
+        "degraded": 0,
+        "offline": 1,
+        "suspended": 0,
+    }
+    assert value(samples, "ganglion_neuron_active", neuron="gpu") == 0
+    assert value(samples, "ganglion_neuron_active", neuron="cpu") == 1
+    await client.post("/fleet/neurons/cpu/suspend")
+    samples = await get_metrics(client)
+    assert status_of(samples, "cpu")["suspended"] == 1
+    assert value(samples, "ganglion_neuron_active", neuron="cpu") == 0
+    await client.delete("/fleet/neurons/cpu")
+    assert value(await get_metrics(client), "ganglion_neuron_active", neuron="cpu") is None

@@ -1,0 +1,228 @@
+"""The Ollama and OpenAI front doors in-process, in front of a fake fleet: failover,
+timeouts, mid-stream deaths, backpressure, pinning, errors in the caller's dialect."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ganglion.config import Settings
+from ganglion.gateway.app import create_app
+from ganglion.gateway.state import Gateway
+from tests.fakes import FakeFleet
+
+CHAT = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.fixture
+def fleet() -> FakeFleet:
+    fake = FakeFleet()
+    fake.add("fast:11434", tokens_per_second=90.0)
+    fake.add("slow:11434", tokens_per_second=5.5)
+    return fake
+
+
+@pytest.fixture
+async def client(
+    fleet: FakeFleet, tmp_path: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'g.db'}",
+        first_byte_timeout_s=0.5,
+        idle_timeout_s=0.5,
+        max_queue=1,
+    )
+    app = create_app(settings, transport=fleet.transport(), probe=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            for name in ("fast", "slow"):
+                await http.post(
+                    "/fleet/neurons", json={"url": f"http://{name}:11434", "name": name}
+                )
+            await http.post("/fleet/bench", json={"max_tokens": 16})
+            yield http, app.state.gateway
+
+
+def ndjson(response: httpx.Response) -> list[dict[str, object]]:
+    return [json.loads(line) for line in response.text.splitlines() if line]
+
+
+async def test_ollama_chat_goes_to_the_fast_neuron_with_timings(
+    client: tuple[httpx.AsyncClient, Gateway],
+) -> None:
+    http, _ = client
+    response = await http.post(
+        "/api/chat", json=CHAT | {"stream": False, "options": {"num_predict": 9}}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Ganglion-Neuron"] == "fast"
+    body = response.json()
+    assert body["done"] is True
+    assert body["eval_count"] == 9
+    assert body["message"]["content"] == "word " * 9
+    assert body["eval_duration"] == pytest.approx(9 / 90 * 1e9, rel=0.01)
+
+
+async def test_streams_are_ndjson_ending_with_done(
+    client: tuple[httpx.AsyncClient, Gateway],
+) -> None:
+    http, _ = client
+    lines = ndjson(
+        await http.post(
+            "/api/generate", json={"model": "llama3", "prompt": "x", "options": {"num_predict": 4}}
+        )
+    )
+    assert [line["done"] for line in lines] == [False] * 4 + [True]
+    assert "".join(str(line["response"]) for line in lines) == "word " * 4
+
+
+async def test_failover_when_a_neuron_refuses_connections(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, gateway = client
+    fleet.neurons["fast:11434"].up = False
+    response = await http.post("/api/chat", json=CHAT | {"stream": False})
+    assert response.status_code == 200
+    assert response.headers["X-Ganglion-Neuron"] == "slow"
+    assert gateway.registry.get("fast").status == "active"  # a failed request is not death
+    again = await http.post("/api/chat", json=CHAT | {"stream": False})
+    assert again.headers["X-Ganglion-Neuron"] == "slow"  # fast is cooling down
+
+
+async def test_failover_when_a_neuron_hangs_before_the_first_token(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, _ = client
+    fleet.neurons["fast:11434"].hang = True
+    response = await http.post("/v1/chat/completions", json=CHAT | {"max_tokens": 3})
+    assert response.status_code == 200
+    assert response.headers["X-Ganglion-Neuron"] == "slow"
+    assert response.json()["choices"][0]["message"]["content"] == "word " * 3
+
+
+async def test_a_client_error_is_passed_on_without_failover(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, _ = client
+    fleet.neurons["fast:11434"].refuse = 400
+    response = await http.post("/api/chat", json=CHAT)
+    assert response.status_code == 400
+    assert "refused with 400" in response.json()["error"]
+    assert fleet.neurons["slow:11434"].log.count("/api/chat") == 0
+
+
+async def test_every_neuron_failing_is_one_clear_error(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, _ = client
+    for fake in fleet.neurons.values():
+        fake.up = False
+    ollama = await http.post("/api/chat", json=CHAT)
+    assert ollama.status_code == 502
+    assert "fast" in ollama.json()["error"] and "slow" in ollama.json()["error"]
+    openai = await http.post("/v1/chat/completions", json=CHAT)
+    assert openai.status_code == 502
+    assert openai.json()["error"]["type"] == "server_error"
+
+
+async def test_death_mid_stream_is_a_clean_error_in_each_dialect(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, gateway = client
+    fleet.neurons["fast:11434"].die_after = 3
+    lines = ndjson(await http.post("/api/chat", json=CHAT | {"options": {"num_predict": 10}}))
+    assert len(lines) == 4
+    assert "failed mid-answer" in str(lines[-1]["error"])
+    sse = await http.post("/v1/chat/completions", json=CHAT | {"stream": True, "max_tokens": 10})
+    events = [e.removeprefix("data: ") for e in sse.text.split("\n\n") if e.startswith("data: ")]
+    assert "[DONE]" not in events
+    assert "failed mid-answer" in json.loads(events[-1])["error"]["message"]
+    assert gateway.registry.get("fast").in_flight == 0
+
+
+async def test_saturation_answers_503_with_retry_after(
+    client: tuple[httpx.AsyncClient, Gateway],
+) -> None:
+    http, gateway = client
+    router = gateway.router
+    from ganglion.routing import Job
+
+    job = Job("llama3", output_tokens=100)
+    held = []
+    while plan := router.plan(job):
+        admitted = router.admit(plan[0], job)
+        admitted.__enter__()
+        held.append(admitted)
+    assert len(held) == 4  # one slot and a queue of one on each neuron
+    ollama = await http.post("/api/chat", json=CHAT)
+    assert ollama.status_code == 503
+    assert int(ollama.headers["Retry-After"]) >= 1
+    assert "busy" in ollama.json()["error"]
+    openai = await http.post("/v1/chat/completions", json=CHAT)
+    assert openai.status_code == 503
+    assert "busy" in openai.json()["error"]["message"]
+
+
+async def test_pinning_and_unknown_models(client: tuple[httpx.AsyncClient, Gateway]) -> None:
+    http, _ = client
+    pinned = await http.post(
+        "/api/chat", json=CHAT | {"stream": False}, headers={"X-Ganglion-Neuron": "slow"}
+    )
+    assert pinned.headers["X-Ganglion-Neuron"] == "slow"
+    missing = await http.post("/api/chat", json=CHAT | {"model": "nope"})
+    assert missing.status_code == 404
+    assert "not served by any active neuron" in missing.json()["error"]
+    ghost = await http.post("/api/chat", json=CHAT, headers={"X-Ganglion-Neuron": "ghost"})
+    assert ghost.status_code == 404
+
+
+async def test_model_listings_are_the_fleets_union(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, gateway = client
+    fleet.add("third:11434", models=["qwen", "llama3"])
+    await http.post("/fleet/neurons", json={"url": "http://third:11434", "name": "third"})
+    tags = [m["name"] for m in (await http.get("/api/tags")).json()["models"]]
+    assert sorted(tags) == ["llama3", "qwen"]
+    models = [m["id"] for m in (await http.get("/v1/models")).json()["data"]]
+    assert sorted(models) == ["llama3", "qwen"]
+    assert (await http.get("/api/version")).json()["version"]
+
+
+async def test_traffic_updates_speed_estimates(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, gateway = client
+    fleet.neurons["fast:11434"].tokens_per_second = 60.0
+    for _ in range(5):
+        await http.post("/api/chat", json=CHAT | {"stream": False, "options": {"num_predict": 20}})
+    assert gateway.registry.get("fast").speeds.speed("llama3") < 75.0
+
+
+async def test_native_fields_reach_a_neuron_of_the_same_dialect(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, _ = client
+    seen: list[dict[str, object]] = []
+    fake = fleet.neurons["fast:11434"]
+    original = fake.handle
+
+    def spy(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/chat":
+            seen.append(json.loads(request.content))
+        return original(request)
+
+    fake.handle = spy  # type: ignore[method-assign]
+    body = CHAT | {
+        "stream": False,
+        "keep_alive": "5m",
+        "options": {"num_ctx": 4096, "temperature": 0.1, "num_predict": 2},
+    }
+    await http.post("/api/chat", json=body)
+    assert seen[0]["keep_alive"] == "5m"
+    assert seen[0]["options"] == {"num_ctx": 4096, "temperature": 0.1, "num_predict": 2}
