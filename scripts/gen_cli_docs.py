@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 import typer.main
@@ -20,9 +21,11 @@ rich_utils.MAX_WIDTH = 100  # the same page whatever terminal generates it
 TARGET = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
 
-def commands(group: click.Command, path: list[str]) -> list[list[str]]:
+def commands(group: Any, path: list[str]) -> list[list[str]]:
+    """Every command path under ``group``. Typer vendors its own click, so groups are found
+    by duck typing (an isinstance check against ``click.Group`` silently found none)."""
     found = [path]
-    if isinstance(group, click.Group):
+    if hasattr(group, "list_commands"):
         for name in group.list_commands(click.Context(group)):
             sub = group.get_command(click.Context(group), name)
             if sub is not None and not sub.hidden:

@@ -62,6 +62,7 @@ class Proc:
     log: Path
     process: subprocess.Popen[bytes] | None = None
     ready_path: str = "/"
+    env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -69,7 +70,9 @@ class Proc:
 
     def start(self, timeout: float = 30.0) -> Proc:
         handle = self.log.open("ab")
-        self.process = subprocess.Popen(self.args, stdout=handle, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            self.args, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
         handle.close()
         try:
             wait_http(self.url + self.ready_path, timeout, self.process)
@@ -96,12 +99,17 @@ class Spawner:
     tmp: Path
     procs: list[Proc] = field(default_factory=list)
 
-    def ganglion(self, *args: str, port: int | None = None, ready_path: str = "/") -> Proc:
+    def ganglion(
+        self,
+        *args: str,
+        port: int | None = None,
+        ready_path: str = "/",
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         port = port or free_port()
         argv = [sys.executable, "-m", "ganglion", *[a.replace("{port}", str(port)) for a in args]]
-        proc = Proc(
-            argv, port, self.tmp / f"proc-{len(self.procs)}-{port}.log", ready_path=ready_path
-        )
+        log = self.tmp / f"proc-{len(self.procs)}-{port}.log"
+        proc = Proc(argv, port, log, ready_path=ready_path, env=env or {})
         self.procs.append(proc)
         return proc.start()
 
@@ -126,7 +134,14 @@ class Spawner:
             ready_path="/api/version",
         )
 
-    def gateway(self, db_url: str, *, probe_interval: float = 0.5, port: int | None = None) -> Proc:
+    def gateway(
+        self,
+        db_url: str,
+        *,
+        probe_interval: float = 0.5,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Proc:
         return self.ganglion(
             "serve",
             "--port",
@@ -137,6 +152,7 @@ class Spawner:
             str(probe_interval),
             port=port,
             ready_path="/fleet/neurons",
+            env=env,
         )
 
     def close(self) -> None:

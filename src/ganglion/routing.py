@@ -9,8 +9,8 @@ The predicted finish time of a job on a neuron (DESIGN.md, "Routing and scheduli
 
 ``decode`` is the neuron's measured EWMA for the model (the fleet's median for that model,
 or :data:`PRIOR_DECODE_TPS`, before any measurement). ``backlog`` is the output tokens the
-neuron still owes its in-flight jobs, known because every job passes through
-:meth:`Router.admit`. Policies are small strategy objects in :data:`POLICIES`; the
+neuron still owes its in-flight jobs (draining at slots x decode), known because every job
+passes through :meth:`Router.admit`. Policies are small strategy objects in :data:`POLICIES`; the
 :class:`Router` keeps the in-flight book, the cooldowns and the admission limits.
 """
 
@@ -56,16 +56,32 @@ class Ticket:
 
 @dataclass
 class Book:
-    """The jobs in flight on one neuron, and until when it is cooling down."""
+    """The jobs in flight on one neuron, the output tokens it still owes them, and until
+    when it is cooling down. The debt drains at the neuron's aggregate rate (slots x decode)
+    while it has work: queued jobs wait, they do not decode."""
 
     tickets: list[Ticket] = field(default_factory=list)
     cool_until: float = 0.0
+    owed: float = 0.0
+    stamp: float = 0.0
+    rate: float = 0.0
 
     def backlog(self, now: float) -> float:
-        """Output tokens the neuron still owes (never negative per job)."""
-        return sum(
-            max(t.job.output_tokens - (now - t.started) * t.decode_tps, 0.0) for t in self.tickets
-        )
+        """Output tokens the neuron still owes its in-flight jobs."""
+        if not self.tickets:
+            return 0.0
+        return max(self.owed - self.rate * (now - self.stamp), 0.0)
+
+    def add(self, ticket: Ticket, now: float, slots: int) -> None:
+        self.owed = self.backlog(now) + ticket.job.output_tokens
+        self.stamp, self.rate = now, slots * ticket.decode_tps
+        self.tickets.append(ticket)
+
+    def remove(self, ticket: Ticket, now: float) -> None:
+        self.owed, self.stamp = self.backlog(now), now
+        self.tickets.remove(ticket)
+        if not self.tickets:
+            self.owed = 0.0
 
 
 @dataclass(frozen=True)
@@ -219,12 +235,12 @@ class Router:
     def admit(self, estimate: Estimate, job: Job) -> Iterator[Ticket]:
         """Count ``job`` against its neuron's backlog while it runs."""
         ticket = Ticket(job, self.clock(), estimate.decode_tps)
-        tickets = self.book(estimate.neuron).tickets
-        tickets.append(ticket)
+        book = self.book(estimate.neuron)
+        book.add(ticket, self.clock(), estimate.neuron.slots)
         try:
             yield ticket
         finally:
-            tickets.remove(ticket)
+            book.remove(ticket, self.clock())
 
 
 def _speed(neuron: Neuron, model: str) -> float | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import queue
 import shutil
 import ssl
@@ -457,15 +458,17 @@ async def test_a_periodic_list_heals_missed_events(
 
 
 async def test_an_unreachable_service_is_retried_until_it_answers(
-    registry: Registry, fake: FakeKubernetes, spawn: Spawner
+    registry: Registry, fake: FakeKubernetes, spawn: Spawner, caplog: pytest.LogCaptureFixture
 ) -> None:
     port = free_port()
     fake.put(service("late", f"http://127.0.0.1:{port}"))
-    async with discovering(registry, fake) as discovery:
+    async with discovering(registry, fake):
         await eventually(lambda: fake.watches >= 1)
         await asyncio.sleep(0.5)  # a couple of retries
         assert names(registry) == set()
-        assert "not registered yet" in discovery._problems["k8s-ganglion-late"]
+        warnings = [r.getMessage() for r in caplog.records if "ganglion-late" in r.getMessage()]
+        assert len(warnings) == 1  # said once, not at every retry
+        assert "not registered yet" in warnings[0]
         await asyncio.to_thread(spawn.sim, 100, port=port)
         await eventually(lambda: "k8s-ganglion-late" in names(registry))
 
@@ -655,9 +658,19 @@ def test_kubeconfig_client_certificates(tmp_path: Path, pki: Pki) -> None:
 def test_kubeconfigs_merge_and_say_what_is_wrong(tmp_path: Path) -> None:
     first = kubeconfig(tmp_path / "a", "http://127.0.0.1:1", user={"token": "t"})
     second = tmp_path / "b"
-    second.write_text(yaml.safe_dump({"current-context": "other", "contexts": []}))
-    assert load_kubeconfig(f"{second}:{first}").server == "http://127.0.0.1:1"
-    assert load_kubeconfig(f"{first}:{second}").server == "http://127.0.0.1:1"
+    second.write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "other",
+                "clusters": [{"name": "k3s", "cluster": {"server": "http://127.0.0.1:2"}}],
+                "users": [{"name": "gateway", "user": {"token": "t2"}}],
+            }
+        )
+    )
+    merged = load_kubeconfig(f"{first}{os.pathsep}{second}")  # the first file's settings win
+    assert (merged.server, merged.token) == ("http://127.0.0.1:1", "t")
+    with pytest.raises(ConfigError, match="no context 'other'"):
+        load_kubeconfig(f"{second}{os.pathsep}{first}")
     with pytest.raises(ConfigError, match="no context 'nope'"):
         load_kubeconfig(str(first), context="nope")
     with pytest.raises(ConfigError, match="no kubeconfig"):
@@ -752,3 +765,26 @@ def test_serve_discovers_kubernetes_services(
         assert time.monotonic() < deadline, gateway.log.read_text()
         time.sleep(0.2)
     assert set(fake.auth) == {"Bearer gateway-token"}
+
+
+def test_the_manifests_in_the_docs_are_valid() -> None:
+    validate = pytest.importorskip("kubernetes_validate")
+    text = (Path(__file__).parents[2] / "docs" / "discovery.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in text.split("```yaml\n")[1:]]
+    kinds = []
+    for block in blocks:
+        for doc in yaml.safe_load_all(block):
+            if "kind" in doc:
+                validate.validate(doc, "1.33", strict=True)
+                kinds.append(doc["kind"])
+    assert kinds == [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Deployment",
+    ]
+    role = yaml.safe_load_all(blocks[1])
+    rules = next(doc for doc in role if doc["kind"] == "ClusterRole")["rules"]
+    assert rules == [
+        {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "list", "watch"]}
+    ]

@@ -6,6 +6,7 @@ preflight's decision (:func:`check_keys`), and its refusal in ``tests/cli``.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -183,81 +184,92 @@ def test_preflight_wants_an_admin_key_wherever_keys_are_enforced(
 # a real gateway and the CLI
 
 
-def _key(result: object) -> str:
-    assert getattr(result, "returncode", 1) == 0, getattr(result, "stderr", "")
-    stdout: str = getattr(result, "stdout", "")
-    return stdout.strip()
+def _created(role: str, name: str, db: str) -> str:
+    result = run_cli("keys", "create", f"--{role}", "--name", name, "--db", db)
+    assert result.returncode == 0, result.stderr
+    assert "not shown again" in result.stderr
+    key = result.stdout.strip()
+    assert key_prefix(key) is not None
+    return key
+
+
+@dataclass
+class Cli:
+    gateway: str
+
+    def __call__(self, *args: str, key: str = "") -> tuple[int, str]:
+        result = run_cli(*args, "--gateway", self.gateway, env={"GANGLION_API_KEY": key})
+        output = result.stdout + result.stderr
+        assert "Traceback" not in output
+        return result.returncode, output
 
 
 def test_keys_through_a_real_gateway_and_the_cli(spawn: Spawner, tmp_path: Path) -> None:
     db_path = tmp_path / "keys.db"
     db = f"sqlite:///{db_path}"
-    created = run_cli("keys", "create", "--admin", "--name", "ops", "--db", db)
-    admin = _key(created)
-    assert "not shown again" in created.stderr
-    user = _key(run_cli("keys", "create", "--user", "--name", "alice", "--db", db))
-    assert key_prefix(admin) and key_prefix(user)
-
+    admin, user = _created("admin", "ops", db), _created("user", "alice", db)
     gateway = spawn.ganglion(
         "serve", "--port", "{port}", "--db", db, "--require-keys", ready_path="/fleet/neurons"
     )
     sim = spawn.sim(50)
-    at = ("--gateway", gateway.url)
-
-    def cli(*args: str, key: str | None = None) -> tuple[int, str]:
-        env = {"GANGLION_API_KEY": key} if key else {"GANGLION_API_KEY": ""}
-        result = run_cli(*args, *at, env=env)
-        return result.returncode, result.stdout + result.stderr
+    cli = Cli(gateway.url)
 
     code, out = cli("neuron", "list")
-    assert code == 1
-    assert "needs an API key" in out
-    assert "Traceback" not in out
+    assert (code, "needs an API key" in out) == (1, True)
     code, out = cli("neuron", "add", sim.url, "--name", "sim", key=user)
-    assert code == 1
-    assert "admin API key" in out
+    assert (code, "admin API key" in out) == (1, True)
     assert cli("neuron", "add", sim.url, "--name", "sim", key=admin)[0] == 0
     code, out = cli("neuron", "list", key=user)
-    assert code == 0
-    assert "sim" in out
+    assert (code, "sim" in out) == (0, True)
     assert cli("neuron", "suspend", "sim", key=user)[0] == 1
     assert cli("neuron", "suspend", "sim", key=admin)[0] == 0
     code, out = cli("neuron", "list", key=f"gk_{key_prefix(user)}_{'x' * 43}")
-    assert code == 1
-    assert "not valid" in out
+    assert (code, "not valid" in out) == (1, True)
 
+    _assert_listing_hides_keys(db, admin, user)
+    revoked = run_cli("keys", "revoke", str(key_prefix(user)), "--db", db)
+    assert revoked.returncode == 0, revoked.stderr
+    code, out = cli("neuron", "list", key=user)
+    assert (code, "not valid" in out) == (1, True)
+    assert cli("neuron", "list", key=admin)[0] == 0
+    _assert_only_hashes_stored(db_path, admin, user)
+
+
+def _assert_listing_hides_keys(db: str, *keys: str) -> None:
     listed = run_cli("keys", "list", "--db", db)
     assert listed.returncode == 0
     assert "alice" in listed.stdout
     assert "ops" in listed.stdout
     as_json = run_cli("keys", "list", "--json", "--db", db).stdout
+    assert {entry["name"] for entry in json.loads(as_json)} == {"ops", "alice"}
     for shown in (listed.stdout, as_json):
-        assert admin not in shown
-        assert user not in shown
-        assert admin.split("_", 2)[2] not in shown
         assert "sha256$" not in shown
+        for key in keys:
+            assert key.split("_", 2)[2] not in shown
 
-    prefix = key_prefix(user)
-    assert prefix is not None
-    revoked = run_cli("keys", "revoke", prefix, "--db", db)
-    assert revoked.returncode == 0, revoked.stderr
-    code, out = cli("neuron", "list", key=user)
-    assert code == 1
-    assert "not valid" in out
-    assert cli("neuron", "list", key=admin)[0] == 0
 
+def _assert_only_hashes_stored(db_path: Path, *keys: str) -> None:
     with sqlite3.connect(db_path) as conn:
         rows = conn.execute("SELECT * FROM api_keys").fetchall()
     stored = " ".join(str(value) for row in rows for value in row)
-    assert len(rows) == 2
-    for key in (admin, user):
-        assert key not in stored
+    assert len(rows) == len(keys)
+    assert stored.count("sha256$") == len(keys)
+    for key in keys:
         assert key.split("_", 2)[2] not in stored
-    assert stored.count("sha256$") == 2
 
 
-def test_keys_create_needs_one_role(tmp_path: Path) -> None:
-    result = run_cli("keys", "create", "--db", f"sqlite:///{tmp_path / 'k.db'}")
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("keys", "create"), "--admin"),
+        (("keys", "create", "--admin", "--user"), "--admin"),
+        (("keys", "revoke", "0badc0de"), "no API key with prefix '0badc0de'"),
+    ],
+)
+def test_key_mistakes_are_one_line(tmp_path: Path, args: tuple[str, ...], words: str) -> None:
+    result = run_cli(*args, "--db", f"sqlite:///{tmp_path / 'k.db'}")
     assert result.returncode == 1
-    assert "--admin" in result.stderr
+    message = result.stderr.strip()
+    assert message.startswith("error:")
+    assert words in " ".join(message.split())
     assert "Traceback" not in result.stderr

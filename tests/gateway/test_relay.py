@@ -124,7 +124,8 @@ async def test_every_neuron_failing_is_one_clear_error(
         fake.up = False
     ollama = await http.post("/api/chat", json=CHAT)
     assert ollama.status_code == 502
-    assert "fast" in ollama.json()["error"] and "slow" in ollama.json()["error"]
+    assert "fast" in ollama.json()["error"]
+    assert "slow" in ollama.json()["error"]
     openai = await http.post("/v1/chat/completions", json=CHAT)
     assert openai.status_code == 502
     assert openai.json()["error"]["type"] == "server_error"
@@ -184,7 +185,7 @@ async def test_pinning_and_unknown_models(client: tuple[httpx.AsyncClient, Gatew
 async def test_model_listings_are_the_fleets_union(
     client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
 ) -> None:
-    http, gateway = client
+    http, _ = client
     fleet.add("third:11434", models=["qwen", "llama3"])
     await http.post("/fleet/neurons", json={"url": "http://third:11434", "name": "third"})
     tags = [m["name"] for m in (await http.get("/api/tags")).json()["models"]]

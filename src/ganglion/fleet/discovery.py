@@ -445,30 +445,38 @@ class KubernetesDiscovery:
         return str(body["metadata"]["resourceVersion"])
 
     async def _watch(self, version: str, *, deadline: float) -> None:
-        """Follow events from ``version`` until ``deadline`` (then the caller lists again)."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout_at(deadline):
+        """Follow events from ``version`` until ``deadline`` (then the caller lists again).
+
+        Only the waits for the server are cut at the deadline, never the handling of an event.
+        """
+        clock = asyncio.get_running_loop().time
+        while (left := deadline - clock()) > 0:
+            params = {
+                "labelSelector": NEURON_SELECTOR,
+                "watch": "1",
+                "resourceVersion": version,
+                "allowWatchBookmarks": "true",
+                "timeoutSeconds": str(max(1, int(left))),
+            }
+            began = clock()
+            async with self.client.stream(
+                "GET", self.path, params=params, timeout=WATCH_TIMEOUT
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                _check(response)
+                lines = response.aiter_lines()
                 while True:
-                    left = max(1, int(deadline - asyncio.get_running_loop().time()))
-                    params = {
-                        "labelSelector": NEURON_SELECTOR,
-                        "watch": "1",
-                        "resourceVersion": version,
-                        "allowWatchBookmarks": "true",
-                        "timeoutSeconds": str(left),
-                    }
-                    began = asyncio.get_running_loop().time()
-                    async with self.client.stream(
-                        "GET", self.path, params=params, timeout=WATCH_TIMEOUT
-                    ) as response:
-                        if response.status_code != 200:
-                            await response.aread()
-                        _check(response)
-                        async for line in response.aiter_lines():
-                            if line.strip():
-                                version = await self._on_event(json.loads(line)) or version
-                    if asyncio.get_running_loop().time() - began < 1.0:
-                        await asyncio.sleep(self.backoff_s)  # a server closing at once: no spin
+                    try:
+                        line = await asyncio.wait_for(anext(lines), deadline - clock())
+                    except StopAsyncIteration:
+                        break
+                    except TimeoutError:
+                        return
+                    if line.strip():
+                        version = await self._on_event(json.loads(line)) or version
+            if clock() - began < 1.0:
+                await asyncio.sleep(self.backoff_s)  # a server that closes at once: no spin
 
     async def _on_event(self, event: Mapping[str, Any]) -> str | None:
         kind, service = event.get("type"), event.get("object") or {}
@@ -504,7 +512,12 @@ class KubernetesDiscovery:
 
     async def _sync(self, names: Collection[str]) -> None:
         async with self._lock:
-            await asyncio.gather(*(self._ensure(name) for name in names))
+            outcomes = await asyncio.gather(
+                *(self._ensure(name) for name in names), return_exceptions=True
+            )
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, Exception):  # a bug with one Service must not stop the rest
+                log.error("discovery: %s: %s", name, outcome, exc_info=outcome)
 
     async def _ensure(self, name: str) -> None:
         """Make the registry hold what the Service ``name`` asks for (or nothing)."""

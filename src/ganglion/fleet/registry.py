@@ -233,6 +233,10 @@ class Registry:
         try:
             result = await asyncio.wait_for(neuron.adapter.probe(), self.probe_timeout_s)
         except TimeoutError:
+            if neuron.in_flight:
+                # Busy is not dead: some servers (llama-cpp-python) hold even /v1/models
+                # until the running answer ends. Refused connections still count.
+                return
             neuron.health.probe_failed(
                 f"no answer within {self.probe_timeout_s:.0f} s at {neuron.url}", self.limits
             )
@@ -256,6 +260,8 @@ class Registry:
         """A request completed: proof of life, and a speed sample."""
         neuron.health.request_completed()
         neuron.last_seen = utcnow()
+        if neuron.loaded is not None and model not in neuron.loaded:
+            neuron.loaded = [*neuron.loaded, model]  # it answered, so it is in memory now
         tps = stats.decode_tps
         if tps is not None:
             neuron.speeds.add(model, tps)

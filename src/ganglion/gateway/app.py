@@ -79,7 +79,9 @@ def create_app(
         gateway = await open_gateway(settings, transport=transport, metrics=app.state.metrics)
         app.state.gateway = gateway
         discovery = (
-            make_discovery(settings.discover, gateway.registry) if settings.discover else None
+            make_discovery(settings.discover, gateway.registry, settings)
+            if settings.discover
+            else None
         )
         if probe:
             gateway.prober.start()

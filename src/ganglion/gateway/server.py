@@ -9,6 +9,7 @@ import uvicorn
 
 from ganglion.config import Settings, is_loopback
 from ganglion.errors import ConfigError
+from ganglion.fleet.discovery import make_discovery
 from ganglion.gateway.app import create_app, open_gateway
 from ganglion.gateway.auth import Role
 from ganglion.store import Store
@@ -22,6 +23,8 @@ def preflight(settings: Settings) -> None:
         gateway = await open_gateway(settings)
         try:
             await asyncio.to_thread(check_keys, settings, gateway.store)
+            if settings.discover:  # a bad kind or a missing kubeconfig fails here, clearly
+                make_discovery(settings.discover, gateway.registry, settings)
         finally:
             await gateway.registry.aclose()
             gateway.store.close()

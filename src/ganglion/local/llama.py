@@ -7,6 +7,7 @@ The server is a child process on loopback whose log goes to a file, never the co
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import socket
@@ -118,6 +119,9 @@ class LlamaServer:
             "--n_ctx", str(self.n_ctx),
             "--n_threads", str(self.n_threads),
             "--n_threads_batch", str(self.n_threads),
+            # by default llama-cpp-python cuts a running answer short whenever any other
+            # request arrives, liveness probes of /v1/models included
+            "--interrupt_requests", "false",
         ]  # fmt: skip
         if self.embedding:
             command += ["--embedding", "true"]
@@ -186,6 +190,14 @@ class LlamaServer:
         self.log_path = self.log_dir / f"{name}.log"
         return os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
+    def _warm_up(self) -> None:
+        """One tiny generation before the server counts as up: llama-cpp-python's very first
+        chat answer on a fresh server can come back empty, and a neuron's first real
+        request should not pay for that (nor for warming the caches)."""
+        body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=60.0)
+
     def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=httpx.Timeout(2.0)) as client:
@@ -197,6 +209,7 @@ class LlamaServer:
                     )
                 try:
                     if client.get(f"{self.url}/v1/models").is_success:
+                        self._warm_up()
                         return
                 except httpx.TransportError:
                     pass

@@ -8,12 +8,16 @@
 (() => {
   const KEY_STORE = "ganglion.apiKey";
   const COLLAPSED_STORE = "ganglion.collapsedNodes";
+  const DENSITY_STORE = "ganglion.density";
+  const COMPACT_FROM = 40; // neurons; above this the compact layout is the default
   const SVG_NS = "http://www.w3.org/2000/svg";
   const WORDS = { active: "Active", degraded: "Degraded", offline: "Offline", suspended: "Suspended" };
   const ORDER = ["active", "degraded", "suspended", "offline"];
   // The dial: a 240° arc around (CX, CY), from bottom-left (0) to bottom-right (1).
   const CX = 60, CY = 54, R = 44, START = 210, SWEEP = 240;
   const HISTORY_REFRESH_MS = 5000;
+  const MAX_RETRY_MS = 10000;
+  const SILENCE_MS = 35000; // two keep-alives (15 s) missed
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -26,14 +30,17 @@
     scale: 0,
     filter: "",
     key: localStorage.getItem(KEY_STORE) || "",
+    density: localStorage.getItem(DENSITY_STORE) || "auto",
     collapsed: new Set(JSON.parse(localStorage.getItem(COLLAPSED_STORE) || "[]")),
-    source: null,
-    retry: 0,
+    stream: null, // the AbortController of the current connection
+    retryMs: 2000, // the server's "retry:" advice
+    failures: 0,
+    heardAt: Date.now(),
     drawer: null, // the name shown in the drawer
     drawerFrom: null, // the gauge that opened it, to return focus
     historyTimer: 0,
     historyAt: 0,
-    handlers: new Map(), // event kind -> handler; a runs view can add its own
+    handlers: new Map(), // event kind -> handler; a runs view adds its own with on()
   };
 
   // ---- small DOM helpers
@@ -77,7 +84,7 @@
   }
 
   function clock(stamp) {
-    return new Date(stamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    return new Date(stamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
   }
 
   // ---- the dial
@@ -129,7 +136,7 @@
 
   function makeCard(name) {
     const fill = s("path", { class: "fill", d: ARC, pathLength: 100, "stroke-dasharray": "0 100" });
-    const [bx0, by0] = point(0, R - 7);
+    const [bx0, by0] = point(0, R - 6);
     const [bx1, by1] = point(0, R + 7);
     const best = s("line", { class: "best", x1: bx0, y1: by0, x2: bx1, y2: by1 });
     const value = s("text", { class: "value", x: CX, y: CY + 4, text: "–" });
@@ -273,7 +280,9 @@
       if (view.is_active) throughput += view.tokens_per_second || 0;
     }
     const problems = ORDER.filter((st) => st !== "active" && counts[st]).map((st) => `${counts[st]} ${st}`);
-    group.parts.count.textContent = plural(views.length, "neuron") + (problems.length ? ` · ${problems.join(" · ")}` : "");
+    const shown = state.filter ? views.filter(matches).length : views.length;
+    const total = shown === views.length ? plural(views.length, "neuron") : `${shown} of ${plural(views.length, "neuron")}`;
+    group.parts.count.textContent = total + (problems.length ? ` · ${problems.join(" · ")}` : "");
     group.parts.label.textContent = `, ${counts.active} active`;
     group.parts.bar.replaceChildren(
       ...ORDER.filter((st) => counts[st]).map((st) => h("span", { class: st, style: `width:${(100 * counts[st]) / views.length}%` })),
@@ -289,6 +298,28 @@
     const after = [...group.grid.children].find((other) => other.dataset.neuron > view.name);
     group.grid.insertBefore(card.el, after || null);
     if (oldNode && oldNode !== view.node) drawGroup(oldNode);
+  }
+
+  // ---- density
+
+  function applyDensity() {
+    const compact = state.density === "compact" || (state.density === "auto" && state.neurons.size > COMPACT_FROM);
+    const mode = compact ? "compact" : "comfortable";
+    if (document.body.dataset.density === mode) return;
+    document.body.dataset.density = mode;
+    for (const button of document.querySelectorAll(".segmented button")) {
+      button.setAttribute("aria-pressed", String(button.dataset.density === mode));
+    }
+  }
+
+  function setupDensity() {
+    for (const button of document.querySelectorAll(".segmented button")) {
+      button.addEventListener("click", () => {
+        state.density = button.dataset.density;
+        localStorage.setItem(DENSITY_STORE, state.density);
+        applyDensity();
+      });
+    }
   }
 
   // ---- filtering
@@ -337,6 +368,7 @@
     state.all = false;
     for (const node of nodes) if (node) drawGroup(node);
     drawSummary();
+    applyDensity();
     updateCollapseAll();
     if (state.drawer && names.has(state.drawer)) drawDrawer();
   }
@@ -361,6 +393,11 @@
   }
 
   // ---- the event stream
+  //
+  // Read with fetch() rather than EventSource so that an API key travels in the
+  // Authorization header, never in a URL (URLs end up in logs and browser history).
+  // Reconnects by itself, after the server's "retry:" delay, growing while it fails;
+  // a stream silent for longer than two keep-alives is treated as dead.
 
   function setLive(mode, text) {
     $("live").dataset.state = mode;
@@ -369,14 +406,6 @@
 
   function on(kind, handler) {
     state.handlers.set(kind, handler);
-    if (state.source) state.source.addEventListener(kind, dispatch(kind));
-  }
-
-  function dispatch(kind) {
-    return (message) => {
-      const handler = state.handlers.get(kind);
-      if (handler) handler(JSON.parse(message.data));
-    };
   }
 
   on("snapshot", (data) => {
@@ -395,46 +424,78 @@
     if (state.drawer === data.name) closeDrawer();
   });
 
-  function connect() {
-    if (state.source) state.source.close();
-    const query = state.key ? `?api_key=${encodeURIComponent(state.key)}` : "";
-    const source = new EventSource(`/fleet/events${query}`);
-    state.source = source;
-    for (const kind of state.handlers.keys()) source.addEventListener(kind, dispatch(kind));
-    source.addEventListener("open", () => {
-      state.retry = 0;
-      setLive("live", "Live");
-    });
-    source.addEventListener("error", () => {
-      if (source !== state.source) return;
-      if (source.readyState === EventSource.CONNECTING) {
-        setLive("reconnecting", "Reconnecting…");
-        return;
-      }
-      // The browser gave up (a refusal, or the gateway answered with an error): find out why.
-      source.close();
-      setLive("reconnecting", "Reconnecting…");
-      whyClosed();
-    });
-  }
-
-  async function whyClosed() {
-    try {
-      const response = await api("/fleet/neurons");
-      if (response.status === 401 || response.status === 403) {
-        askForKey(state.key ? "That key was refused. Paste a valid one." : null);
-        return;
-      }
-    } catch {
-      // The gateway is down; keep trying.
-    }
-    state.retry = Math.min(state.retry + 1, 5);
-    setTimeout(connect, 1000 * state.retry);
+  function authHeaders() {
+    return state.key ? { Authorization: `Bearer ${state.key}` } : {};
   }
 
   function api(path) {
-    const headers = state.key ? { Authorization: `Bearer ${state.key}` } : {};
-    return fetch(path, { headers, cache: "no-store" });
+    return fetch(path, { headers: authHeaders(), cache: "no-store" });
+  }
+
+  async function connect() {
+    if (state.stream) state.stream.abort();
+    const stream = new AbortController();
+    state.stream = stream;
+    try {
+      const response = await fetch("/fleet/events", {
+        headers: { Accept: "text/event-stream", ...authHeaders() },
+        cache: "no-store",
+        signal: stream.signal,
+      });
+      if (response.status === 401 || response.status === 403) {
+        askForKey(state.key ? "That key was refused: paste a valid one." : null);
+        return;
+      }
+      if (!response.ok || !response.body) throw new Error(`HTTP ${response.status}`);
+      state.failures = 0;
+      setLive("live", "Live");
+      await readEvents(response.body);
+    } catch {
+      // The gateway went away or the stream broke: reconnect below.
+    }
+    if (state.stream !== stream) return; // a newer connection replaced this one
+    state.failures = (state.failures || 0) + 1;
+    setLive("reconnecting", "Reconnecting…");
+    setTimeout(connect, Math.min(state.retryMs * state.failures, MAX_RETRY_MS));
+  }
+
+  async function readEvents(body) {
+    const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      state.heardAt = Date.now();
+      buffer += value;
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        dispatch(buffer.slice(0, cut));
+        buffer = buffer.slice(cut + 2);
+      }
+    }
+  }
+
+  function dispatch(block) {
+    let kind = "message";
+    const data = [];
+    for (const line of block.split("\n")) {
+      if (!line || line.startsWith(":")) continue; // a comment: the keep-alive
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "event") kind = value;
+      else if (field === "data") data.push(value);
+      else if (field === "retry" && /^\d+$/.test(value)) state.retryMs = Number(value);
+    }
+    const handler = state.handlers.get(kind);
+    if (handler && data.length) handler(JSON.parse(data.join("\n")));
+  }
+
+  function watchdog() {
+    if (state.stream && Date.now() - state.heardAt > SILENCE_MS) {
+      state.heardAt = Date.now();
+      state.stream.abort(); // connect() notices and reconnects
+    }
   }
 
   // ---- the API key
@@ -456,12 +517,14 @@
       localStorage.setItem(KEY_STORE, key);
       setLive("connecting", "Connecting…");
       connect();
+  setInterval(watchdog, 5000);
     });
     $("key-forget").addEventListener("click", () => {
       state.key = "";
       localStorage.removeItem(KEY_STORE);
       $("key-dialog").close();
       connect();
+  setInterval(watchdog, 5000);
     });
   }
 
@@ -667,7 +730,8 @@
       h("span", { text: `${values.length} samples since ${clock(samples[0].at)}` }),
       h("span", { text: `min ${fmt(Math.min(...values))} · max ${fmt(Math.max(...values))} · last ${fmt(values.at(-1))} tok/s` }),
     );
-    box.replaceChildren(svg, caption);
+    const frame = h("div", { class: "spark-frame" }, svg, h("span", { class: "spark-top", text: `${top} tok/s` }));
+    box.replaceChildren(frame, caption);
   }
 
   function drawModels(models, loaded) {
@@ -707,9 +771,12 @@
   setupKey();
   setupMinimap();
   setupDrawer();
+  setupDensity();
+  applyDensity();
   state.scale = fleetScale();
   drawSummary();
   connect();
+  setInterval(watchdog, 5000);
   // Keep "last seen" fresh while the drawer is open.
   setInterval(() => {
     if (state.drawer) $("fact-seen").textContent = ago(state.neurons.get(state.drawer)?.last_seen);
