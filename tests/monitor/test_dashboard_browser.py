@@ -210,22 +210,59 @@ class ThreadedGateway:
         self.thread.join(15)
 
 
-@pytest.fixture
-def big_fleet(tmp_path: Path) -> Iterator[tuple[ThreadedGateway, FakeFleet]]:
-    fleet = FakeFleet()
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'big.db'}", probe_interval_s=1.0)
-    app = create_app(settings, transport=fleet.transport())
-    port = free_port()
+def serve_in_thread(db: Path, fleet: FakeFleet, port: int | None = None) -> ThreadedGateway:
+    """A gateway in this process, on a real port, whose neurons are ``fleet``'s fakes."""
+    settings = Settings(database_url=f"sqlite:///{db}", probe_interval_s=1.0)
+    port = port or free_port()
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+        create_app(settings, transport=fleet.transport()),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="gateway-200", daemon=True)
+    thread = threading.Thread(target=server.run, name=f"gateway-{port}", daemon=True)
     thread.start()
     gateway = ThreadedGateway(server, thread, f"http://127.0.0.1:{port}")
     wait_http(f"{gateway.url}/fleet/neurons", timeout=20)
+    return gateway
+
+
+@pytest.fixture
+def big_fleet(tmp_path: Path) -> Iterator[tuple[ThreadedGateway, FakeFleet]]:
+    fleet = FakeFleet()
+    gateway = serve_in_thread(tmp_path / "big.db", fleet)
     yield gateway, fleet
     gateway.stop()
+
+
+def test_the_page_reconnects_when_the_gateway_comes_back(
+    tmp_path: Path, browser_page: tuple[Page, Console]
+) -> None:
+    fleet = FakeFleet()
+    fleet.add("box:11434", tokens_per_second=40.0)
+    gateway = serve_in_thread(tmp_path / "fleet.db", fleet)
+    try:
+        httpx.post(f"{gateway.url}/fleet/neurons", json={"url": "http://box:11434", "name": "box"})
+        page, console = browser_page
+        page.goto(gateway.url)
+        wait_status(page, "box", "active", within=5)
+
+        gateway.stop()
+        page.wait_for_selector("#live[data-state='reconnecting']", timeout=5000)
+        assert page.inner_text("#live").strip() == "Reconnecting…"
+        page.screenshot(path=ARTIFACTS / "reconnecting.png")
+        port = int(gateway.url.rsplit(":", 1)[1])
+        gateway = serve_in_thread(tmp_path / "fleet.db", fleet, port=port)
+        page.wait_for_selector("#live[data-state='live']", timeout=15000)
+        httpx.post(f"{gateway.url}/fleet/neurons/box/suspend", timeout=10)
+        wait_status(page, "box", "suspended", within=2)  # live again, without a reload
+        page.close()
+    finally:
+        gateway.stop()
+    # the browser logs the refused connections while the gateway was away; nothing else
+    assert [error for error in console.errors if "ERR_" not in error] == []
 
 
 GPUS = [("rtx-4090", 92.0), ("rtx-3090", 71.0), ("a4000", 44.0), ("p40", 19.0), ("cpu", 6.0)]
