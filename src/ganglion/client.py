@@ -58,6 +58,19 @@ class GatewayClient:
         except httpx.TransportError as error:
             raise self._unreachable(error) from None
 
+    def events(self, path: str) -> Iterator[dict[str, Any]]:
+        """Server-sent events (their ``data`` as JSON) from ``path`` until it ends."""
+        try:
+            with self._http.stream("GET", path, timeout=None) as response:
+                if response.is_error:
+                    response.read()
+                    self._raise_for_status(response)
+                for line in response.iter_lines():
+                    if line.startswith("data:"):
+                        yield json.loads(line.removeprefix("data:").strip())
+        except httpx.TransportError as error:
+            raise self._unreachable(error) from None
+
     def _unreachable(self, error: httpx.TransportError) -> GatewayError:
         return GatewayError(
             f"cannot reach the gateway at {self.url} ({type(error).__name__}): start it with "

@@ -10,7 +10,8 @@
     │   └── NeuronStreamBroken      the neuron died or misbehaved after the first byte
     ├── FleetError                  the registry refused an operation
     │   ├── DuplicateNeuron         a neuron of that name (or URL) is already registered
-    │   └── UnknownNeuron           no neuron of that name
+    │   ├── UnknownNeuron           no neuron of that name
+    │   └── UnknownRun              no orchestrated run has that id
     ├── GatewayError                the CLI could not talk to the gateway, or it refused
     ├── DispatchError               the fleet could not serve a request (has an HTTP ``status``)
     │   ├── NoNeuronForModel        no active neuron serves the model (404)
@@ -76,6 +77,10 @@ class DuplicateNeuron(FleetError):
 
 class UnknownNeuron(FleetError):
     """No neuron has that name."""
+
+
+class UnknownRun(FleetError):
+    """No run has that id."""
 
 
 class GatewayError(GanglionError):

@@ -33,6 +33,16 @@ async def test_history_has_speeds_errors_and_status_changes(gateway_app: InProce
         assert datetime.fromisoformat(sample["at"]).tzinfo is not None
 
 
+async def test_clients_that_are_not_browsers_see_an_ollama_server(
+    gateway_app: InProcess,
+) -> None:
+    for method in ("GET", "HEAD"):
+        response = await gateway_app.client.request(method, "/")
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/plain")
+    assert (await gateway_app.client.get("/")).text == "Ollama is running"
+
+
 async def test_history_of_an_unknown_neuron_is_404(gateway_app: InProcess) -> None:
     response = await gateway_app.client.get("/fleet/neurons/nope/history")
     assert response.status_code == 404
@@ -40,7 +50,7 @@ async def test_history_of_an_unknown_neuron_is_404(gateway_app: InProcess) -> No
 
 
 async def test_the_page_and_its_assets_come_from_the_package(gateway_app: InProcess) -> None:
-    page = await gateway_app.client.get("/")
+    page = await gateway_app.client.get("/", headers={"Accept": "text/html,*/*;q=0.8"})
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert '<script src="/monitor/app.js"' in page.text

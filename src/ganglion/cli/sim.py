@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from ganglion.errors import ConfigError
 from ganglion.local.sim import DEFAULT_OUTPUT_TOKENS, SimConfig, run_sim
 
 HELP = (
@@ -94,6 +96,13 @@ def sim(
         bool,
         typer.Option("--allow-public", help="Allow a non-loopback --host. The sim has no auth."),
     ] = False,
+    structured_reply: Annotated[
+        str | None,
+        typer.Option(
+            help="JSON to answer every schema-constrained request with, instead of a generated "
+            "instance: script a brain's plan for demos and tests."
+        ),
+    ] = None,
 ) -> None:
     config = SimConfig(
         models=tuple(model),
@@ -110,6 +119,7 @@ def sim(
         port=port,
         allow_public=allow_public,
         output_tokens=output_tokens,
+        structured=_json_option(structured_reply),
     )
     console = Console(highlight=False, soft_wrap=True)
 
@@ -118,3 +128,12 @@ def sim(
         console.print(f"ganglion sim [bold]{escape(name)}[/] on {url}: {described} (filler text)")
 
     run_sim(config, on_ready=announce)
+
+
+def _json_option(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"--structured-reply is not valid JSON: {error.msg}") from None

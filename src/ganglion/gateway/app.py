@@ -15,11 +15,21 @@ from ganglion.fleet.discovery import make_discovery
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import Thresholds
-from ganglion.gateway import auth, errors, events, fleet_api, metrics, ollama_api, openai_api
+from ganglion.gateway import (
+    auth,
+    errors,
+    events,
+    fleet_api,
+    metrics,
+    ollama_api,
+    openai_api,
+    runs_api,
+)
 from ganglion.gateway.dispatch import Dispatcher, Timeouts
 from ganglion.gateway.metrics import Metrics
 from ganglion.gateway.state import Gateway
 from ganglion.monitor import dashboard, history
+from ganglion.orchestra.run import Orchestra
 from ganglion.routing import POLICIES, Router
 from ganglion.store import Store
 
@@ -62,7 +72,8 @@ async def open_gateway(
         registry, router, timeouts=timeouts, max_attempts=settings.max_attempts, observer=metrics
     )
     prober = Prober(registry, settings.probe_interval_s)
-    return Gateway(settings, store, registry, prober, router, dispatcher, metrics)
+    orchestra = Orchestra(store, registry, router, dispatcher, max_attempts=settings.max_attempts)
+    return Gateway(settings, store, registry, prober, router, dispatcher, metrics, orchestra)
 
 
 def create_app(
@@ -87,9 +98,11 @@ def create_app(
             gateway.prober.start()
         if discovery is not None:
             await discovery.start()
+        await gateway.orchestra.resume_unfinished()
         try:
             yield
         finally:
+            await gateway.orchestra.stop()
             if discovery is not None:
                 await discovery.stop()
             await gateway.prober.stop()
@@ -110,5 +123,6 @@ def create_app(
     app.include_router(openai_api.router, dependencies=[Depends(auth.user_access)])
     app.include_router(metrics.router, dependencies=[Depends(auth.user_access)])
     app.include_router(history.router, dependencies=[Depends(auth.fleet_access)])
+    app.include_router(runs_api.router, dependencies=[Depends(auth.user_access)])
     app.include_router(dashboard.router)
     return app

@@ -9,6 +9,7 @@ from ganglion import errors
 
 STATUS_CODES: dict[type[errors.GanglionError], int] = {
     errors.UnknownNeuron: 404,
+    errors.UnknownRun: 404,
     errors.DuplicateNeuron: 409,
     errors.FleetError: 422,
     errors.ConfigError: 422,

@@ -1,4 +1,5 @@
-"""What the gateway process owns: settings, store, registry, prober, router, dispatcher."""
+"""What the gateway process owns: the store, the registry and its prober, the router and
+dispatcher, the metrics, and the orchestra."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
 from ganglion.gateway.dispatch import Dispatcher
 from ganglion.gateway.metrics import Metrics
+from ganglion.orchestra.run import Orchestra
 from ganglion.routing import Router
 from ganglion.store import Store
 
@@ -25,6 +27,7 @@ class Gateway:
     router: Router
     dispatcher: Dispatcher
     metrics: Metrics
+    orchestra: Orchestra
 
 
 def _gateway(request: Request) -> Gateway:

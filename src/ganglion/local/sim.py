@@ -77,6 +77,8 @@ class SimConfig:
     allow_public: bool = False
     output_tokens: int = DEFAULT_OUTPUT_TOKENS
     """Answer length when the client sets no limit."""
+    structured: Any = None
+    """A scripted JSON answer for every schema-constrained request (a brain's plan, say)."""
 
     def __post_init__(self) -> None:
         problems = self._problems()

@@ -265,7 +265,7 @@ class OllamaAPI:
             return self.error(500, "simulated failure (ganglion sim --fail-rate)")
         if fault == "hang":
             return HangResponse(self.sim)
-        answer = _ollama_answer(body.get("format"))
+        answer = _ollama_answer(body.get("format"), self.sim.config.structured)
         pieces, reason = output_for(self.sim, options.get("num_predict"), answer)
         job = Job(model=model, prompt_tokens=tokens, pieces=pieces, done_reason=reason)
         name = str(body["model"])
@@ -386,7 +386,9 @@ class OpenAIAPI:
         if fault == "hang":
             return HangResponse(self.sim)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        pieces, reason = output_for(self.sim, limit, _openai_answer(body.get("response_format")))
+        pieces, reason = output_for(
+            self.sim, limit, _openai_answer(body.get("response_format"), self.sim.config.structured)
+        )
         job = Job(model=model, prompt_tokens=tokens, pieces=pieces, done_reason=reason)
         reply = _Reply(
             reply_id=f"{'chatcmpl' if chat else 'cmpl'}-sim{next(self.ids)}",
@@ -467,20 +469,23 @@ class _Reply:
         return self.envelope(stream=False) | {"choices": [choice], "usage": _usage(job)}
 
 
-def _ollama_answer(format_: object) -> object | None:
-    """The JSON value to answer with for an Ollama ``format``, or None for free text."""
+def _ollama_answer(format_: object, scripted: object = None) -> object | None:
+    """The JSON value to answer with for an Ollama ``format``, or None for free text.
+    ``scripted`` (``--structured-reply``) answers every schema request when given."""
     if format_ == "json":
-        return JSON_OBJECT_ANSWER
+        return JSON_OBJECT_ANSWER if scripted is None else scripted
     if isinstance(format_, dict) and format_:
-        answer: object = instance_of(format_)
+        answer: object = instance_of(format_) if scripted is None else scripted
         return answer
     return None
 
 
-def _openai_answer(response_format: object) -> object | None:
+def _openai_answer(response_format: object, scripted: object = None) -> object | None:
     """The JSON value to answer with for an OpenAI ``response_format``, or None for text."""
     if not isinstance(response_format, dict):
         return None
+    if scripted is not None and response_format.get("type") in ("json_object", "json_schema"):
+        return scripted
     kind = response_format.get("type")
     if kind == "json_object":
         return JSON_OBJECT_ANSWER

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from importlib.resources import files
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi.responses import PlainTextResponse
 
 STATIC = files("ganglion.monitor") / "static"
 ASSETS = {
@@ -22,8 +23,12 @@ NO_CACHE = {"Cache-Control": "no-cache"}
 router = APIRouter(tags=["monitor"])
 
 
-@router.get("/", include_in_schema=False)
-async def page() -> Response:
+@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
+async def page(request: Request) -> Response:
+    """The dashboard for a browser; Ollama's own answer for anything else (``ollama`` and
+    other clients check ``HEAD /`` or ``GET /`` to see that a server is up)."""
+    if "text/html" not in request.headers.get("accept", ""):
+        return PlainTextResponse("Ollama is running")
     html = (STATIC / "index.html").read_bytes()
     return Response(html, media_type="text/html; charset=utf-8", headers=NO_CACHE)
 

@@ -189,6 +189,7 @@
     else el.removeAttribute("title");
     const fraction = down || tps == null ? 0 : Math.min(1, tps / state.scale);
     parts.fill.setAttribute("stroke-dasharray", `${(fraction * 100).toFixed(2)} 100`);
+    parts.fill.setAttribute("visibility", fraction > 0 ? "visible" : "hidden"); // no round-cap dot at 0
     const best = view.best_tokens_per_second;
     if (best == null) {
       parts.best.setAttribute("visibility", "hidden");
@@ -401,6 +402,7 @@
 
   function setLive(mode, text) {
     $("live").dataset.state = mode;
+    document.body.dataset.connection = mode; // dims the gauges while they may be stale
     $("live-text").textContent = text;
   }
 
@@ -538,7 +540,7 @@
       ["Node", view.node],
       ["Endpoint", `${view.url} (${view.api})`],
       ["Models", view.models.join(", ") || "none"],
-      ["Speed", view.tokens_per_second == null ? "not measured yet" : `${fmt(view.tokens_per_second)} tok/s`],
+      [view.is_active ? "Speed" : "Last speed", view.tokens_per_second == null ? "not measured yet" : `${fmt(view.tokens_per_second)} tok/s`],
       ["Own best", view.best_tokens_per_second == null ? "–" : `${fmt(view.best_tokens_per_second)} tok/s`],
       ["In flight", String(view.in_flight)],
     ];

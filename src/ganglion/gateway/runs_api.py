@@ -1,0 +1,70 @@
+"""The orchestrator's API: start a run, follow it, read the record."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from ganglion.errors import UnknownRun
+from ganglion.gateway.state import GatewayDep
+from ganglion.orchestra.run import RunRequest
+
+router = APIRouter(prefix="/fleet/runs", tags=["runs"])
+
+
+class NewRun(BaseModel):
+    task: str = Field(description="What to do, in words")
+    model: str | None = Field(default=None, description="Workers' model; default: most served")
+    brain: str | None = Field(default=None, description="Model that plans and synthesizes")
+    policy: str = Field(default="speed", description="speed | round-robin | fastest")
+    max_subtasks: int = Field(default=4, ge=2, le=32)
+    decompose: str = Field(default="auto", description="auto | always | never")
+
+
+@router.post("", status_code=202)
+async def start_run(new: NewRun, gateway: GatewayDep) -> dict[str, Any]:
+    """Start a run; it goes on in the gateway. Follow it at ``/fleet/runs/{id}/events``."""
+    run_id = await gateway.orchestra.start(RunRequest(**new.model_dump()))
+    return await _view(gateway, run_id)
+
+
+@router.get("")
+async def list_runs(gateway: GatewayDep, limit: int = 50) -> list[dict[str, Any]]:
+    return await gateway.orchestra.recent(limit)
+
+
+@router.get("/{run_id}")
+async def get_run(run_id: str, gateway: GatewayDep) -> dict[str, Any]:
+    return await _view(gateway, run_id)
+
+
+@router.get("/{run_id}/events")
+async def follow_run(run_id: str, gateway: GatewayDep) -> StreamingResponse:
+    """Server-sent events: ``run`` (the whole record), ``delegation`` (one changed),
+    ``answer`` (synthesis text as it streams), ``done`` (the final record)."""
+    view = await _view(gateway, run_id)
+
+    async def events() -> AsyncIterator[str]:
+        if view["status"] != "running":
+            yield _sse("done", {"type": "done", "run": view})
+            return
+        async for event in gateway.orchestra.events.follow(run_id):
+            yield _sse(event["type"], event)
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+async def _view(gateway: GatewayDep, run_id: str) -> dict[str, Any]:
+    view = await gateway.orchestra.view(run_id)
+    if view is None:
+        raise UnknownRun(f"no run {run_id!r}: see ganglion runs list")
+    return view
+
+
+def _sse(kind: str, data: dict[str, Any]) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"

@@ -1,0 +1,579 @@
+"""Carrying a run through: decide, decompose, schedule, delegate, synthesize, record.
+
+    decide ─▶ decompose (brain, JSON schema) ─▶ decide again with the plan
+        │                                          │
+        └── direct: the fastest neuron answers ◀───┘ when splitting cannot win
+                                                   │
+                     schedule (Q||Cmax) ─▶ delegations in parallel ─▶ synthesize (brain)
+
+Every step is written to the store as it happens: a completed delegation is never computed
+again, and a run the gateway was stopped in the middle of resumes from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ganglion.errors import DispatchError, GanglionError, NeuronError, NoNeuronForModel
+from ganglion.fleet.registry import Registry
+from ganglion.gateway.dispatch import Dispatcher
+from ganglion.neurons.base import ChatRequest, TokenStats
+from ganglion.orchestra import plan as planning
+from ganglion.orchestra.events import RunEvents
+from ganglion.orchestra.schedule import POLICIES, Schedule, schedule, workers
+from ganglion.routing import Job, Router
+from ganglion.store import Store
+from ganglion.store import runs as records
+from ganglion.store.schema import DelegationRow, RunRow
+
+log = logging.getLogger(__name__)
+
+PLAN_TOKENS = 600
+DIRECT_TOKENS = 512  # the budget of a direct answer when no plan says better
+SYNTHESIS_SHARE = 4  # the synthesis is budgeted a quarter of the parts it combines
+SYNTHESIS_TOKENS = (64, 512)
+MIN_GAIN = (
+    1.15  # the fleet's total speed over its fastest neuron's below which splitting never pays
+)
+DECOMPOSE_MODES = ("auto", "always", "never")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    task: str
+    model: str | None = None
+    brain: str | None = None
+    policy: str = "speed"
+    max_subtasks: int = 4
+    decompose: str = "auto"
+
+    def check(self) -> None:
+        if not self.task.strip():
+            raise GanglionError("the task is empty: give the task to run as text")
+        if self.policy not in POLICIES:
+            raise GanglionError(
+                f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}"
+            )
+        if self.decompose not in DECOMPOSE_MODES:
+            raise GanglionError(f"--decompose is one of {', '.join(DECOMPOSE_MODES)}")
+        if not 2 <= self.max_subtasks <= 32:
+            raise GanglionError("--max-subtasks must be between 2 and 32")
+
+
+class Direct(Exception):
+    """Answer directly, for the reason given."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Orchestra:
+    """Runs tasks across the fleet. One per gateway."""
+
+    def __init__(
+        self,
+        store: Store,
+        registry: Registry,
+        router: Router,
+        dispatcher: Dispatcher,
+        *,
+        max_attempts: int = 3,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.router = router
+        self.dispatcher = dispatcher
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.events = RunEvents()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    # lifecycle
+
+    async def start(self, request: RunRequest) -> str:
+        request.check()
+        model = request.model or self.default_model()
+        run_id = uuid.uuid4().hex
+        row = RunRow(
+            id=run_id,
+            task=request.task,
+            status="running",
+            brain=request.brain or model,
+            model=model,
+            policy=request.policy,
+            plan=None,
+            timings={"max_subtasks": request.max_subtasks, "decompose_mode": request.decompose},
+        )
+        await asyncio.to_thread(records.add_run, self.store, row)
+        self._launch(run_id)
+        return run_id
+
+    async def resume_unfinished(self) -> list[str]:
+        """Pick up the runs a stopped gateway left running."""
+        rows = await asyncio.to_thread(records.unfinished_runs, self.store)
+        for row in rows:
+            self._launch(row.id)
+        return [row.id for row in rows]
+
+    async def stop(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+        for task in list(self._tasks.values()):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def wait(self, run_id: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(task)
+
+    def _launch(self, run_id: str) -> None:
+        task = asyncio.create_task(self._carry(run_id), name=f"run-{run_id}")
+        self._tasks[run_id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(run_id, None))
+
+    def default_model(self) -> str:
+        """The model most active neurons serve (the fastest such neuron breaks ties)."""
+        counts: dict[str, tuple[int, float]] = {}
+        for neuron in self.registry.neurons():
+            if not neuron.is_active:
+                continue
+            for model in neuron.models:
+                count, best = counts.get(model, (0, 0.0))
+                counts[model] = (count + 1, max(best, neuron.speeds.speed(model) or 0.0))
+        if not counts:
+            raise NoNeuronForModel("no active neuron serves any model: add one first")
+        return max(counts, key=lambda m: counts[m])
+
+    # reading
+
+    async def view(self, run_id: str) -> dict[str, Any] | None:
+        row = await asyncio.to_thread(records.get_run, self.store, run_id)
+        if row is None:
+            return None
+        rows = await asyncio.to_thread(records.delegations, self.store, run_id)
+        return run_view(row, list(rows))
+
+    async def recent(self, limit: int = 50) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(records.list_runs, self.store, limit)
+        return [run_view(row, []) | {"delegations": None} for row in rows]
+
+    # the run
+
+    async def _carry(self, run_id: str) -> None:
+        row = await asyncio.to_thread(records.get_run, self.store, run_id)
+        assert row is not None
+        started = self.clock()
+        timings = dict(row.timings or {})
+        try:
+            await self._publish(run_id)
+            answer, extra = await self._work(row, timings)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the run fails; the gateway does not
+            log.exception("run %s failed", run_id)
+            reason = str(error) if isinstance(error, GanglionError) else repr(error)
+            await self._save(run_id, status="failed", reason=reason, finished_at=utcnow())
+            await self._publish(run_id, done=True)
+            return
+        timings["total_s"] = round(self.clock() - started + timings.get("resumed_after_s", 0.0), 3)
+        await self._save(run_id, timings=timings, status="completed", answer=answer, **extra)
+        await self._finish(run_id)
+
+    async def _work(self, row: RunRow, timings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        request = RunRequest(
+            task=row.task,
+            model=row.model,
+            brain=row.brain,
+            policy=row.policy or "speed",
+            max_subtasks=int(timings.get("max_subtasks", 4)),
+            decompose=str(timings.get("decompose_mode", "auto")),
+        )
+        model = row.model or self.default_model()
+        subtasks: list[planning.Subtask] = []
+        try:
+            if row.plan is None:
+                self._worth_splitting(request, model)
+                start = self.clock()
+                try:
+                    subtasks = await self._decompose(row.id, request)
+                finally:
+                    timings["decompose_s"] = round(self.clock() - start, 3)
+                await self._save(
+                    row.id, plan={"subtasks": [s.as_dict() for s in subtasks]}, timings=timings
+                )
+            else:
+                subtasks = [planning.Subtask(**s) for s in row.plan["subtasks"]]
+            plan = self._schedule(request, model, subtasks)
+            self._still_worth_it(request, plan, subtasks, model)
+        except Direct as why:
+            budget = sum(s.expected_tokens for s in subtasks)
+            return await self._direct(row.id, request, model, str(why), timings, budget)
+        return await self._decomposed(row.id, request, model, subtasks, plan, timings)
+
+    def _worth_splitting(self, request: RunRequest, model: str) -> None:
+        if request.decompose == "never":
+            raise Direct("decomposition was turned off (--decompose never)")
+        if request.decompose == "always":
+            return
+        speeds = self._speeds(model)
+        pool = workers(speeds, self._slots(model))
+        if len(pool) < 2:
+            raise Direct(f"only one neuron slot serves {model}: nothing can run in parallel")
+        gain = sum(w.tokens_per_second for w in pool) / pool[0].tokens_per_second
+        if gain < MIN_GAIN:
+            raise Direct(
+                f"the fleet's total speed is only {gain:.2f}x its fastest neuron "
+                f"({pool[0].neuron}): splitting cannot pay for planning and synthesis"
+            )
+
+    def _still_worth_it(
+        self, request: RunRequest, plan: Schedule, subtasks: list[planning.Subtask], model: str
+    ) -> None:
+        if request.decompose != "auto":
+            return
+        fastest = max(self._speeds(model).values())
+        solo = sum(s.expected_tokens for s in subtasks) / fastest
+        synthesis = synthesis_budget(subtasks) / fastest
+        if plan.predicted_s + synthesis >= solo:
+            raise Direct(
+                f"the plan would take {plan.predicted_s + synthesis:.1f} s in parallel with "
+                f"synthesis, against {solo:.1f} s for the fastest neuron alone"
+            )
+
+    def _speeds(self, model: str) -> dict[str, float]:
+        return {n.name: self.router.decode_tps(n, model) for n in self.router.serving(model)}
+
+    def _slots(self, model: str) -> dict[str, int]:
+        return {n.name: n.slots for n in self.router.serving(model)}
+
+    def _schedule(
+        self, request: RunRequest, model: str, subtasks: list[planning.Subtask]
+    ) -> Schedule:
+        pool = workers(self._speeds(model), self._slots(model))
+        if not pool:
+            raise NoNeuronForModel(f"no active neuron serves {model!r}")
+        return schedule([s.expected_tokens for s in subtasks], pool, request.policy)
+
+    async def _decompose(self, run_id: str, request: RunRequest) -> list[planning.Subtask]:
+        brain = request.brain or request.model or self.default_model()
+        schema = planning.plan_schema(request.max_subtasks)
+        messages = planning.decompose_messages(request.task, request.max_subtasks)
+        answer, _ = await self._ask(brain, messages, PLAN_TOKENS, schema)
+        try:
+            return planning.parse_plan(answer, request.max_subtasks)
+        except planning.PlanError as first:
+            self.events.publish(run_id, {"type": "plan_repair", "error": str(first)})
+            messages = planning.repair_messages(request.task, request.max_subtasks, answer, first)
+            again, _ = await self._ask(brain, messages, PLAN_TOKENS, schema)
+            try:
+                return planning.parse_plan(again, request.max_subtasks)
+            except planning.PlanError as second:
+                raise Direct(
+                    f"the brain's plan was unusable twice ({first}; then {second})"
+                ) from None
+
+    async def _ask(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        schema: dict[str, Any] | None = None,
+        *,
+        pinned: str | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> tuple[str, tuple[str, TokenStats]]:
+        request = ChatRequest(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            format=schema,
+            options={"temperature": 0.2} if schema else {},
+        )
+        job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)
+        stream = await self.dispatcher.open(
+            job, lambda a: a.chat_stream(request), endpoint="orchestra", pinned=pinned
+        )
+        parts = [stream.first.text]
+        if on_text and stream.first.text:
+            on_text(stream.first.text)
+        last = stream.first
+        try:
+            async for chunk in stream:
+                parts.append(chunk.text)
+                last = chunk
+                if on_text and chunk.text:
+                    on_text(chunk.text)
+        finally:
+            await stream.aclose()
+        return "".join(parts), (stream.neuron.name, last.stats or TokenStats())
+
+    async def _direct(
+        self,
+        run_id: str,
+        request: RunRequest,
+        model: str,
+        reason: str,
+        timings: dict[str, Any],
+        budget: int = 0,
+    ) -> tuple[str, dict[str, Any]]:
+        """The fastest suitable neuron answers the task itself; ``budget`` is the plan's
+        total size when there was a plan (the same work, done by one neuron)."""
+        await self._save(run_id, mode="direct", reason=reason)
+        await self._publish(run_id)
+        start = self.clock()
+        answer, (neuron, stats) = await self._ask(
+            model,
+            [{"role": "user", "content": request.task}],
+            budget or DIRECT_TOKENS,
+            on_text=lambda text: self.events.publish(run_id, {"type": "answer", "text": text}),
+        )
+        seconds = self.clock() - start
+        timings |= {"parallel_s": round(seconds, 3), "synthesize_s": 0.0}
+        timings.setdefault("decompose_s", 0.0)
+        fastest = max(self._speeds(model).values(), default=0.0)
+        solo = (stats.output_tokens or 0) / fastest if fastest else seconds
+        extra = {
+            "schedule": {
+                "policy": request.policy,
+                "lower_bound_s": round(solo, 3),
+                "predicted_s": round(solo, 3),
+                "efficiency": round(solo / seconds, 3) if seconds else None,
+            },
+            "baseline": {"neuron": neuron, "estimated_solo_s": round(solo, 3)},
+        }
+        return answer, extra
+
+    async def _decomposed(
+        self,
+        run_id: str,
+        request: RunRequest,
+        model: str,
+        subtasks: list[planning.Subtask],
+        plan: Schedule,
+        timings: dict[str, Any],
+    ) -> tuple[str, dict[str, Any]]:
+        await self._save(run_id, mode="decomposed", reason=None)
+        existing = {
+            d.index: d for d in await asyncio.to_thread(records.delegations, self.store, run_id)
+        }
+        fresh = [
+            DelegationRow(
+                run_id=run_id,
+                index=p.index,
+                subtask=subtasks[p.index].task,
+                expected_tokens=subtasks[p.index].expected_tokens,
+                neuron=p.neuron,
+                status="pending",
+                attempts=0,
+            )
+            for p in plan.placements
+            if p.index not in existing
+        ]
+        if fresh:
+            await asyncio.to_thread(records.add_delegations, self.store, fresh)
+        await self._publish(run_id)
+        start = self.clock()
+        await self._delegate_all(run_id, model, subtasks, plan, existing)
+        parallel = self.clock() - start
+        rows = await asyncio.to_thread(records.delegations, self.store, run_id)
+        failed = [d.index for d in rows if d.status != "completed"]
+        if failed:
+            raise GanglionError(f"subtasks {failed} failed after {self.max_attempts} attempts each")
+        start = self.clock()
+        brain = request.brain or model
+        parts = [(d.subtask, d.output or "") for d in rows]
+        answer, _ = await self._ask(
+            brain,
+            planning.synthesize_messages(request.task, parts),
+            synthesis_budget(subtasks),
+            on_text=lambda text: self.events.publish(run_id, {"type": "answer", "text": text}),
+        )
+        timings |= {
+            "parallel_s": round(parallel, 3),
+            "synthesize_s": round(self.clock() - start, 3),
+        }
+        fastest = max(self._speeds(model).values(), default=0.0)
+        produced = sum(d.tokens or 0 for d in rows)
+        solo = produced / fastest if fastest else parallel
+        extra = {
+            "schedule": {
+                "policy": plan.policy,
+                "lower_bound_s": round(plan.lower_bound_s, 3),
+                "predicted_s": round(plan.predicted_s, 3),
+                "efficiency": round(plan.lower_bound_s / parallel, 3) if parallel else None,
+            },
+            "baseline": {
+                "neuron": max(
+                    self._speeds(model), key=lambda n: self._speeds(model)[n], default=None
+                ),
+                "estimated_solo_s": round(solo, 3),
+            },
+        }
+        return answer, extra
+
+    async def _delegate_all(
+        self,
+        run_id: str,
+        model: str,
+        subtasks: list[planning.Subtask],
+        plan: Schedule,
+        existing: dict[int, DelegationRow],
+    ) -> None:
+        """Each neuron works through its share, as many at once as it has slots."""
+        queues: dict[str, list[int]] = {}
+        for placed in sorted(plan.placements, key=lambda p: p.start_s):
+            done = existing.get(placed.index)
+            if done is not None and done.status == "completed":
+                continue  # never computed twice
+            queues.setdefault(placed.neuron, []).append(placed.index)
+        slots = self._slots(model)
+
+        async def lane(neuron: str, queue: list[int]) -> None:
+            while queue:
+                index = queue.pop(0)
+                await self._delegate(run_id, model, index, subtasks[index], neuron)
+
+        await asyncio.gather(
+            *(
+                lane(neuron, queue)
+                for neuron, queue in queues.items()
+                for _ in range(max(1, slots.get(neuron, 1)))
+            )
+        )
+
+    async def _delegate(
+        self, run_id: str, model: str, index: int, subtask: planning.Subtask, neuron: str
+    ) -> None:
+        tried: list[str] = []
+        target: str | None = neuron
+        attempts = 0
+        while target is not None and attempts < self.max_attempts:
+            attempts += 1
+            tried.append(target)
+            await self._save_delegation(
+                run_id,
+                index,
+                neuron=target,
+                status="active",
+                attempts=attempts,
+                started_at=utcnow(),
+            )
+            start = self.clock()
+            try:
+                output, (_, stats) = await self._ask(
+                    model,
+                    [{"role": "user", "content": subtask.task}],
+                    subtask.expected_tokens,
+                    pinned=target,
+                )
+            except (DispatchError, NeuronError) as error:
+                await self._save_delegation(run_id, index, error=str(error), status="pending")
+                target = self._next_neuron(model, subtask, tried)
+                continue
+            seconds = self.clock() - start
+            await self._save_delegation(
+                run_id,
+                index,
+                status="completed",
+                output=output,
+                tokens=stats.output_tokens,
+                seconds=round(seconds, 3),
+                finished_at=utcnow(),
+                error=None,
+            )
+            return
+        await self._save_delegation(run_id, index, status="failed", finished_at=utcnow())
+
+    def _next_neuron(self, model: str, subtask: planning.Subtask, tried: list[str]) -> str | None:
+        """Where a failed subtask now finishes earliest, among neurons not yet tried."""
+        for estimate in self.router.plan(Job(model, 0, subtask.expected_tokens)):
+            if estimate.neuron.name not in tried:
+                return estimate.neuron.name
+        return None
+
+    # recording
+
+    async def _save(self, run_id: str, **values: Any) -> None:
+        await asyncio.to_thread(records.update_run, self.store, run_id, **values)
+
+    async def _save_delegation(self, run_id: str, index: int, **values: Any) -> None:
+        await asyncio.to_thread(records.update_delegation, self.store, run_id, index, **values)
+        self.events.publish(run_id, {"type": "delegation", "index": index, **_plain(values)})
+
+    async def _publish(self, run_id: str, *, done: bool = False) -> None:
+        view = await self.view(run_id)
+        self.events.publish(run_id, {"type": "run", "run": view})
+        if done:
+            self.events.publish(run_id, {"type": "done", "run": view})
+
+    async def _finish(self, run_id: str) -> None:
+        await self._save(run_id, finished_at=utcnow())
+        await self._publish(run_id, done=True)
+
+
+def synthesis_budget(subtasks: list[planning.Subtask]) -> int:
+    low, high = SYNTHESIS_TOKENS
+    return min(max(sum(s.expected_tokens for s in subtasks) // SYNTHESIS_SHARE, low), high)
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
+
+
+def run_view(row: RunRow, rows: list[DelegationRow]) -> dict[str, Any]:
+    """A run as ``GET /fleet/runs/{id}`` and ``ganglion run --json`` show it."""
+    timings = row.timings or {}
+    total = timings.get("total_s")
+    baseline = row.baseline or {"neuron": None, "estimated_solo_s": None}
+    solo = baseline.get("estimated_solo_s")
+    return {
+        "id": row.id,
+        "status": row.status,
+        "task": row.task,
+        "model": row.model,
+        "brain": row.brain,
+        "mode": row.mode,
+        "reason": row.reason,
+        "answer": row.answer,
+        "plan": row.plan or {"subtasks": []},
+        "timings": {
+            key: timings.get(key)
+            for key in ("decompose_s", "parallel_s", "synthesize_s", "total_s")
+        },
+        "schedule": row.schedule
+        or {"policy": row.policy, "lower_bound_s": None, "predicted_s": None, "efficiency": None},
+        "baseline": baseline,
+        "speedup_estimate": round(solo / total, 3) if solo and total else None,
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "finished_at": row.finished_at.isoformat() if row.finished_at else None,
+        "delegations": [
+            {
+                "index": d.index,
+                "subtask": d.subtask,
+                "neuron": d.neuron,
+                "status": d.status,
+                "attempts": d.attempts,
+                "expected_tokens": d.expected_tokens,
+                "tokens": d.tokens,
+                "seconds": d.seconds,
+                "tokens_per_second": round(d.tokens / d.seconds, 2)
+                if d.tokens and d.seconds
+                else None,
+                "output": d.output,
+                "error": d.error,
+            }
+            for d in rows
+        ],
+    }
