@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from ganglion.cli import bench, demo, doctor, keys, local, neuron, serve, sim, top
+from ganglion.cli import bench, demo, doctor, keys, local, neuron, run, serve, sim, top
 
-MODULES: list[ModuleType] = [serve, neuron, top, bench, keys, local, demo, sim, doctor]
+MODULES: list[ModuleType] = [serve, neuron, run, top, bench, keys, local, demo, sim, doctor]

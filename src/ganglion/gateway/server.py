@@ -31,6 +31,7 @@ def preflight(settings: Settings) -> None:
 
     asyncio.run(_open_store())
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
         try:
             probe.bind((settings.host, settings.port))
         except OSError as error:

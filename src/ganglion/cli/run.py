@@ -1,0 +1,205 @@
+"""``ganglion run`` and ``ganglion runs``: spend the whole fleet on one task, and read the
+record of past runs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, JsonOption
+from ganglion.client import GatewayClient
+
+runs_app = typer.Typer(help="The record of orchestrated runs.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.add_typer(runs_app, name="runs")
+
+
+def run(
+    task: Annotated[str, typer.Argument(help="The task, in words.")],
+    brain: Annotated[
+        str | None, typer.Option(help="Model that plans and synthesizes; default: --model.")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Workers' model; default: the most served one.")
+    ] = None,
+    policy: Annotated[
+        str,
+        typer.Option(help="speed (earliest finish, default), round-robin or fastest (to compare)."),
+    ] = "speed",
+    max_subtasks: Annotated[int, typer.Option(min=2, max=32, help="At most this many.")] = 4,
+    decompose: Annotated[
+        str,
+        typer.Option(
+            help="auto: split only when it beats the fastest neuron alone; always; never."
+        ),
+    ] = "auto",
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run TASK on the fleet: the brain splits it, neurons work in parallel, the brain
+    combines. Shows each delegation live, then the answer and where the time went."""
+    body = {
+        "task": task,
+        "brain": brain,
+        "model": model,
+        "policy": policy,
+        "max_subtasks": max_subtasks,
+        "decompose": decompose,
+    }
+    with GatewayClient(gateway, api_key=api_key) as client:
+        started = client.request("POST", "/fleet/runs", json_body=body)
+        final = follow(client, started["id"], quiet=as_json)
+    if as_json:
+        print(json.dumps(final, indent=2))
+    else:
+        show(final)
+    if final["status"] != "completed":
+        raise typer.Exit(1)
+
+
+def follow(client: GatewayClient, run_id: str, *, quiet: bool) -> dict[str, Any]:
+    """Live progress from the run's events; the final record."""
+    console = Console(stderr=True)
+    bars: dict[int, TaskID] = {}
+    answering = False
+    final: dict[str, Any] = {}
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[state]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, disable=quiet, transient=True) as progress:
+        for event in client.events(f"/fleet/runs/{run_id}/events"):
+            kind = event["type"]
+            if kind in ("run", "done"):
+                final = event["run"]
+                for d in final.get("delegations") or []:
+                    if d["index"] not in bars:
+                        label = f"#{d['index']} {d['neuron'] or '?'}"
+                        bars[d["index"]] = progress.add_task(label, total=1, state=d["status"])
+            elif kind == "delegation" and event["index"] in bars:
+                bar = bars[event["index"]]
+                state = event.get("status", "")
+                label = f"#{event['index']} {event.get('neuron') or ''}".strip()
+                done = 1 if state == "completed" else 0
+                progress.update(bar, completed=done, state=state, description=label)
+            elif kind == "answer" and not quiet:
+                if not answering:
+                    progress.stop()
+                    answering = True
+                Console(soft_wrap=True).print(event["text"], end="", highlight=False)
+            if kind == "done":
+                break
+    if answering:
+        print()
+    return final
+
+
+def show(view: dict[str, Any]) -> None:
+    console = Console(soft_wrap=True)
+    if view["status"] != "completed":
+        console.print(f"[red]run {view['status']}:[/] {view.get('reason')}", highlight=False)
+        return
+    console.print()
+    console.print(time_table(view))
+
+
+def time_table(view: dict[str, Any]) -> Table:
+    timings, schedule, baseline = view["timings"], view["schedule"], view["baseline"]
+    table = Table(title=f"run {view['id'][:8]}: {view['mode']}", box=None, show_header=False)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for name in ("decompose_s", "parallel_s", "synthesize_s", "total_s"):
+        table.add_row(name.removesuffix("_s"), _seconds(timings.get(name)))
+    table.add_row("lower bound", _seconds(schedule.get("lower_bound_s")))
+    table.add_row("predicted", _seconds(schedule.get("predicted_s")))
+    efficiency = schedule.get("efficiency")
+    table.add_row("efficiency", f"{efficiency:.0%}" if efficiency else "-")
+    table.add_row(
+        f"solo on {baseline.get('neuron') or '?'}", _seconds(baseline.get("estimated_solo_s"))
+    )
+    speedup = view.get("speedup_estimate")
+    table.add_row("speed-up", f"{speedup:.2f}x" if speedup else "-")
+    if view.get("reason"):
+        table.add_row("why", view["reason"])
+    return table
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+@runs_app.command("list")
+def list_runs(
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The most recent runs, newest first."""
+    with GatewayClient(gateway, api_key=api_key) as client:
+        views = client.request("GET", "/fleet/runs")
+    if as_json:
+        print(json.dumps(views, indent=2))
+        return
+    if not views:
+        Console().print('no runs yet: try ganglion run "TASK"')
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "STATUS", "MODE", "TOTAL", "SPEED-UP", "TASK"):
+        table.add_column(column, overflow="fold")
+    for v in views:
+        speedup = v.get("speedup_estimate")
+        table.add_row(
+            v["id"][:8],
+            v["status"],
+            v["mode"] or "-",
+            _seconds(v["timings"].get("total_s")),
+            f"{speedup:.2f}x" if speedup else "-",
+            v["task"][:60],
+        )
+    Console().print(table)
+
+
+@runs_app.command("show")
+def show_run(
+    run_id: Annotated[str, typer.Argument(metavar="ID", help="A run id (from runs list).")],
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    api_key: ApiKeyOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One run: the answer, each delegation, and where the time went."""
+    with GatewayClient(gateway, api_key=api_key) as client:
+        view = client.request("GET", f"/fleet/runs/{run_id}")
+    if as_json:
+        print(json.dumps(view, indent=2))
+        return
+    console = Console(soft_wrap=True)
+    console.print(f"[bold]task:[/] {view['task']}", highlight=False)
+    if view.get("answer"):
+        console.print(view["answer"], highlight=False)
+    table = Table(box=None, header_style="bold")
+    for column in ("#", "NEURON", "STATUS", "ATTEMPTS", "TOKENS", "SECONDS", "TOK/S"):
+        table.add_column(column)
+    for d in view["delegations"] or []:
+        table.add_row(
+            str(d["index"]),
+            d["neuron"] or "-",
+            d["status"],
+            str(d["attempts"]),
+            str(d["tokens"] or "-"),
+            _seconds(d["seconds"]),
+            f"{d['tokens_per_second']:.1f}" if d["tokens_per_second"] else "-",
+        )
+    if view["delegations"]:
+        console.print(table)
+    console.print(time_table(view))
