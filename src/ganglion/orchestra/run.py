@@ -28,7 +28,7 @@ from ganglion.gateway.dispatch import Dispatcher
 from ganglion.neurons.base import ChatRequest, TokenStats
 from ganglion.orchestra import plan as planning
 from ganglion.orchestra.events import RunEvents
-from ganglion.orchestra.schedule import POLICIES, Schedule, schedule, workers
+from ganglion.orchestra.schedule import POLICIES, Schedule, lower_bound, schedule, workers
 from ganglion.routing import Job, Router
 from ganglion.store import Store
 from ganglion.store import runs as records
@@ -37,6 +37,7 @@ from ganglion.store.schema import DelegationRow, RunRow
 log = logging.getLogger(__name__)
 
 PLAN_TOKENS = 600
+PLAN_ESTIMATE_TOKENS = 150  # what a plan usually costs the brain to write
 DIRECT_TOKENS = 512  # the budget of a direct answer when no plan says better
 SYNTHESIS_SHARE = 4  # the synthesis is budgeted a quarter of the parts it combines
 SYNTHESIS_TOKENS = (64, 512)
@@ -223,19 +224,28 @@ class Orchestra:
         return await self._decomposed(row.id, request, model, subtasks, plan, timings)
 
     def _worth_splitting(self, request: RunRequest, model: str) -> None:
+        """Before asking the brain: could splitting win even if the work split perfectly?
+
+        The task is taken to need :data:`DIRECT_TOKENS` of answer; planning costs
+        :data:`PLAN_ESTIMATE_TOKENS` and synthesis a quarter of the answer, both on the
+        fastest neuron; the parallel phase is its lower bound in ``max_subtasks`` equal parts.
+        """
         if request.decompose == "never":
             raise Direct("decomposition was turned off (--decompose never)")
         if request.decompose == "always":
             return
-        speeds = self._speeds(model)
-        pool = workers(speeds, self._slots(model))
+        pool = workers(self._speeds(model), self._slots(model))
         if len(pool) < 2:
             raise Direct(f"only one neuron slot serves {model}: nothing can run in parallel")
-        gain = sum(w.tokens_per_second for w in pool) / pool[0].tokens_per_second
-        if gain < MIN_GAIN:
+        fastest = pool[0].tokens_per_second
+        parts = [DIRECT_TOKENS / request.max_subtasks] * request.max_subtasks
+        overhead = (PLAN_ESTIMATE_TOKENS + DIRECT_TOKENS / SYNTHESIS_SHARE) / fastest
+        split = overhead + lower_bound(parts, [w.tokens_per_second for w in pool])
+        solo = DIRECT_TOKENS / fastest
+        if split >= solo:
             raise Direct(
-                f"the fleet's total speed is only {gain:.2f}x its fastest neuron "
-                f"({pool[0].neuron}): splitting cannot pay for planning and synthesis"
+                f"splitting would take about {split:.1f} s (planning, parallel work, synthesis) "
+                f"against {solo:.1f} s for {pool[0].neuron} alone"
             )
 
     def _still_worth_it(
