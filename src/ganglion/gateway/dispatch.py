@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ganglion.errors import (
     AllNeuronsFailed,
@@ -31,23 +30,14 @@ from ganglion.errors import (
 )
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
+from ganglion.fleet.traffic import FailureKind, RequestObserver, failure_kind
 from ganglion.neurons.base import Chunk, NeuronAdapter, TokenStats
 from ganglion.routing import Job, Router
 
 
-class Observer(Protocol):
-    """Who hears about every request (the Prometheus metrics)."""
-
-    def request_started(self, neuron: str, model: str, endpoint: str) -> None: ...
-
-    def request_finished(
-        self, neuron: str, model: str, endpoint: str, stats: TokenStats
-    ) -> None: ...
-
-    def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None: ...
-
-
 class Silent:
+    """An observer that hears nothing (when no metrics are kept)."""
+
     def request_started(self, neuron: str, model: str, endpoint: str) -> None:
         pass
 
@@ -65,16 +55,6 @@ class Timeouts:
 
 
 StreamFactory = Callable[[NeuronAdapter], AsyncIterator[Chunk]]
-
-
-def failure_kind(error: BaseException) -> str:
-    if isinstance(error, TimeoutError):
-        return "timeout"
-    if isinstance(error, NeuronStreamBroken):
-        return "stream_broken"
-    if isinstance(error, NeuronRequestError):
-        return "http_error"
-    return "unreachable"
 
 
 @dataclass
@@ -112,13 +92,13 @@ class Dispatcher:
         *,
         timeouts: Timeouts | None = None,
         max_attempts: int = 3,
-        observer: Observer | None = None,
+        observer: RequestObserver | None = None,
     ) -> None:
         self.registry = registry
         self.router = router
         self.timeouts = timeouts or Timeouts()
         self.max_attempts = max_attempts
-        self.observer: Observer = observer or Silent()
+        self.observer: RequestObserver = observer or Silent()
 
     async def open(
         self, job: Job, make: StreamFactory, *, endpoint: str, pinned: str | None = None
@@ -140,7 +120,9 @@ class Dispatcher:
                 first = await asyncio.wait_for(anext(stream), self.timeouts.first_byte_s)
             except NeuronRequestError as error:
                 await stack.aclose()
-                self.observer.request_failed(neuron.name, job.model, endpoint, "http_error")
+                self.observer.request_failed(
+                    neuron.name, job.model, endpoint, FailureKind.HTTP_ERROR
+                )
                 if error.status_code is not None and 400 <= error.status_code < 500:
                     raise NeuronRefused(str(error), error.status_code) from None
                 failures.append(await self._failed(neuron, error))
@@ -148,6 +130,12 @@ class Dispatcher:
                 await stack.aclose()
                 self.observer.request_failed(neuron.name, job.model, endpoint, failure_kind(error))
                 failures.append(await self._failed(neuron, error))
+            except BaseException:  # the caller went away before the first token
+                await stack.aclose()
+                self.observer.request_failed(
+                    neuron.name, job.model, endpoint, FailureKind.STREAM_BROKEN
+                )
+                raise
             else:
                 self.router.warm_up(neuron)
                 rest = self._rest(neuron, job.model, endpoint, first, stream, stack)
@@ -192,6 +180,7 @@ class Dispatcher:
         stack: contextlib.AsyncExitStack,
     ) -> AsyncIterator[Chunk]:
         chunk = first
+        ended = False
         try:
             while not chunk.done:
                 try:
@@ -200,12 +189,17 @@ class Dispatcher:
                     raise NeuronStreamBroken(f"{neuron.name} ended its answer early") from None
                 yield chunk
         except (NeuronError, TimeoutError) as error:
+            ended = True
             self.observer.request_failed(neuron.name, model, endpoint, failure_kind(error))
             reason = str(error) or f"no token for {self.timeouts.idle_s:.0f} s"
             await self.registry.record_failure(neuron, reason)
             raise BrokenMidStream(f"{neuron.name} failed mid-answer: {reason}") from None
         finally:
             await stack.aclose()
+            if not ended and not chunk.done:  # the caller went away mid-answer
+                self.observer.request_failed(
+                    neuron.name, model, endpoint, FailureKind.STREAM_BROKEN
+                )
         stats = chunk.stats or TokenStats()
         self.observer.request_finished(neuron.name, model, endpoint, stats)
         await self.registry.record_success(neuron, model, stats)
