@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -16,12 +17,16 @@ from ganglion.cli.bench import results_table, run_with_progress
 from ganglion.cli.local import NeuronsOption, wait_for_interrupt
 from ganglion.cli.neuron import neuron_table
 from ganglion.cli.options import DbOption
+from ganglion.cli.run import follow, show
 from ganglion.client import GatewayClient
 from ganglion.config import DEFAULT_HOST, DEFAULT_PORT, default_data_dir
 from ganglion.errors import GatewayError
 from ganglion.local.fleet import LocalFleet
 
 GATEWAY_START_S = 60.0
+SAMPLE_TASK = "Name three rivers, three mountains and three deserts, one line each."
+# always split, so the demo shows every phase; `ganglion run` decides for itself by default
+SAMPLE_RUN = {"task": SAMPLE_TASK, "decompose": "always", "max_subtasks": 3}
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +41,7 @@ def demo(
         bool, typer.Option("--once", help="Tear everything down after the tour (for scripts).")
     ] = False,
 ) -> None:
-    """Start the gateway and local neurons, measure them, and show the fleet.
+    """Start the gateway and local neurons, measure them, show the fleet, and run a task.
 
     Everything runs on 127.0.0.1 with the bundled SmolLM2-135M; Ctrl-C stops it all cleanly.
     """
@@ -63,14 +68,19 @@ def demo(
 
 
 def tour(client: GatewayClient, fleet: LocalFleet, url: str, say: Callable[[str], None]) -> None:
-    """Bring the local neurons up, measure them, and show the fleet."""
+    """Bring the local neurons up, measure them, show the fleet, and run a sample task."""
     fleet.up()
     say("measuring each neuron's decode speed (ganglion bench)")
     results = run_with_progress(client, {"neurons": fleet.names}, quiet=False)
     Console().print(results_table(results))
     Console().print(neuron_table(client.request("GET", "/fleet/neurons")))
-    say(f"\ngateway   {url}\nAPI docs  {url}/docs")
+    say(f"\na sample run: {SAMPLE_TASK!r}")
+    started = client.request("POST", "/fleet/runs", json_body=SAMPLE_RUN)
+    final = follow(client, started["id"], quiet=False)
+    show(final)
+    say(f"\ndashboard {url}/\ngateway   {url} (Ollama and OpenAI APIs)\nAPI docs  {url}/docs")
     say(f"try       ganglion neuron list --gateway {url}")
+    say(f'          ganglion run "your task" --gateway {url}')
 
 
 def start_gateway(port: int, db: str | None, say: Callable[[str], None]) -> subprocess.Popen[bytes]:
@@ -79,6 +89,12 @@ def start_gateway(port: int, db: str | None, say: Callable[[str], None]) -> subp
     command += ["--probe-interval", "2"]
     if db:
         command += ["--db", db]
+    with socket.socket() as probe:
+        if probe.connect_ex((DEFAULT_HOST, port)) == 0:
+            raise GatewayError(
+                f"something already listens on {DEFAULT_HOST}:{port} (an earlier gateway?): "
+                "stop it, or give the demo another --port"
+            )
     log = default_data_dir() / "logs" / "demo-gateway.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     say(f"starting the gateway on {DEFAULT_HOST}:{port} (log: {log})")
