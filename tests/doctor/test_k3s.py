@@ -43,6 +43,7 @@ def test_the_objects_and_their_labels(cli) -> None:
     assert service["metadata"]["annotations"] == {
         "ganglion.dev/api": "ollama",
         "ganglion.dev/port": "11434",
+        "ganglion.dev/node": "gpu-1",
     }
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"][0]["port"] == 11434

@@ -39,9 +39,17 @@ def serve(
             "non-loopback bind.",
         ),
     ] = False,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            help="Routing: finish-time (earliest predicted finish, default), least-busy, "
+            "round-robin."
+        ),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
-    """Start the gateway: fleet API, liveness probes, and the store.
+    """Start the gateway: the Ollama and OpenAI APIs for the fleet, the fleet API, runs,
+    liveness probes, the dashboard at /, and the store.
 
     Binds 127.0.0.1:11435 by default, open to local users. A non-loopback bind requires API
     keys, and is refused until an admin key exists (ganglion keys create --admin).
@@ -55,6 +63,7 @@ def serve(
         database_url=db,
         probe_interval_s=probe_interval,
         discover=discover,
+        routing_policy=policy,
         require_keys=require_keys or None,  # unset: GANGLION_REQUIRE_KEYS decides
     )
     preflight(settings)

@@ -18,6 +18,7 @@ from ganglion.doctor import DoctorError
 from ganglion.doctor.labels import (
     API_ANNOTATION,
     NEURON_LABELS,
+    NODE_ANNOTATION,
     OLLAMA_API,
     OLLAMA_PORT,
     PART_OF_LABEL,
@@ -171,7 +172,11 @@ def ollama_service(enlist: Enlistment) -> dict[str, Any]:
             "name": enlist.name,
             "namespace": enlist.namespace,
             "labels": {**_selector(enlist), **NEURON_LABELS},
-            "annotations": {API_ANNOTATION: OLLAMA_API, PORT_ANNOTATION: str(OLLAMA_PORT)},
+            "annotations": {
+                API_ANNOTATION: OLLAMA_API,
+                PORT_ANNOTATION: str(OLLAMA_PORT),
+                NODE_ANNOTATION: enlist.node,
+            },
         },
         "spec": {
             "selector": _selector(enlist),
