@@ -4,7 +4,7 @@ process (``python -m ganglion serve`` / ``ganglion sim``), all stopped when the 
     with Fleet() as fleet:                       # a temporary folder for logs and databases
         gateway = fleet.gateway(policy="finish-time")
         for name, tps in {"gpu": 90, "cpu": 5.5}.items():
-            gateway.add(fleet.sim(tps, model="m"), name)
+            gateway.add(fleet.sim(tps, model="m").url, name)
         gateway.bench()                           # measure each neuron's decode speed
 
 Closing the fleet (leaving the ``with`` block, also on Ctrl-C or SIGTERM) stops every
@@ -95,8 +95,9 @@ class Gateway:
     def url(self) -> str:
         return self.process.url
 
-    def add(self, sim: Process, name: str, *, slots: int = 1) -> None:
-        body = {"url": sim.url, "name": name, "node": name, "slots": slots}
+    def add(self, url: str, name: str, *, slots: int = 1) -> None:
+        """Register the neuron at ``url``, on a node of its own."""
+        body = {"url": url, "name": name, "node": name, "slots": slots}
         response = httpx.post(f"{self.url}/fleet/neurons", json=body, timeout=30)
         response.raise_for_status()
 
@@ -135,7 +136,9 @@ class Fleet:
         process.start(ready_path)
         return process
 
-    def sim(self, tps: float, *, model: str, name: str = "sim", extra: list[str] | None = None) -> Process:
+    def sim(
+        self, tps: float, *, model: str, name: str = "sim", extra: list[str] | None = None
+    ) -> Process:
         args = ["sim", "--model", model, "--tps", str(tps), "--name", name, *(extra or [])]
         return self._spawn(args, "/api/version", {})
 

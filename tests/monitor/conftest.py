@@ -1,4 +1,5 @@
-"""The gateway in-process for monitor tests, and a reader for its event stream.
+"""The gateway in-process for monitor tests, a reader for its event stream, and the
+browser (Debian's Chromium driven by Playwright) for the page's tests.
 
 httpx's ``ASGITransport`` waits for a whole response body, which an event stream never
 ends, so :class:`EventStream` drives the ASGI app directly and parses events as they come.
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -21,7 +23,11 @@ from fastapi import FastAPI
 from ganglion.config import Settings
 from ganglion.gateway.app import create_app
 from ganglion.gateway.state import Gateway
+from tests.conftest import need
 from tests.fakes import FakeFleet
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, ConsoleMessage, Page
 
 
 @dataclass
@@ -138,3 +144,56 @@ class EventStream:
             elif line.startswith("data:"):
                 data.append(line[5:].strip())
         return (kind, json.loads("\n".join(data))) if data else None
+
+
+# --- the browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "monitor"
+VIEWPORT = {"width": 1440, "height": 900}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    need(importlib.util.find_spec("playwright") is not None, "Playwright (Python) is missing")
+    need(CHROMIUM.exists(), f"Chromium is missing at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@dataclass
+class Console:
+    """Every console error and uncaught exception of a page."""
+
+    errors: list[str] = field(default_factory=list)
+
+    def watch(self, page: Page) -> Page:
+        page.on("console", self._message)
+        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        return page
+
+    def _message(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+
+@pytest.fixture
+def browser_page(browser: Browser) -> Iterator[tuple[Page, Console]]:
+    """A fresh page, closed before the gateway stops (an open event stream delays it)."""
+    console = Console()
+    tab = console.watch(browser.new_page(viewport=VIEWPORT))
+    yield tab, console
+    tab.close()

@@ -5,11 +5,10 @@ Screenshots land in ``test-artifacts/monitor/`` at the repository root.
 
 from __future__ import annotations
 
-import importlib.util
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,64 +18,16 @@ import uvicorn
 
 from ganglion.config import Settings
 from ganglion.gateway.app import create_app
-from tests.conftest import Proc, Spawner, free_port, need, run_cli, wait_http
+from tests.conftest import Proc, Spawner, free_port, run_cli, wait_http
 from tests.fakes import FakeFleet, FakeOllama
+from tests.monitor.conftest import ARTIFACTS, Console
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser, ConsoleMessage, Page
+    from playwright.sync_api import Page
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "monitor"
 PROBE_INTERVAL = 0.5
-VIEWPORT = {"width": 1440, "height": 900}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    need(importlib.util.find_spec("playwright") is not None, "Playwright (Python) is missing")
-    need(CHROMIUM.exists(), f"Chromium is missing at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
-@dataclass
-class Console:
-    """Every console error and uncaught exception of a page."""
-
-    errors: list[str] = field(default_factory=list)
-
-    def watch(self, page: Page) -> Page:
-        page.on("console", self._message)
-        page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
-        return page
-
-    def _message(self, message: ConsoleMessage) -> None:
-        if message.type == "error":
-            self.errors.append(message.text)
-
-
-@pytest.fixture
-def browser_page(browser: Browser) -> Iterator[tuple[Page, Console]]:
-    """A fresh page, closed before the gateway stops (an open event stream delays it)."""
-    console = Console()
-    tab = console.watch(browser.new_page(viewport=VIEWPORT))
-    yield tab, console
-    tab.close()
 
 
 def status_of(page: Page, name: str) -> str | None:

@@ -237,6 +237,7 @@ def test_command_is_loopback_one_thread_with_the_alias(tmp_path: Path) -> None:
         "--n_ctx": "2048",
         "--n_threads": "1",
         "--n_threads_batch": "1",
+        "--interrupt_requests": "false",  # probes must not cut answers short
     }
     assert server.url == "http://127.0.0.1:8123"
     assert LlamaServer(tmp_path / "m.gguf", embedding=True).command()[-2:] == [

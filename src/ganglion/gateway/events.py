@@ -13,21 +13,25 @@ One client's stream::
     event: removed
     data: {"name": "gpu-1"}
 
+    event: run
+    data: RunView                         (a run started, or it or a delegation changed)
+
     : keep-alive                          (after 15 s without an event)
 
 Every change is published under a *topic* (``neuron/NAME``). Each client holds a mailbox
 with only the newest event per topic, bounded in size, and is sent at most one event per
 topic every ``coalesce_s``: a slow client skips stale states rather than queueing them
 (if its mailbox overflows it gets a fresh snapshot), and the gateway never waits for a
-client. Another kind of event (runs) shares the stream by publishing under its own topic
-(``run/ID``) through :meth:`FleetEvents.publish`.
+client. Runs share the stream: :class:`RunFeed` follows the orchestrator and publishes
+each run's view under its own topic (``run/ID``) through :meth:`FleetEvents.publish`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -39,6 +43,8 @@ from ganglion.errors import UnknownNeuron
 from ganglion.fleet.model import Neuron, NeuronView
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.speed import SpeedBook
+
+log = logging.getLogger(__name__)
 
 COALESCE_S = 0.2
 KEEPALIVE_S = 15.0
@@ -178,11 +184,79 @@ class FleetEvents:
             self._mailboxes.discard(mailbox)
 
 
+RunViewer = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+def compact_run(view: dict[str, Any]) -> dict[str, Any]:
+    """A run's view without its texts (the answer, each delegation's output): what a
+    timeline needs, sent often. ``GET /fleet/runs/{id}`` has the rest."""
+    delegations = view.get("delegations") or []
+    return {key: value for key, value in view.items() if key != "answer"} | {
+        "delegations": [{k: v for k, v in d.items() if k != "output"} for d in delegations]
+    }
+
+
+class RunFeed:
+    """Puts runs on the stream: a ``run`` event carrying the run's whole view whenever the
+    run or one of its delegations changes, at most one per run every ``coalesce_s``.
+
+    The orchestrator's listeners are called synchronously, in the middle of its work, so
+    :meth:`changed` only marks the run; one task per run reads the view from the store and
+    publishes it, then again (after ``coalesce_s``) if anything changed meanwhile. Nothing
+    is read while no client is connected, and the answer's streamed text is not followed.
+    """
+
+    def __init__(
+        self, hub: FleetEvents, view: RunViewer, *, coalesce_s: float = COALESCE_S
+    ) -> None:
+        self.hub = hub
+        self.view = view
+        self.coalesce_s = coalesce_s
+        self._dirty: set[str] = set()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
+
+    def changed(self, run_id: str, event: dict[str, Any]) -> None:
+        """A :class:`~ganglion.orchestra.events.RunEvents` listener."""
+        if self._closed or not self.hub.clients or event.get("type") == "answer":
+            return
+        self._dirty.add(run_id)
+        if run_id not in self._tasks:
+            self._tasks[run_id] = asyncio.create_task(self._flush(run_id), name=f"feed-{run_id}")
+
+    async def _flush(self, run_id: str) -> None:
+        try:
+            while run_id in self._dirty:
+                self._dirty.discard(run_id)
+                view = await self.view(run_id)
+                if view is not None:
+                    self.hub.publish(f"run/{run_id}", Event("run", compact_run(view)))
+                await asyncio.sleep(self.coalesce_s)
+        except Exception:  # the stream misses an update; the run and the gateway go on
+            log.exception("could not publish run %s on the event stream", run_id)
+        finally:
+            self._tasks.pop(run_id, None)
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Runs inside the app's own lifespan, once the registry exists."""
-    app.state.fleet_events = FleetEvents(app.state.gateway.registry)
-    yield
+    """Runs inside the app's own lifespan, once the gateway (registry, orchestra) exists."""
+    gateway = app.state.gateway
+    hub = FleetEvents(gateway.registry)
+    feed = RunFeed(hub, gateway.orchestra.view)
+    gateway.orchestra.events.listen(feed.changed)
+    app.state.fleet_events = hub
+    try:
+        yield
+    finally:
+        await feed.close()
 
 
 def _hub(request: Request) -> FleetEvents:
@@ -201,7 +275,7 @@ router = APIRouter(prefix="/fleet", tags=["monitor"], lifespan=lifespan)
     responses={200: {"content": {"text/event-stream": {}}, "description": "An SSE stream"}},
 )
 async def fleet_events(hub: EventsDep) -> StreamingResponse:
-    """Live fleet changes: a ``snapshot``, then ``neuron`` and ``removed`` events."""
+    """Live fleet changes: a ``snapshot``, then ``neuron``, ``removed`` and ``run`` events."""
     return StreamingResponse(
         hub.stream(),
         media_type="text/event-stream",

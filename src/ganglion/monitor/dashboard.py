@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse
 STATIC = files("ganglion.monitor") / "static"
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
+    "runs.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
     "favicon.svg": "image/svg+xml",
 }

@@ -2,7 +2,8 @@
 //
 // State arrives over server-sent events from GET /fleet/events: a "snapshot" of every
 // neuron, then "neuron" (added or changed) and "removed" events. Changes are batched
-// into one DOM update per animation frame, so 200 neurons stay smooth.
+// into one DOM update per animation frame, so 200 neurons stay smooth. The Runs section
+// (runs.js) shares the stream, the API calls and the tooltip through window.synapse.
 "use strict";
 
 (() => {
@@ -40,7 +41,7 @@
     drawerFrom: null, // the gauge that opened it, to return focus
     historyTimer: 0,
     historyAt: 0,
-    handlers: new Map(), // event kind -> handler; a runs view adds its own with on()
+    handlers: new Map(), // event kind -> [handler]; the runs view adds its own with on()
   };
 
   // ---- small DOM helpers
@@ -407,7 +408,7 @@
   }
 
   function on(kind, handler) {
-    state.handlers.set(kind, handler);
+    state.handlers.set(kind, [...(state.handlers.get(kind) || []), handler]);
   }
 
   on("snapshot", (data) => {
@@ -489,8 +490,10 @@
       else if (field === "data") data.push(value);
       else if (field === "retry" && /^\d+$/.test(value)) state.retryMs = Number(value);
     }
-    const handler = state.handlers.get(kind);
-    if (handler && data.length) handler(JSON.parse(data.join("\n")));
+    const handlers = state.handlers.get(kind);
+    if (!handlers || !data.length) return;
+    const payload = JSON.parse(data.join("\n"));
+    for (const handler of handlers) handler(payload);
   }
 
   function watchdog() {
@@ -519,14 +522,12 @@
       localStorage.setItem(KEY_STORE, key);
       setLive("connecting", "Connecting…");
       connect();
-  setInterval(watchdog, 5000);
     });
     $("key-forget").addEventListener("click", () => {
       state.key = "";
       localStorage.removeItem(KEY_STORE);
       $("key-dialog").close();
       connect();
-  setInterval(watchdog, 5000);
     });
   }
 
@@ -535,7 +536,6 @@
   function showTooltip(card) {
     const view = state.neurons.get(card.dataset.neuron);
     if (!view) return;
-    const tip = $("tooltip");
     const rows = [
       ["Node", view.node],
       ["Endpoint", `${view.url} (${view.api})`],
@@ -546,25 +546,35 @@
     ];
     const facts = h("dl");
     for (const [term, value] of rows) facts.append(h("dt", { text: term }), h("dd", { text: value }));
-    tip.replaceChildren(
+    placeTooltip(
+      card,
+      view.name,
       h("div", { class: "tt-name" }, view.name, h("span", { class: `pill ${view.status}`, text: WORDS[view.status] })),
       facts,
       view.reason ? h("div", { class: `tt-reason ${view.status}`, text: view.reason }) : null,
       h("div", { class: "tt-hint", text: "Enter or click for history and errors" }),
     );
+  }
+
+  // Shows the tooltip next to ``anchor`` (below it, or above when there is no room);
+  // ``key`` says what it is about, so hovering the same thing again does not redraw it.
+  function placeTooltip(anchor, key, ...children) {
+    const tip = $("tooltip");
+    tip.replaceChildren(...children.filter((child) => child != null));
     tip.hidden = false;
-    const box = card.getBoundingClientRect();
+    const box = anchor.getBoundingClientRect();
     const width = tip.offsetWidth, height = tip.offsetHeight;
     let left = Math.min(Math.max(8, box.left), window.innerWidth - width - 8);
     let top = box.bottom + 8;
     if (top + height > window.innerHeight - 8) top = Math.max(8, box.top - height - 8);
     tip.style.left = `${left}px`;
     tip.style.top = `${top}px`;
-    tip.dataset.for = view.name;
+    tip.dataset.for = key;
   }
 
   function hideTooltip() {
     $("tooltip").hidden = true;
+    $("tooltip").dataset.for = "";
   }
 
   // ---- keyboard and pointer on the minimap
@@ -766,6 +776,21 @@
       if (event.key === "Escape" && state.drawer && !$("key-dialog").open) closeDrawer();
     });
   }
+
+  // ---- what the runs view (runs.js) uses
+
+  window.synapse = {
+    on,
+    api,
+    h,
+    s,
+    fmt,
+    plural,
+    ago,
+    clock,
+    neuron: (name) => state.neurons.get(name),
+    tooltip: { show: placeTooltip, hide: hideTooltip, about: () => $("tooltip").dataset.for || "" },
+  };
 
   // ---- start
 
