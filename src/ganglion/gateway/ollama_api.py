@@ -86,19 +86,8 @@ async def show(body: wire.ShowRequest, gateway: GatewayDep) -> dict[str, Any]:
 async def chat(
     body: wire.ChatRequest, request: Request, gateway: GatewayDep
 ) -> StreamingResponse | JSONResponse:
-    common, native_options = relay.split_options(dict(body.options))
-    native = {**(body.model_extra or {}), "options": native_options}
-    max_tokens = _int(native_options.pop("num_predict", None))
-    internal = ChatRequest(
-        model=body.model,
-        messages=body.messages,
-        max_tokens=max_tokens,
-        format=body.format or None,
-        options=common,
-        native=native,
-        native_dialect=Dialect.OLLAMA,
-    )
-    job = relay.job(body.model, [m.get("content", "") for m in body.messages], max_tokens)
+    internal = ChatRequest(model=body.model, messages=body.messages, **_shared(body))
+    job = relay.job(body.model, [m.get("content", "") for m in body.messages], internal.max_tokens)
     stream = await gateway.dispatcher.open(
         job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=relay.pinned(request)
     )
@@ -109,19 +98,8 @@ async def chat(
 async def generate(
     body: wire.GenerateRequest, request: Request, gateway: GatewayDep
 ) -> StreamingResponse | JSONResponse:
-    common, native_options = relay.split_options(dict(body.options))
-    native = {**(body.model_extra or {}), "options": native_options}
-    max_tokens = _int(native_options.pop("num_predict", None))
-    internal = GenerateRequest(
-        model=body.model,
-        prompt=body.prompt,
-        max_tokens=max_tokens,
-        format=body.format or None,
-        options=common,
-        native=native,
-        native_dialect=Dialect.OLLAMA,
-    )
-    job = relay.job(body.model, [body.prompt], max_tokens)
+    internal = GenerateRequest(model=body.model, prompt=body.prompt, **_shared(body))
+    job = relay.job(body.model, [body.prompt], internal.max_tokens)
     stream = await gateway.dispatcher.open(
         job,
         lambda a: a.generate_stream(internal),
@@ -149,6 +127,19 @@ async def embeddings(
 ) -> JSONResponse:
     neuron, result = await relay.embed(gateway, body.model, [body.prompt], relay.pinned(request))
     return JSONResponse({"embedding": result.vectors[0]}, headers=relay.served_by(neuron))
+
+
+def _shared(body: wire.ChatRequest | wire.GenerateRequest) -> dict[str, Any]:
+    """The fields chat and generate share, split into what every dialect understands and
+    what only an Ollama neuron should get (``keep_alive``, ``num_ctx``...)."""
+    common, native_options = relay.split_options(dict(body.options))
+    return {
+        "max_tokens": _int(native_options.pop("num_predict", None)),
+        "format": body.format or None,
+        "options": common,
+        "native": {**(body.model_extra or {}), "options": native_options},
+        "native_dialect": Dialect.OLLAMA,
+    }
 
 
 async def _answer(
