@@ -2,7 +2,7 @@
 process (``python -m ganglion serve`` / ``ganglion sim``), all stopped when the fleet closes.
 
     with Fleet() as fleet:                       # a temporary folder for logs and databases
-        gateway = fleet.gateway(policy="finish-time")
+        gateway = fleet.gateway(env={"GANGLION_ROUTING_POLICY": "finish-time"})
         for name, tps in {"gpu": 90, "cpu": 5.5}.items():
             gateway.add(fleet.sim(tps, model="m").url, name)
         gateway.bench()                           # measure each neuron's decode speed

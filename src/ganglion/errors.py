@@ -16,6 +16,7 @@
     ├── DispatchError               the fleet could not serve a request (has an HTTP ``status``)
     │   ├── NoNeuronForModel        no active neuron serves the model (404)
     │   ├── FleetSaturated          every queue for the model is full: retry later (503)
+    │   ├── PinnedUnavailable       the neuron asked for by name is offline or suspended (503)
     │   ├── AllNeuronsFailed        every candidate failed before its first token (502)
     │   ├── NeuronRefused           the neuron refused the request itself, a 4xx (passed on)
     │   └── BrokenMidStream         the neuron failed after the answer had started (502)
@@ -125,6 +126,10 @@ class FleetSaturated(DispatchError):
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class PinnedUnavailable(DispatchError):
+    status = 503
 
 
 class AllNeuronsFailed(DispatchError):

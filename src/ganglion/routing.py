@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ganglion.errors import NoNeuronForModel, PinnedUnavailable
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
 
@@ -207,14 +208,28 @@ class Router:
         """Candidates for ``job``, best first: neurons cooling down and full ones go last
         (full ones not at all); a pinned neuron is the only candidate."""
         if pinned is not None:
-            neuron = self.registry.get(pinned)
-            return [self.estimate(neuron, job)]
+            return [self.estimate(self._pinned(pinned, job.model), job)]
         now = self.clock()
         open_ = [n for n in self.serving(job.model) if not self.full(n)]
         ranked = self.policy.rank([self.estimate(n, job) for n in open_])
         warm = [e for e in ranked if self.book(e.neuron).cool_until <= now]
         cooling = [e for e in ranked if self.book(e.neuron).cool_until > now]
         return warm + cooling
+
+    def _pinned(self, name: str, model: str) -> Neuron:
+        """The neuron a caller asked for by name, if it can take the job."""
+        neuron = self.registry.get(name)
+        if not neuron.is_active:
+            raise PinnedUnavailable(
+                f"neuron {name!r} is {neuron.status}: {neuron.reason}; resume it, or send the "
+                "request without the X-Ganglion-Neuron header"
+            )
+        if not any(same_model(model, m) for m in neuron.models):
+            raise NoNeuronForModel(
+                f"neuron {name!r} does not serve {model!r} (it serves "
+                f"{', '.join(neuron.models) or 'nothing'})"
+            )
+        return neuron
 
     def retry_after_s(self, model: str) -> float:
         """When a saturated fleet will likely have room for one more job."""

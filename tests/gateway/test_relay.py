@@ -227,3 +227,44 @@ async def test_native_fields_reach_a_neuron_of_the_same_dialect(
     await http.post("/api/chat", json=body)
     assert seen[0]["keep_alive"] == "5m"
     assert seen[0]["options"] == {"num_ctx": 4096, "temperature": 0.1, "num_predict": 2}
+
+
+async def test_a_pinned_neuron_must_be_able_to_take_the_job(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, _ = client
+    await http.post("/fleet/neurons/slow/suspend")
+    suspended = await http.post("/api/chat", json=CHAT, headers={"X-Ganglion-Neuron": "slow"})
+    assert suspended.status_code == 503
+    assert "suspended" in suspended.json()["error"]
+    fleet.add("other:11434", models=["qwen"])
+    await http.post("/fleet/neurons", json={"url": "http://other:11434", "name": "other"})
+    wrong = await http.post("/api/chat", json=CHAT, headers={"X-Ganglion-Neuron": "other"})
+    assert wrong.status_code == 404
+    assert "does not serve" in wrong.json()["error"]
+
+
+async def test_a_neuron_too_busy_to_answer_fails_over(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, _ = client
+    fleet.neurons["fast:11434"].refuse = 429
+    response = await http.post("/api/chat", json=CHAT | {"stream": False})
+    assert response.status_code == 200
+    assert response.headers["X-Ganglion-Neuron"] == "slow"
+
+
+async def test_bad_run_requests_are_422_with_the_reason(
+    client: tuple[httpx.AsyncClient, Gateway],
+) -> None:
+    http, _ = client
+    for body, words in [
+        ({"task": "x", "policy": "fastest-ever"}, "unknown policy"),
+        ({"task": "  "}, "task is empty"),
+        ({"task": "x", "decompose": "sometimes"}, "unknown decompose mode"),
+    ]:
+        response = await http.post("/fleet/runs", json=body)
+        assert response.status_code == 422, response.text
+        assert words in response.json()["error"]
+    missing = await http.get("/fleet/runs/nope")
+    assert missing.status_code == 404

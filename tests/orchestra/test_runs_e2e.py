@@ -166,6 +166,9 @@ def test_a_gateway_restart_resumes_without_recomputing(spawn: Spawner, tmp_path:
     view = wait_for(again, started["id"], lambda v: v["status"] != "running")
     assert view["status"] == "completed"
     assert all(d["status"] == "completed" for d in view["delegations"])
+    timings = view["timings"]  # wall time across the restart, downtime included
+    assert timings["total_s"] >= timings["decompose_s"] + timings["parallel_s"]
+    assert view["schedule"]["efficiency"] <= 1.0
     for d in view["delegations"]:
         if d["index"] in done_before:
             assert (d["attempts"], d["output"]) == (1, done_before[d["index"]])

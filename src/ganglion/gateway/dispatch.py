@@ -123,7 +123,7 @@ class Dispatcher:
                 self.observer.request_failed(
                     neuron.name, job.model, endpoint, FailureKind.HTTP_ERROR
                 )
-                if error.status_code is not None and 400 <= error.status_code < 500:
+                if error.status_code is not None and _callers_fault(error.status_code):
                     raise NeuronRefused(str(error), error.status_code) from None
                 failures.append(await self._failed(neuron, error))
             except (NeuronError, TimeoutError, StopAsyncIteration) as error:
@@ -210,3 +210,9 @@ async def _close(stream: AsyncIterator[Chunk]) -> None:
     if closer is not None:
         with contextlib.suppress(Exception):
             await closer()
+
+
+def _callers_fault(status: int) -> bool:
+    """A 4xx is the caller's to fix, except a neuron too busy (429) or too slow (408) to
+    take it now: those fail over like a 5xx."""
+    return 400 <= status < 500 and status not in (408, 429)

@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ganglion.errors import DispatchError, GanglionError, NeuronError, NoNeuronForModel
+from ganglion.errors import (
+    ConfigError,
+    DispatchError,
+    GanglionError,
+    NeuronError,
+    NoNeuronForModel,
+)
 from ganglion.fleet.registry import Registry
 from ganglion.gateway.dispatch import Dispatcher
 from ganglion.neurons.base import ChatRequest, TokenStats
@@ -41,9 +47,6 @@ PLAN_ESTIMATE_TOKENS = 150  # what a plan usually costs the brain to write
 DIRECT_TOKENS = 512  # the budget of a direct answer when no plan says better
 SYNTHESIS_SHARE = 4  # the synthesis is budgeted a quarter of the parts it combines
 SYNTHESIS_TOKENS = (64, 512)
-MIN_GAIN = (
-    1.15  # the fleet's total speed over its fastest neuron's below which splitting never pays
-)
 DECOMPOSE_MODES = ("auto", "always", "never")
 
 
@@ -58,15 +61,18 @@ class RunRequest:
 
     def check(self) -> None:
         if not self.task.strip():
-            raise GanglionError("the task is empty: give the task to run as text")
+            raise ConfigError("the task is empty: give the task to run as text")
         if self.policy not in POLICIES:
-            raise GanglionError(
+            raise ConfigError(
                 f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}"
             )
         if self.decompose not in DECOMPOSE_MODES:
-            raise GanglionError(f"--decompose is one of {', '.join(DECOMPOSE_MODES)}")
+            raise ConfigError(
+                f"unknown decompose mode {self.decompose!r}: choose one of "
+                f"{', '.join(DECOMPOSE_MODES)}"
+            )
         if not 2 <= self.max_subtasks <= 32:
-            raise GanglionError("--max-subtasks must be between 2 and 32")
+            raise ConfigError(f"max_subtasks is {self.max_subtasks}: give 2 to 32")
 
 
 class Direct(Exception):
@@ -175,7 +181,6 @@ class Orchestra:
     async def _carry(self, run_id: str) -> None:
         row = await asyncio.to_thread(records.get_run, self.store, run_id)
         assert row is not None
-        started = self.clock()
         timings = dict(row.timings or {})
         try:
             await self._publish(run_id)
@@ -188,7 +193,8 @@ class Orchestra:
             await self._save(run_id, status="failed", reason=reason, finished_at=utcnow())
             await self._publish(run_id, done=True)
             return
-        timings["total_s"] = round(self.clock() - started + timings.get("resumed_after_s", 0.0), 3)
+        # wall time from the request, so a run resumed after a restart counts its downtime
+        timings["total_s"] = round((utcnow() - _aware(row.created_at)).total_seconds(), 3)
         await self._save(run_id, timings=timings, status="completed", answer=answer, **extra)
         await self._finish(run_id)
 
@@ -394,9 +400,15 @@ class Orchestra:
         if fresh:
             await asyncio.to_thread(records.add_delegations, self.store, fresh)
         await self._publish(run_id)
-        start = self.clock()
-        await self._delegate_all(run_id, model, subtasks, plan, existing)
-        parallel = self.clock() - start
+        if "parallel_s" in timings:  # resumed after the parallel phase had ended
+            parallel = float(timings["parallel_s"])
+        else:
+            began = timings.setdefault("parallel_started_at", time.time())
+            await self._save(run_id, timings=timings)
+            await self._delegate_all(run_id, model, subtasks, plan, existing)
+            parallel = time.time() - float(began)  # across a restart, the downtime counts
+            timings["parallel_s"] = round(parallel, 3)
+            await self._save(run_id, timings=timings)
         rows = await asyncio.to_thread(records.delegations, self.store, run_id)
         failed = [d.index for d in rows if d.status != "completed"]
         if failed:
@@ -536,6 +548,11 @@ class Orchestra:
 def synthesis_budget(subtasks: list[planning.Subtask]) -> int:
     low, high = SYNTHESIS_TOKENS
     return min(max(sum(s.expected_tokens for s in subtasks) // SYNTHESIS_SHARE, low), high)
+
+
+def _aware(stamp: datetime) -> datetime:
+    """SQLite returns naive datetimes; ours are all UTC."""
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -167,30 +167,32 @@
 
   // ---- the list
 
+  // Rows are kept and updated in place, so a click never lands on a row being replaced.
   function drawList() {
     const list = $("run-list");
-    const focused = document.activeElement?.closest?.(".run-row")?.dataset.run;
     const views = newestFirst().slice(0, LIST_LIMIT);
-    list.replaceChildren(...views.map(listItem));
+    const rows = new Map([...list.children].map((li) => [li.firstChild.dataset.run, li]));
+    const items = views.map((view) => {
+      const li = rows.get(view.id) || h("li", {}, h("button", { type: "button", class: "run-row", "data-run": view.id }));
+      drawRow(li.firstChild, view);
+      return li;
+    });
+    items.forEach((li, at) => {
+      if (list.children[at] !== li) list.insertBefore(li, list.children[at] || null);
+    });
+    while (list.children.length > items.length) list.lastChild.remove();
     $("runs-empty").hidden = views.length > 0;
-    if (focused) list.querySelector(`[data-run="${focused}"]`)?.focus();
   }
 
-  function listItem(view) {
+  function drawRow(button, view) {
     const running = view.status === "running";
     const total = running ? nowS(view.id) : view.timings?.total_s ?? view.timeline?.elapsed_s;
     const facts = [view.mode || (running ? "planning" : "–"), running ? `${secs(total)} so far` : secs(total)];
     if (view.speedup_estimate != null) facts.push(`${times(view.speedup_estimate)} speed-up`);
-    const button = h(
-      "button",
-      {
-        type: "button",
-        class: "run-row",
-        "data-run": view.id,
-        "data-status": view.status,
-        "aria-current": String(view.id === state.selected),
-        "aria-label": `${WORDS[view.status] || view.status} run: ${view.task}. ${facts.join(", ")}.`,
-      },
+    button.dataset.status = view.status;
+    button.setAttribute("aria-current", String(view.id === state.selected));
+    button.setAttribute("aria-label", `${WORDS[view.status] || view.status} run: ${view.task}. ${facts.join(", ")}.`);
+    button.replaceChildren(
       h("span", { class: `pill run-${view.status}`, text: WORDS[view.status] || view.status }),
       h("span", { class: "run-task", text: view.task }),
       h(
@@ -200,7 +202,6 @@
         h("time", { datetime: view.created_at || "", text: view.created_at ? ago(view.created_at) : "" }),
       ),
     );
-    return h("li", {}, button);
   }
 
   function setupList() {
@@ -282,7 +283,7 @@
     const lanes = new Set(d.map((x) => x.neuron).filter(Boolean)).size;
     const direct = view.mode === "direct";
     const items = [
-      figure("Total", running ? secs(nowS(view.id)) : secs(view.timings?.total_s), running ? "so far" : view.mode || "", "total"),
+      figure("Total", running ? secs(nowS(view.id)) : secs(view.timings?.total_s), running ? "so far" : "", "total"),
       direct
         ? figure("Mode", "direct", "one neuron answered", "mode")
         : figure(
