@@ -638,9 +638,16 @@
         bars[next].focus();
       }
     });
+    // Redraw for a new width, in the next frame: drawing changes the box's height, and doing
+    // that inside the observer's callback would make it report a resize loop.
+    let pending = 0;
     new ResizeObserver(() => {
-      const known = state.selected && entry(state.selected);
-      if (known && Math.abs(box.clientWidth - state.width) > 2) drawChart(known.view);
+      if (pending || Math.abs(box.clientWidth - state.width) <= 2) return;
+      pending = requestAnimationFrame(() => {
+        pending = 0;
+        const known = state.selected && entry(state.selected);
+        if (known) drawChart(known.view);
+      });
     }).observe(box);
   }
 
