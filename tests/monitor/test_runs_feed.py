@@ -149,6 +149,15 @@ def test_once_every_delegation_is_done_the_synthesis_is_under_way() -> None:
     assert line["synthesize"] == {"start_s": 4.5, "end_s": None}
 
 
+def test_the_parallel_phase_starts_when_the_orchestra_recorded_it() -> None:
+    timings = {"decompose_s": 2.0, "parallel_started_at": at(2.05).timestamp(), "parallel_s": 2.5}
+    row = run_row(mode="decomposed", plan=PLAN, timings=timings)
+    rows = [delegation(0, "completed", 2.1, 4.0), delegation(1, "completed", 2.2, 4.5)]
+    line = run_view(row, rows, now=at(5.0))["timeline"]
+    assert line["parallel"] == {"start_s": 2.05, "end_s": 4.55}
+    assert line["synthesize"] == {"start_s": 4.55, "end_s": None}
+
+
 def test_a_finished_run_takes_its_measured_phases() -> None:
     timings = {"decompose_s": 2.0, "parallel_s": 2.5, "synthesize_s": 1.0, "total_s": 5.7}
     row = run_row(

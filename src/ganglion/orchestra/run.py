@@ -399,6 +399,13 @@ class Orchestra:
         ]
         if fresh:
             await asyncio.to_thread(records.add_delegations, self.store, fresh)
+        early = {  # known before the work starts, so a live view can draw the bound
+            "policy": plan.policy,
+            "lower_bound_s": round(plan.lower_bound_s, 3),
+            "predicted_s": round(plan.predicted_s, 3),
+            "efficiency": None,
+        }
+        await self._save(run_id, schedule=early)
         await self._publish(run_id)
         if "parallel_s" in timings:  # resumed after the parallel phase had ended
             parallel = float(timings["parallel_s"])
@@ -627,7 +634,12 @@ def timeline(row: RunRow, rows: list[DelegationRow], now: datetime) -> dict[str,
     elif row.mode is None and row.status == "running":
         decompose = {"start_s": 0.0, "end_s": None}
     if row.mode is not None:
-        begin = _since(row.created_at, min(starts)) if starts else decompose_s or 0.0
+        began = timings.get("parallel_started_at")  # wall clock, seconds since the epoch
+        begin: float | None
+        if began is not None and row.created_at is not None:
+            begin = round(float(began) - _aware(row.created_at).timestamp(), 3)
+        else:
+            begin = _since(row.created_at, min(starts)) if starts else decompose_s or 0.0
         end = None if parallel_s is None or begin is None else round(begin + parallel_s, 3)
         if end is None and all_done:
             end = _since(row.created_at, max(ends))
@@ -642,16 +654,11 @@ def timeline(row: RunRow, rows: list[DelegationRow], now: datetime) -> dict[str,
     }
 
 
-def _utc(stamp: datetime) -> datetime:
-    """Stores without time zones (SQLite) hand back naive datetimes: they are UTC."""
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
 def _utc_iso(stamp: datetime | None) -> str | None:
-    return _utc(stamp).isoformat() if stamp else None
+    return _aware(stamp).isoformat() if stamp else None
 
 
 def _since(origin: datetime | None, stamp: datetime | None) -> float | None:
     if origin is None or stamp is None:
         return None
-    return round((_utc(stamp) - _utc(origin)).total_seconds(), 3)
+    return round((_aware(stamp) - _aware(origin)).total_seconds(), 3)

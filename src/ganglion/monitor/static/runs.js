@@ -182,6 +182,7 @@
     });
     while (list.children.length > items.length) list.lastChild.remove();
     $("runs-empty").hidden = views.length > 0;
+    $("runs").dataset.empty = String(!views.length);
   }
 
   function drawRow(button, view) {
