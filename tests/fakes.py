@@ -9,9 +9,13 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 
 @dataclass
@@ -129,3 +133,27 @@ class FakeFleet:
 
     def transport(self) -> httpx.MockTransport:
         return httpx.MockTransport(self.handle)
+
+
+def gpu_and_cpu() -> FakeFleet:
+    """The usual small fake fleet: a 90 tok/s GPU box and a 13 tok/s CPU box."""
+    fake = FakeFleet()
+    fake.add("gpu:11434", tokens_per_second=90.0)
+    fake.add("cpu:11434", tokens_per_second=13.0, models=["llama3", "qwen"])
+    return fake
+
+
+@asynccontextmanager
+async def in_process(
+    fleet: FakeFleet, database: Path, **settings: Any
+) -> AsyncIterator[tuple[FastAPI, httpx.AsyncClient]]:
+    """A gateway app with its lifespan running, in front of ``fleet``, and a client of it."""
+    from ganglion.config import Settings
+    from ganglion.gateway.app import create_app
+
+    config = Settings(database_url=f"sqlite:///{database}", **settings)
+    app = create_app(config, transport=fleet.transport(), probe=False)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield app, client

@@ -9,7 +9,7 @@ import pytest
 from ganglion.config import Settings
 from ganglion.gateway.app import create_app
 from ganglion.gateway.state import Gateway
-from tests.fakes import FakeFleet
+from tests.fakes import FakeFleet, gpu_and_cpu, in_process
 
 CONTRACT = {
     "name",
@@ -28,22 +28,15 @@ CONTRACT = {
 
 @pytest.fixture
 def fleet() -> FakeFleet:
-    fake = FakeFleet()
-    fake.add("gpu:11434", tokens_per_second=90.0)
-    fake.add("cpu:11434", tokens_per_second=13.0, models=["llama3", "qwen"])
-    return fake
+    return gpu_and_cpu()
 
 
 @pytest.fixture
 async def app_client(
     fleet: FakeFleet, tmp_path: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'g.db'}")
-    app = create_app(settings, transport=fleet.transport(), probe=False)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield client, app.state.gateway
+    async with in_process(fleet, tmp_path / "g.db") as (app, client):
+        yield client, app.state.gateway
 
 
 async def test_add_list_get_and_the_contract(app_client: tuple[httpx.AsyncClient, Gateway]) -> None:

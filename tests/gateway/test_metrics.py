@@ -9,12 +9,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ganglion.config import Settings
-from ganglion.gateway.app import create_app
 from ganglion.gateway.metrics import Metrics
 from ganglion.gateway.state import Gateway
 from ganglion.neurons.base import TokenStats
-from tests.fakes import FakeFleet
+from tests.fakes import FakeFleet, gpu_and_cpu, in_process
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -116,25 +114,18 @@ def test_each_metrics_has_its_own_registry() -> None:
 
 @pytest.fixture
 def fleet() -> FakeFleet:
-    fake = FakeFleet()
-    fake.add("gpu:11434", tokens_per_second=90.0)
-    fake.add("cpu:11434", tokens_per_second=13.0, models=["llama3", "qwen"])
-    return fake
+    return gpu_and_cpu()
 
 
 @pytest.fixture
 async def app_client(
     fleet: FakeFleet, tmp_path: Path
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'g.db'}")
-    app = create_app(settings, transport=fleet.transport(), probe=False)
-    async with app.router.lifespan_context(app):
+    async with in_process(fleet, tmp_path / "g.db") as (app, client):
         assert app.state.metrics is app.state.gateway.metrics
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            await client.post("/fleet/neurons", json={"url": "http://gpu:11434", "name": "gpu"})
-            await client.post("/fleet/neurons", json={"url": "http://cpu:11434", "name": "cpu"})
-            yield client, app.state.gateway
+        await client.post("/fleet/neurons", json={"url": "http://gpu:11434", "name": "gpu"})
+        await client.post("/fleet/neurons", json={"url": "http://cpu:11434", "name": "cpu"})
+        yield client, app.state.gateway
 
 
 async def get_metrics(client: httpx.AsyncClient) -> Samples:

@@ -20,11 +20,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from ganglion.config import Settings
-from ganglion.gateway.app import create_app
 from ganglion.gateway.state import Gateway
 from tests.conftest import need
-from tests.fakes import FakeFleet
+from tests.fakes import FakeFleet, gpu_and_cpu, in_process
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, ConsoleMessage, Page
@@ -44,20 +42,13 @@ class InProcess:
 
 @pytest.fixture
 def fleet() -> FakeFleet:
-    fake = FakeFleet()
-    fake.add("gpu:11434", tokens_per_second=90.0)
-    fake.add("cpu:11434", tokens_per_second=13.0, models=["llama3", "qwen"])
-    return fake
+    return gpu_and_cpu()
 
 
 @pytest.fixture
 async def gateway_app(fleet: FakeFleet, tmp_path: Path) -> AsyncIterator[InProcess]:
-    settings = Settings(database_url=f"sqlite:///{tmp_path / 'g.db'}")
-    app = create_app(settings, transport=fleet.transport(), probe=False)
-    async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            yield InProcess(app, client, fleet)
+    async with in_process(fleet, tmp_path / "g.db") as (app, client):
+        yield InProcess(app, client, fleet)
 
 
 @dataclass
