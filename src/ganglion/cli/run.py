@@ -45,8 +45,11 @@ def run(
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run TASK on the fleet: the brain splits it, neurons work in parallel, the brain
-    combines. Shows each delegation live, then the answer and where the time went."""
+    """Run TASK on the whole fleet: split it, work in parallel, combine.
+
+    The brain splits the task (when that can beat the fastest neuron alone), neurons work
+    in parallel, the brain combines. Shows each delegation live, then the answer and where
+    the time went."""
     body = {
         "task": task,
         "brain": brain,

@@ -48,8 +48,9 @@ def serve(
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
-    """Start the gateway: the Ollama and OpenAI APIs for the fleet, the fleet API, runs,
-    liveness probes, the dashboard at /, and the store.
+    """Start the gateway: one Ollama and OpenAI endpoint for the fleet, and its dashboard.
+
+    It serves the fleet API, runs, liveness probes, the dashboard at /, and the store.
 
     Binds 127.0.0.1:11435 by default, open to local users. A non-loopback bind requires API
     keys, and is refused until an admin key exists (ganglion keys create --admin).
