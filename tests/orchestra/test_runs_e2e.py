@@ -172,3 +172,29 @@ def test_a_gateway_restart_resumes_without_recomputing(spawn: Spawner, tmp_path:
     for d in view["delegations"]:
         if d["index"] in done_before:
             assert (d["attempts"], d["output"]) == (1, done_before[d["index"]])
+
+
+def test_a_run_can_be_cancelled_by_its_short_id(spawn: Spawner, tmp_path: Path) -> None:
+    gateway = fleet(spawn, tmp_path, {"w0": 10, "w1": 10}, scripted_plan(4, 80))
+    started = httpx.post(
+        f"{gateway.url}/fleet/runs", json={"task": "planets", "decompose": "always"}
+    ).json()
+    wait_for(
+        gateway, started["id"], lambda v: any(d["status"] == "active" for d in v["delegations"])
+    )
+    short = started["id"][:8]
+    result = run_cli("runs", "cancel", short, "--gateway", gateway.url)
+    assert result.returncode == 0, result.stderr
+    assert "cancelled" in result.stdout
+    view = httpx.get(f"{gateway.url}/fleet/runs/{short}").json()
+    assert (view["id"], view["status"], view["reason"]) == (
+        started["id"],
+        "failed",
+        "cancelled by the operator",
+    )
+    statuses = {d["status"] for d in view["delegations"]}
+    assert "cancelled" in statuses
+    assert statuses <= {"completed", "cancelled"}
+    again = run_cli("runs", "cancel", short, "--gateway", gateway.url)
+    assert again.returncode == 1
+    assert "already failed" in again.stderr

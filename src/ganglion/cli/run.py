@@ -206,3 +206,16 @@ def show_run(
     if view["delegations"]:
         console.print(table)
     console.print(time_table(view))
+
+
+@runs_app.command("cancel")
+def cancel_run(
+    run_id: Annotated[str, typer.Argument(metavar="ID", help="A running run's id.")],
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    api_key: ApiKeyOption = None,
+) -> None:
+    """Stop a running run. Finished delegations keep their answers."""
+    with GatewayClient(gateway, api_key=api_key) as client:
+        view = client.request("POST", f"/fleet/runs/{run_id}/cancel")
+    cancelled = sum(d["status"] == "cancelled" for d in view["delegations"] or [])
+    Console().print(f"run {run_id} cancelled ({cancelled} delegation(s) stopped)")

@@ -43,6 +43,12 @@ async def get_run(run_id: str, gateway: GatewayDep) -> dict[str, Any]:
     return await _view(gateway, run_id)
 
 
+@router.post("/{run_id}/cancel")
+async def cancel_run(run_id: str, gateway: GatewayDep) -> dict[str, Any]:
+    """Stop a running run; unfinished delegations become ``cancelled``."""
+    return await gateway.orchestra.cancel(run_id)
+
+
 @router.get("/{run_id}/events")
 async def follow_run(run_id: str, gateway: GatewayDep) -> StreamingResponse:
     """Server-sent events: ``run`` (the whole record), ``delegation`` (one changed),
@@ -53,7 +59,7 @@ async def follow_run(run_id: str, gateway: GatewayDep) -> StreamingResponse:
         if view["status"] != "running":
             yield _sse("done", {"type": "done", "run": view})
             return
-        async for event in gateway.orchestra.events.follow(run_id):
+        async for event in gateway.orchestra.events.follow(view["id"]):
             yield _sse(event["type"], event)
 
     return StreamingResponse(events(), media_type="text/event-stream")

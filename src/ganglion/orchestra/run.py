@@ -28,6 +28,7 @@ from ganglion.errors import (
     GanglionError,
     NeuronError,
     NoNeuronForModel,
+    UnknownRun,
 )
 from ganglion.fleet.registry import Registry
 from ganglion.gateway.dispatch import Dispatcher
@@ -139,6 +140,33 @@ class Orchestra:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
+    async def cancel(self, run_id: str) -> dict[str, Any]:
+        """Stop a running run: its unfinished delegations become ``cancelled``, the run
+        ``failed`` with the reason. Completed delegations keep their output."""
+        view = await self.view(run_id)
+        if view is None:
+            raise UnknownRun(f"no run {run_id!r}: see ganglion runs list")
+        run_id = view["id"]
+        if view["status"] != "running":
+            raise ConfigError(f"run {run_id} is already {view['status']}: nothing to cancel")
+        task = self._tasks.pop(run_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for d in view["delegations"] or []:
+            if d["status"] in ("pending", "active"):
+                await self._save_delegation(
+                    run_id, d["index"], status="cancelled", finished_at=utcnow()
+                )
+        await self._save(
+            run_id, status="failed", reason="cancelled by the operator", finished_at=utcnow()
+        )
+        await self._publish(run_id, done=True)
+        cancelled = await self.view(run_id)
+        assert cancelled is not None
+        return cancelled
+
     async def wait(self, run_id: str) -> None:
         task = self._tasks.get(run_id)
         if task is not None:
@@ -166,7 +194,13 @@ class Orchestra:
     # reading
 
     async def view(self, run_id: str) -> dict[str, Any] | None:
+        """The run with id ``run_id`` (or the one run whose id starts with it)."""
         row = await asyncio.to_thread(records.get_run, self.store, run_id)
+        if row is None and len(run_id) >= 4:
+            found = await asyncio.to_thread(records.run_ids_starting, self.store, run_id)
+            if len(found) == 1:
+                run_id = found[0]
+                row = await asyncio.to_thread(records.get_run, self.store, run_id)
         if row is None:
             return None
         rows = await asyncio.to_thread(records.delegations, self.store, run_id)

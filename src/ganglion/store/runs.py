@@ -28,6 +28,14 @@ def get_run(store: Store, run_id: str) -> RunRow | None:
         return session.get(RunRow, run_id)
 
 
+def run_ids_starting(store: Store, prefix: str, limit: int = 2) -> Sequence[str]:
+    """Run ids that start with ``prefix`` (listings show the first 8 characters)."""
+    with store.session() as session:
+        return session.scalars(
+            select(RunRow.id).where(RunRow.id.startswith(prefix, autoescape=True)).limit(limit)
+        ).all()
+
+
 def list_runs(store: Store, limit: int = 50) -> Sequence[RunRow]:
     with store.session() as session:
         return session.scalars(select(RunRow).order_by(RunRow.created_at.desc()).limit(limit)).all()
