@@ -24,6 +24,7 @@
     running: "Running",
     completed: "Completed",
     failed: "Failed",
+    cancelled: "Cancelled",
     pending: "Pending",
     active: "Running",
   };
@@ -562,7 +563,7 @@
     } else {
       const d = bar.d;
       const retry = d.attempts > 1 ? ` ↻${d.attempts}` : "";
-      const amount = d.tokens != null ? `${d.tokens} tok · ${fmt(d.tokens_per_second)} tok/s` : d.status === "active" ? "running" : d.status === "failed" ? "failed" : "queued";
+      const amount = d.tokens != null ? `${d.tokens} tok · ${fmt(d.tokens_per_second)} tok/s` : d.status === "active" ? "running" : d.status === "failed" || d.status === "cancelled" ? d.status : "queued";
       const short = d.tokens != null ? `${d.tokens} tok` : amount;
       options = [`#${d.index}${retry} · ${amount}`, `#${d.index}${retry} · ${short}`, `#${d.index}${retry}`, `#${d.index}`];
     }
