@@ -9,7 +9,7 @@ import pytest
 from ganglion.config import Settings
 from ganglion.gateway.app import create_app
 from ganglion.gateway.state import Gateway
-from tests.fakes import FakeFleet, gpu_and_cpu, in_process
+from tests.fakes import FakeFleet, in_process
 
 CONTRACT = {
     "name",
@@ -24,11 +24,6 @@ CONTRACT = {
     "in_flight",
     "last_seen",
 }
-
-
-@pytest.fixture
-def fleet() -> FakeFleet:
-    return gpu_and_cpu()
 
 
 @pytest.fixture

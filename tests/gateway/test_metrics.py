@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ganglion.gateway.metrics import Metrics
 from ganglion.gateway.state import Gateway
 from ganglion.neurons.base import TokenStats
-from tests.fakes import FakeFleet, gpu_and_cpu, in_process
+from tests.fakes import FakeFleet, in_process
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -110,11 +110,6 @@ def test_each_metrics_has_its_own_registry() -> None:
 
 
 # through the app
-
-
-@pytest.fixture
-def fleet() -> FakeFleet:
-    return gpu_and_cpu()
 
 
 @pytest.fixture

@@ -39,17 +39,9 @@ async def models(gateway: GatewayDep) -> dict[str, Any]:
 async def chat_completions(
     body: wire.ChatCompletionRequest, request: Request, gateway: GatewayDep
 ) -> StreamingResponse | JSONResponse:
-    extra = dict(body.model_extra or {})
-    common = {k: extra.pop(k) for k in list(extra) if k in relay.COMMON_OPTIONS}
     max_tokens = body.max_completion_tokens or body.max_tokens
     internal = ChatRequest(
-        model=body.model,
-        messages=body.messages,
-        max_tokens=max_tokens,
-        format=_format(body.response_format),
-        options=common,
-        native=extra,
-        native_dialect=Dialect.OPENAI,
+        model=body.model, messages=body.messages, max_tokens=max_tokens, **_shared(body)
     )
     job = relay.job(body.model, [m.get("content", "") for m in body.messages], max_tokens)
     stream = await gateway.dispatcher.open(
@@ -63,17 +55,9 @@ async def chat_completions(
 async def completions(
     body: wire.CompletionRequest, request: Request, gateway: GatewayDep
 ) -> StreamingResponse | JSONResponse:
-    extra = dict(body.model_extra or {})
-    common = {k: extra.pop(k) for k in list(extra) if k in relay.COMMON_OPTIONS}
     prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
     internal = GenerateRequest(
-        model=body.model,
-        prompt=prompt,
-        max_tokens=body.max_tokens,
-        format=_format(body.response_format),
-        options=common,
-        native=extra,
-        native_dialect=Dialect.OPENAI,
+        model=body.model, prompt=prompt, max_tokens=body.max_tokens, **_shared(body)
     )
     job = relay.job(body.model, [prompt], body.max_tokens)
     stream = await gateway.dispatcher.open(
@@ -105,6 +89,19 @@ async def embeddings(
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return JSONResponse(answer, headers=relay.served_by(neuron))
+
+
+def _shared(body: wire.ChatCompletionRequest | wire.CompletionRequest) -> dict[str, Any]:
+    """The fields both endpoints share: sampling options every dialect understands, and the
+    caller's other fields, kept for a neuron that speaks OpenAI too."""
+    extra = dict(body.model_extra or {})
+    common = {k: extra.pop(k) for k in list(extra) if k in relay.COMMON_OPTIONS}
+    return {
+        "format": _format(body.response_format),
+        "options": common,
+        "native": extra,
+        "native_dialect": Dialect.OPENAI,
+    }
 
 
 def _format(response_format: dict[str, Any] | None) -> str | dict[str, Any] | None:
