@@ -89,3 +89,20 @@ def test_unreachable_database_is_one_clear_error() -> None:
     with pytest.raises(StoreError, match="cannot open the database") as caught:
         Store.open("postgresql+psycopg://nobody:secret@127.0.0.1:1/none")
     assert "secret" not in str(caught.value)
+
+
+def test_a_busy_neurons_history_is_cut_back_to_its_newest(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ganglion.store import queries
+
+    monkeypatch.setattr(queries, "KEEP_SAMPLES", 10)
+    monkeypatch.setattr(queries, "PRUNE_EVERY", 5)
+    row = store.add_neuron(neuron())
+    for tokens in range(1, 26):
+        store.add_sample(
+            row.id, "llama3", "traffic", TokenStats(output_tokens=tokens, decode_s=1.0)
+        )
+    kept = [s.output_tokens for s in store.samples(row.id, limit=100)]
+    assert 10 <= len(kept) < 15
+    assert kept[-10:] == list(range(16, 26))

@@ -14,6 +14,9 @@ from ganglion.neurons.base import TokenStats
 from ganglion.store.db import create_store_engine, migrate
 from ganglion.store.schema import ApiKeyRow, NeuronRow, SpeedSampleRow, utcnow
 
+KEEP_SAMPLES = 1000
+PRUNE_EVERY = 100
+
 
 class Store:
     """The record of the fleet. Open with :meth:`open`, which migrates to the newest schema."""
@@ -68,20 +71,40 @@ class Store:
     # speed samples
 
     def add_sample(self, neuron_id: int, model: str, source: str, stats: TokenStats) -> None:
+        """Record one request's cost. Every :data:`PRUNE_EVERY` samples, a neuron's history
+        is cut back to its newest :data:`KEEP_SAMPLES`, so a busy gateway's store stays small."""
         with self.session() as session:
-            session.add(
-                SpeedSampleRow(
-                    neuron_id=neuron_id,
-                    model=model,
-                    source=source,
-                    prompt_tokens=stats.prompt_tokens,
-                    output_tokens=stats.output_tokens,
-                    prefill_s=stats.prefill_s,
-                    decode_s=stats.decode_s,
-                    load_s=stats.load_s,
-                    ttft_s=stats.ttft_s,
-                    wall_s=stats.wall_s,
-                    tokens_per_second=stats.decode_tps,
+            row = SpeedSampleRow(
+                neuron_id=neuron_id,
+                model=model,
+                source=source,
+                prompt_tokens=stats.prompt_tokens,
+                output_tokens=stats.output_tokens,
+                prefill_s=stats.prefill_s,
+                decode_s=stats.decode_s,
+                load_s=stats.load_s,
+                ttft_s=stats.ttft_s,
+                wall_s=stats.wall_s,
+                tokens_per_second=stats.decode_tps,
+            )
+            session.add(row)
+            session.commit()
+            if row.id % PRUNE_EVERY == 0:
+                self._prune_samples(session, neuron_id)
+
+    @staticmethod
+    def _prune_samples(session: Session, neuron_id: int) -> None:
+        oldest_kept = session.scalar(
+            select(SpeedSampleRow.id)
+            .where(SpeedSampleRow.neuron_id == neuron_id)
+            .order_by(SpeedSampleRow.id.desc())
+            .offset(KEEP_SAMPLES - 1)
+            .limit(1)
+        )
+        if oldest_kept is not None:
+            session.execute(
+                delete(SpeedSampleRow).where(
+                    SpeedSampleRow.neuron_id == neuron_id, SpeedSampleRow.id < oldest_kept
                 )
             )
             session.commit()
