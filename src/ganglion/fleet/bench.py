@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from ganglion.errors import NeuronError
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
-from ganglion.fleet.traffic import RequestObserver, failure_kind
+from ganglion.fleet.traffic import FailureKind, RequestObserver, Silent, failure_kind
 from ganglion.neurons.base import GenerateRequest
 
 # A counting sequence: every model, however small, keeps going until max_tokens, so the
@@ -48,24 +48,21 @@ async def bench_model(
     ``observer`` (the gateway's metrics) hears about it as a request on endpoint ``bench``.
     """
     stats = None
-    if observer is not None:
-        observer.request_started(neuron.name, model, "bench")
+    observer = observer or Silent()
+    observer.request_started(neuron.name, model, "bench")
     try:
         async with registry.track(neuron):
             async for chunk in neuron.adapter.generate_stream(bench_request(model, max_tokens)):
                 if chunk.done:
                     stats = chunk.stats
     except NeuronError as error:
-        if observer is not None:
-            observer.request_failed(neuron.name, model, "bench", failure_kind(error))
+        observer.request_failed(neuron.name, model, "bench", failure_kind(error))
         await registry.record_failure(neuron, str(error))
         return BenchResult(neuron.name, model, ok=False, error=str(error))
     if stats is None:
-        if observer is not None:
-            observer.request_failed(neuron.name, model, "bench", "stream_broken")
+        observer.request_failed(neuron.name, model, "bench", FailureKind.STREAM_BROKEN)
         return BenchResult(neuron.name, model, ok=False, error="the stream ended without stats")
-    if observer is not None:
-        observer.request_finished(neuron.name, model, "bench", stats)
+    observer.request_finished(neuron.name, model, "bench", stats)
     await registry.record_success(neuron, model, stats, source="bench")
     if stats.decode_tps is None:
         return BenchResult(

@@ -47,3 +47,16 @@ class RequestObserver(Protocol):
     ) -> None: ...
 
     def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None: ...
+
+
+class Silent:
+    """An observer that hears nothing (when no metrics are kept)."""
+
+    def request_started(self, neuron: str, model: str, endpoint: str) -> None:
+        pass
+
+    def request_finished(self, neuron: str, model: str, endpoint: str, stats: TokenStats) -> None:
+        pass
+
+    def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
+        pass

@@ -30,22 +30,9 @@ from ganglion.errors import (
 )
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
-from ganglion.fleet.traffic import FailureKind, RequestObserver, failure_kind
+from ganglion.fleet.traffic import FailureKind, RequestObserver, Silent, failure_kind
 from ganglion.neurons.base import Chunk, NeuronAdapter, TokenStats
 from ganglion.routing import Job, Router
-
-
-class Silent:
-    """An observer that hears nothing (when no metrics are kept)."""
-
-    def request_started(self, neuron: str, model: str, endpoint: str) -> None:
-        pass
-
-    def request_finished(self, neuron: str, model: str, endpoint: str, stats: TokenStats) -> None:
-        pass
-
-    def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
-        pass
 
 
 @dataclass(frozen=True)
