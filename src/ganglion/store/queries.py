@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from ganglion.errors import DuplicateNeuron, UnknownApiKey, UnknownNeuron
 from ganglion.neurons.base import TokenStats
 from ganglion.store.db import create_store_engine, migrate
-from ganglion.store.schema import ApiKeyRow, NeuronRow, SpeedSampleRow, utcnow
+from ganglion.store.schema import ApiKeyRow, Base, NeuronRow, SpeedSampleRow, utcnow
 
 KEEP_SAMPLES = 1000
 PRUNE_EVERY = 100
@@ -39,18 +39,24 @@ class Store:
 
     # neurons
 
-    def add_neuron(self, row: NeuronRow) -> NeuronRow:
+    def _insert(self, row: Base) -> bool:
+        """Add ``row``; False when a unique column already holds its value."""
         with self.session() as session:
             session.add(row)
             try:
                 session.commit()
             except IntegrityError:
                 session.rollback()
-                raise DuplicateNeuron(
-                    f"a neuron named {row.name!r} or at {row.url} is already registered: "
-                    "choose another --name, or remove it first (ganglion neuron rm NAME)"
-                ) from None
-            return row
+                return False
+            return True
+
+    def add_neuron(self, row: NeuronRow) -> NeuronRow:
+        if not self._insert(row):
+            raise DuplicateNeuron(
+                f"a neuron named {row.name!r} or at {row.url} is already registered: "
+                "choose another --name, or remove it first (ganglion neuron rm NAME)"
+            )
+        return row
 
     def neurons(self) -> Sequence[NeuronRow]:
         with self.session() as session:
@@ -124,14 +130,7 @@ class Store:
 
     def add_api_key(self, row: ApiKeyRow) -> ApiKeyRow | None:
         """Store a new key; ``None`` when its prefix is already taken (draw another)."""
-        with self.session() as session:
-            session.add(row)
-            try:
-                session.commit()
-            except IntegrityError:
-                session.rollback()
-                return None
-            return row
+        return row if self._insert(row) else None
 
     def api_key(self, prefix: str) -> ApiKeyRow | None:
         with self.session() as session:
