@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -170,6 +171,15 @@ class Fleet:
             self.close()
         finally:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+
+def run_main(main: Callable[[], int]) -> None:
+    """Exit with ``main()``'s status; on Ctrl-C say that every process is stopped."""
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("interrupted: every process it started is stopped", file=sys.stderr)
+        sys.exit(130)
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

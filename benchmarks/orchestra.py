@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _fleet import Fleet, Gateway, machine_note
+from _fleet import Fleet, Gateway, machine_note, run_main
 
 MODEL = "bench-model"
 FLEETS: dict[str, dict[str, float]] = {
@@ -265,8 +265,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: every process it started is stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)

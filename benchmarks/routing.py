@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _fleet import Fleet, Gateway, machine_note, percentile
+from _fleet import Fleet, Gateway, machine_note, percentile, run_main
 
 SEED_FLEET = {"gpu": 90.0, "cpu": 13.0, "quadro": 5.8, "old": 5.5}
 POLICIES = ("finish-time", "least-busy", "round-robin")
@@ -203,8 +203,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("interrupted: every process it started is stopped", file=sys.stderr)
-        sys.exit(130)
+    run_main(main)
