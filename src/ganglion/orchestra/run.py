@@ -463,11 +463,9 @@ class Orchestra:
             synthesis_budget(subtasks),
             on_text=lambda text: self.events.publish(run_id, {"type": "answer", "text": text}),
         )
-        timings |= {
-            "parallel_s": round(parallel, 3),
-            "synthesize_s": round(self.clock() - start, 3),
-        }
-        fastest = max(self._speeds(model).values(), default=0.0)
+        timings["synthesize_s"] = round(self.clock() - start, 3)
+        speeds = self._speeds(model)
+        fastest = max(speeds.values(), default=0.0)
         produced = sum(d.tokens or 0 for d in rows)
         solo = produced / fastest if fastest else parallel
         extra = {
@@ -478,9 +476,7 @@ class Orchestra:
                 "efficiency": round(plan.lower_bound_s / parallel, 3) if parallel else None,
             },
             "baseline": {
-                "neuron": max(
-                    self._speeds(model), key=lambda n: self._speeds(model)[n], default=None
-                ),
+                "neuron": max(speeds, key=speeds.__getitem__, default=None),
                 "estimated_solo_s": round(solo, 3),
             },
         }
