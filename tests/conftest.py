@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,19 +205,28 @@ def postgres_url() -> str:
 
 @pytest.fixture
 def fresh_postgres(postgres_url: str) -> Iterator[str]:
-    """The test database, emptied before and after the test."""
-    import sqlalchemy as sa
+    """A new, empty PostgreSQL database of its own (dropped after the test), so suites
+    running side by side on one server never see each other's rows."""
+    import psycopg
+    from sqlalchemy.engine import make_url
 
     from ganglion.config import normalize_database_url
 
-    url = normalize_database_url(postgres_url)
+    admin = postgres_url.replace("postgresql+psycopg://", "postgresql://")
+    name = f"ganglion_t_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield normalize_database_url(
+        make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+    )
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-    def wipe() -> None:
-        engine = sa.create_engine(url)
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        engine.dispose()
 
-    wipe()
-    yield url
-    wipe()
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of each kind in turn: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store' / 'ganglion.db'}"  # a folder to create too
+    url: str = request.getfixturevalue("fresh_postgres")
+    return url

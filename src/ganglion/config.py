@@ -8,6 +8,7 @@ malformed values with a message that says what to do.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -94,6 +95,8 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=3, ge=1)
     cooldown_s: float = Field(default=15.0, ge=0)
     max_queue: int = Field(default=32, ge=0)
+    replica_id: str | None = Field(default=None, min_length=1, max_length=200)
+    run_lease_s: float = Field(default=30.0, ge=1)
 
     @field_validator("routing_policy")
     @classmethod
@@ -115,6 +118,13 @@ class Settings(BaseSettings):
         (Whether an admin key exists is checked by ``gateway.server.preflight``, which sees
         the store.)"""
         return self.require_keys or not is_loopback(self.host)
+
+    @property
+    def replica(self) -> str:
+        """This gateway's name among replicas sharing a database: ``GANGLION_REPLICA_ID``, or
+        host name and port (stable across restarts, so a restarted gateway takes its own
+        runs back at once; two live gateways cannot share a host and port)."""
+        return self.replica_id or f"{socket.gethostname()}:{self.port}"
 
     @property
     def is_sqlite(self) -> bool:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -14,17 +13,9 @@ from ganglion.store.db import table_names
 from ganglion.store.schema import Base, NeuronRow
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'nested' / 'ganglion.db'}"
-    url: str = request.getfixturevalue("fresh_postgres")
-    return url
-
-
 @pytest.fixture
-def store(database_url: str) -> Iterator[Store]:
-    opened = Store.open(database_url)
+def store(store_url: str) -> Iterator[Store]:
+    opened = Store.open(store_url)
     yield opened
     opened.close()
 
@@ -44,9 +35,9 @@ def test_migrations_create_every_table_and_match_the_schema(store: Store) -> Non
     assert diff == []
 
 
-def test_migrating_twice_is_harmless(database_url: str) -> None:
-    Store.open(database_url).close()
-    again = Store.open(database_url)
+def test_migrating_twice_is_harmless(store_url: str) -> None:
+    Store.open(store_url).close()
+    again = Store.open(store_url)
     assert "neurons" in table_names(again.engine)
     again.close()
 

@@ -72,7 +72,15 @@ async def open_gateway(
         registry, router, timeouts=timeouts, max_attempts=settings.max_attempts, observer=metrics
     )
     prober = Prober(registry, settings.probe_interval_s)
-    orchestra = Orchestra(store, registry, router, dispatcher, max_attempts=settings.max_attempts)
+    orchestra = Orchestra(
+        store,
+        registry,
+        router,
+        dispatcher,
+        max_attempts=settings.max_attempts,
+        replica=settings.replica,
+        lease_s=settings.run_lease_s,
+    )
     return Gateway(settings, store, registry, prober, router, dispatcher, metrics, orchestra)
 
 
@@ -98,7 +106,7 @@ def create_app(
             gateway.prober.start()
         if discovery is not None:
             await discovery.start()
-        await gateway.orchestra.resume_unfinished()
+        await gateway.orchestra.keep()
         try:
             yield
         finally:

@@ -47,6 +47,9 @@ KEEP_LOADED = timedelta(days=3650)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
+PROMPT_LOGGED = 200
+"""How much of the last message a log entry keeps."""
+
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 
@@ -98,6 +101,14 @@ def note_model(request: Request, model: object) -> None:
     entry = log_entry(request.scope)
     if entry is not None and isinstance(model, str):
         entry["model"] = model
+
+
+def note_prompt(request: Request, messages: list[Any]) -> None:
+    """Put the start of the last message into this request's log entry, so a test can tell
+    which work a neuron was asked for (and how many times)."""
+    entry = log_entry(request.scope)
+    if entry is not None and messages and isinstance(messages[-1], dict):
+        entry["prompt"] = text_of(messages[-1].get("content"))[:PROMPT_LOGGED]
 
 
 def output_for(sim: Simulator, limit: object, answer: object | None) -> tuple[list[str], str]:
@@ -243,6 +254,7 @@ class OllamaAPI:
     async def chat(self, request: Request) -> Response:
         body = await read_body(request)
         tokens = messages_tokens(body.get("messages", []))
+        note_prompt(request, body.get("messages") or [])
         return await self.answer(request, body, tokens, chat=True)
 
     async def generate(self, request: Request) -> Response:
@@ -364,6 +376,7 @@ class OpenAIAPI:
     async def chat(self, request: Request) -> Response:
         body = await read_body(request)
         tokens = messages_tokens(body.get("messages", []))
+        note_prompt(request, body.get("messages") or [])
         return await self.answer(request, body, tokens, chat=True)
 
     async def completions(self, request: Request) -> Response:

@@ -8,6 +8,12 @@
 
 Every step is written to the store as it happens: a completed delegation is never computed
 again, and a run the gateway was stopped in the middle of resumes from the store.
+
+Gateway replicas may share one database. A run is carried by one replica at a time, the one
+holding its lease (see :mod:`ganglion.store.runs`); the replica renews its leases every third
+of ``lease_s`` and adopts runs whose lease ran out, so a crashed replica's runs go on
+elsewhere. A replica restarted under the same name takes its own runs back at once. A write
+that finds the run no longer ours (adopted after a stall, or cancelled) stops the work quietly.
 """
 
 from __future__ import annotations
@@ -80,6 +86,13 @@ class Direct(Exception):
     """Answer directly, for the reason given."""
 
 
+class LostRun(Exception):
+    """The run is no longer ours to carry: another replica adopted it, or it was cancelled."""
+
+
+INTERRUPTED = "interrupted: the gateway carrying the run stopped; run again"
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -95,6 +108,8 @@ class Orchestra:
         dispatcher: Dispatcher,
         *,
         max_attempts: int = 3,
+        replica: str = "local",
+        lease_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -102,9 +117,13 @@ class Orchestra:
         self.router = router
         self.dispatcher = dispatcher
         self.max_attempts = max_attempts
+        self.replica = replica
+        self.lease_s = lease_s
         self.clock = clock
         self.events = RunEvents()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._held: set[str] = set()  # runs claimed by this replica, their leases renewed
+        self._keeper: asyncio.Task[None] | None = None
 
     # lifecycle
 
@@ -121,19 +140,51 @@ class Orchestra:
             policy=request.policy,
             plan=None,
             timings={"max_subtasks": request.max_subtasks, "decompose_mode": request.decompose},
+            owner=self.replica,
+            lease_until=time.time() + self.lease_s,
         )
         await asyncio.to_thread(records.add_run, self.store, row)
         self._launch(run_id)
         return run_id
 
-    async def resume_unfinished(self) -> list[str]:
-        """Pick up the runs a stopped gateway left running."""
-        rows = await asyncio.to_thread(records.unfinished_runs, self.store)
-        for row in rows:
-            self._launch(row.id)
-        return [row.id for row in rows]
+    async def adopt(self) -> list[str]:
+        """Carry the running runs nobody carries: this replica's own from before a restart,
+        and those of replicas that stopped renewing their leases."""
+        found = await asyncio.to_thread(
+            records.adoptable_runs, self.store, self.replica, time.time()
+        )
+        fresh = [run_id for run_id in found if run_id not in self._tasks]
+        for run_id in fresh:
+            self._launch(run_id)
+        return fresh
+
+    async def keep(self) -> None:
+        """Adopt what a stopped gateway left, then keep renewing leases and adopting."""
+        await self.adopt()
+        self._keeper = asyncio.create_task(self._keep(), name="run-leases")
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                held = list(self._held)
+                kept = await asyncio.to_thread(
+                    records.renew_leases, self.store, self.replica, held, time.time() + self.lease_s
+                )
+                for run_id in set(held) - kept:
+                    log.warning("run %s: no longer ours (adopted or cancelled); stopping", run_id)
+                    task = self._tasks.get(run_id)
+                    if task is not None:
+                        task.cancel()
+                await self.adopt()
+            except Exception:  # the store may be away for a moment: try again next round
+                log.warning("renewing run leases failed", exc_info=True)
 
     async def stop(self) -> None:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         for task in list(self._tasks.values()):
             task.cancel()
         for task in list(self._tasks.values()):
@@ -154,14 +205,25 @@ class Orchestra:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        # the run first: whichever replica carries it finds it no longer running and stops
+        await asyncio.to_thread(
+            records.update_run,
+            self.store,
+            run_id,
+            status="failed",
+            reason="cancelled by the operator",
+            finished_at=utcnow(),
+        )
         for d in view["delegations"] or []:
             if d["status"] in ("pending", "active"):
-                await self._save_delegation(
-                    run_id, d["index"], status="cancelled", finished_at=utcnow()
+                await asyncio.to_thread(
+                    records.update_delegation,
+                    self.store,
+                    run_id,
+                    d["index"],
+                    status="cancelled",
+                    finished_at=utcnow(),
                 )
-        await self._save(
-            run_id, status="failed", reason="cancelled by the operator", finished_at=utcnow()
-        )
         await self._publish(run_id, done=True)
         cancelled = await self.view(run_id)
         assert cancelled is not None
@@ -213,13 +275,35 @@ class Orchestra:
     # the run
 
     async def _carry(self, run_id: str) -> None:
+        now = time.time()
+        claimed = await asyncio.to_thread(
+            records.claim_run, self.store, run_id, self.replica, now, now + self.lease_s
+        )
+        if not claimed:
+            return  # another replica carries it
+        self._held.add(run_id)
+        try:
+            await self._resume(run_id)
+        except LostRun:
+            log.warning("run %s: no longer ours (adopted or cancelled); stopping", run_id)
+        finally:
+            self._held.discard(run_id)
+
+    async def _resume(self, run_id: str) -> None:
+        interrupted = await asyncio.to_thread(
+            records.release_interrupted, self.store, run_id, self.replica, INTERRUPTED
+        )
+        if interrupted:
+            log.warning(
+                "run %s: subtasks %s were interrupted; running them again", run_id, interrupted
+            )
         row = await asyncio.to_thread(records.get_run, self.store, run_id)
         assert row is not None
         timings = dict(row.timings or {})
         try:
             await self._publish(run_id)
             answer, extra = await self._work(row, timings)
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, LostRun):
             raise
         except Exception as error:  # the run fails; the gateway does not
             log.exception("run %s failed", run_id)
@@ -229,8 +313,15 @@ class Orchestra:
             return
         # wall time from the request, so a run resumed after a restart counts its downtime
         timings["total_s"] = round((utcnow() - _aware(row.created_at)).total_seconds(), 3)
-        await self._save(run_id, timings=timings, status="completed", answer=answer, **extra)
-        await self._finish(run_id)
+        await self._save(
+            run_id,
+            timings=timings,
+            status="completed",
+            answer=answer,
+            finished_at=utcnow(),
+            **extra,
+        )
+        await self._publish(run_id, done=True)
 
     async def _work(self, row: RunRow, timings: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         request = RunRequest(
@@ -565,10 +656,17 @@ class Orchestra:
     # recording
 
     async def _save(self, run_id: str, **values: Any) -> None:
-        await asyncio.to_thread(records.update_run, self.store, run_id, **values)
+        """Write while this replica carries the run; :class:`LostRun` once it does not."""
+        if not await asyncio.to_thread(
+            records.update_run, self.store, run_id, self.replica, **values
+        ):
+            raise LostRun(run_id)
 
     async def _save_delegation(self, run_id: str, index: int, **values: Any) -> None:
-        await asyncio.to_thread(records.update_delegation, self.store, run_id, index, **values)
+        if not await asyncio.to_thread(
+            records.update_delegation, self.store, run_id, index, self.replica, **values
+        ):
+            raise LostRun(run_id)
         self.events.publish(run_id, {"type": "delegation", "index": index, **_plain(values)})
 
     async def _publish(self, run_id: str, *, done: bool = False) -> None:
@@ -576,10 +674,6 @@ class Orchestra:
         self.events.publish(run_id, {"type": "run", "run": view})
         if done:
             self.events.publish(run_id, {"type": "done", "run": view})
-
-    async def _finish(self, run_id: str) -> None:
-        await self._save(run_id, finished_at=utcnow())
-        await self._publish(run_id, done=True)
 
 
 def synthesis_budget(subtasks: list[planning.Subtask]) -> int:

@@ -83,6 +83,8 @@ class RunRow(Base):
     baseline: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+    owner: Mapped[str | None] = mapped_column(String(200), default=None)  # the replica carrying it
+    lease_until: Mapped[float | None] = mapped_column(Float, default=None)  # Unix seconds
 
 
 class DelegationRow(Base):
