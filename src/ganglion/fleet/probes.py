@@ -1,4 +1,7 @@
-"""The prober: a background task that checks every neuron's liveness at a fixed interval."""
+"""The prober: a background task that checks every neuron's liveness at a fixed interval.
+
+Each round first takes in the fleet changes other gateways sharing the store made
+(:meth:`Registry.sync`), so replicas agree on the fleet within one interval."""
 
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ class Prober:
     async def _loop(self) -> None:
         while True:
             try:
+                await self.registry.sync()
                 await self.registry.probe_all()
             except Exception:  # a bug in one round must not stop liveness for good
                 log.exception("probe round failed")

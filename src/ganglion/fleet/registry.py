@@ -91,18 +91,45 @@ class Registry:
 
     async def load(self) -> None:
         """Load the registered neurons from the store. Their status is re-earned by probes."""
-        rows = await asyncio.to_thread(self.store.neurons)
-        for row in rows:
-            neuron = self._from_row(row)
-            samples = await asyncio.to_thread(self.store.samples, row.id)
-            for sample in samples:
-                if sample.tokens_per_second:
-                    neuron.speeds.add(sample.model, sample.tokens_per_second)
-            self._neurons[neuron.name] = neuron
+        for row in await asyncio.to_thread(self.store.neurons):
+            self._neurons[row.name] = await self._loaded(row)
+
+    async def _loaded(self, row: NeuronRow) -> Neuron:
+        """The neuron of ``row``, with its speed history."""
+        neuron = self._from_row(row)
+        for sample in await asyncio.to_thread(self.store.samples, row.id):
+            if sample.tokens_per_second:
+                neuron.speeds.add(sample.model, sample.tokens_per_second)
+        return neuron
+
+    async def sync(self) -> None:
+        """Take in what other gateways sharing the store changed: neurons they registered or
+        removed, and suspensions. Status and speed stay this gateway's own evidence."""
+        async with self._lock:
+            rows = {row.name: row for row in await asyncio.to_thread(self.store.neurons)}
+            for name, neuron in list(self._neurons.items()):
+                row = rows.get(name)
+                if row is None or row.id != neuron.id:  # removed (and maybe added again)
+                    await self._forget(neuron)
+            for name, row in rows.items():
+                if name not in self._neurons:
+                    neuron = self._neurons[name] = await self._loaded(row)
+                    self._notify(neuron)
+                    continue
+                neuron = self._neurons[name]
+                if row.suspended != neuron.health.suspended:
+                    neuron.health.suspended = row.suspended
+                    await self._reclassify(neuron)
+
+    async def _forget(self, neuron: Neuron) -> None:
+        del self._neurons[neuron.name]
+        await neuron.adapter.aclose()
+        neuron.status, neuron.reason = NeuronStatus.OFFLINE, "removed from the fleet"
+        self._notify(neuron)
 
     def _from_row(self, row: NeuronRow) -> Neuron:
         api = Dialect(row.api)
-        health = Health(suspended=row.status == NeuronStatus.SUSPENDED)
+        health = Health(suspended=row.suspended)
         neuron = Neuron(
             id=row.id,
             name=row.name,
@@ -204,22 +231,22 @@ class Registry:
             await adapter.aclose()
 
     async def remove(self, name: str) -> None:
-        neuron = self.get(name)
-        await asyncio.to_thread(self.store.remove_neuron, name)
-        del self._neurons[name]
-        await neuron.adapter.aclose()
-        neuron.status, neuron.reason = NeuronStatus.OFFLINE, "removed from the fleet"
-        self._notify(neuron)
+        async with self._lock:
+            neuron = self.get(name)
+            await asyncio.to_thread(self.store.remove_neuron, name)
+            await self._forget(neuron)
 
     async def suspend(self, name: str) -> Neuron:
         neuron = self.get(name)
         neuron.health.suspended = True
+        await asyncio.to_thread(self.store.update_neuron, name, suspended=True)
         await self._reclassify(neuron)
         return neuron
 
     async def resume(self, name: str) -> Neuron:
         neuron = self.get(name)
         neuron.health.suspended = False
+        await asyncio.to_thread(self.store.update_neuron, name, suspended=False)
         await self.probe(neuron)
         return neuron
 
