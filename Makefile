@@ -30,6 +30,7 @@ test: install services
 	$(BIN)/mypy
 	$(BIN)/python scripts/gen_cli_docs.py --check
 	$(BIN)/pytest
+	GANGLION_TEST_STORE=postgresql $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check src tests scripts benchmarks

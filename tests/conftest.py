@@ -223,6 +223,29 @@ def fresh_postgres(postgres_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+STORE = os.environ.get("GANGLION_TEST_STORE", "sqlite")
+"""The store the gateways of the end-to-end tests use. ``make test`` runs the suite on SQLite,
+then again with ``GANGLION_TEST_STORE=postgresql`` over the tests that use ``db_url``."""
+
+
+@pytest.fixture
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store for this test's gateways, of the kind ``GANGLION_TEST_STORE`` names."""
+    if STORE == "postgresql":
+        url: str = request.getfixturevalue("fresh_postgres")
+        return url
+    return f"sqlite:///{tmp_path / 'ganglion.db'}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if STORE not in ("sqlite", "postgresql"):
+        raise pytest.UsageError(f"GANGLION_TEST_STORE={STORE!r}: give sqlite or postgresql")
+    if STORE == "postgresql":  # the PostgreSQL pass: only the tests whose store it changes
+        kept = [item for item in items if "db_url" in getattr(item, "fixturenames", ())]
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh store of each kind in turn: a SQLite file, then a PostgreSQL database."""

@@ -734,6 +734,7 @@ def test_serve_discovers_kubernetes_services(
     fake: FakeKubernetes,
     sims: list[Proc],
     tmp_path: Path,
+    db_url: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fake.token = "gateway-token"
@@ -742,7 +743,7 @@ def test_serve_discovers_kubernetes_services(
     monkeypatch.setenv("GANGLION_DISCOVER_RETRY_S", "0.5")
     fake.put(service("ollama-gpu-a", sims[0].url, annotations={NODE_ANNOTATION: "gpu-a"}))
     gateway = spawn.ganglion(
-        *("serve", "--port", "{port}", "--db", f"sqlite:///{tmp_path / 'fleet.db'}"),
+        *("serve", "--port", "{port}", "--db", db_url),
         *("--discover", "kubernetes"),
         ready_path="/fleet/neurons",
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -45,8 +44,8 @@ def wait_status(gateway: Proc, name: str, status: str, within: float) -> dict[st
 
 
 @pytest.fixture
-def gateway(spawn: Spawner, tmp_path: Path) -> Proc:
-    return spawn.gateway(f"sqlite:///{tmp_path / 'fleet.db'}", probe_interval=PROBE_INTERVAL)
+def gateway(spawn: Spawner, db_url: str) -> Proc:
+    return spawn.gateway(db_url, probe_interval=PROBE_INTERVAL)
 
 
 def test_two_sims_measured_killed_and_revived(spawn: Spawner, gateway: Proc) -> None:

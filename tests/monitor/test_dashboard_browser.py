@@ -50,9 +50,9 @@ def register(gateway: Proc, sim: Proc, name: str, node: str) -> None:
 
 
 def test_live_minimap_against_real_processes(
-    spawn: Spawner, tmp_path: Path, browser_page: tuple[Page, Console]
+    spawn: Spawner, db_url: str, browser_page: tuple[Page, Console]
 ) -> None:
-    gateway = spawn.gateway(f"sqlite:///{tmp_path / 'fleet.db'}", probe_interval=PROBE_INTERVAL)
+    gateway = spawn.gateway(db_url, probe_interval=PROBE_INTERVAL)
     fast, mid, slow = spawn.sim(90), spawn.sim(24, model="qwen2.5:7b"), spawn.sim(8)
     register(gateway, fast, "rtx-4090", "gpu-box")
     register(gateway, mid, "gtx-1080", "gpu-box")
@@ -113,9 +113,8 @@ def create_key(db_url: str, role: str) -> str:
 
 
 def test_with_keys_enforced_the_page_asks_for_one(
-    spawn: Spawner, tmp_path: Path, browser_page: tuple[Page, Console]
+    spawn: Spawner, db_url: str, browser_page: tuple[Page, Console]
 ) -> None:
-    db_url = f"sqlite:///{tmp_path / 'keys.db'}"
     admin, user = create_key(db_url, "admin"), create_key(db_url, "user")
     gateway = spawn.gateway(db_url, env={"GANGLION_REQUIRE_KEYS": "true"})
     sim = spawn.sim(40)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -42,8 +41,8 @@ def scripted_plan(count: int, tokens: int) -> str:
     return json.dumps({"subtasks": subtasks})
 
 
-def sim_fleet(spawn: Spawner, tmp_path: Path) -> Proc:
-    gateway = spawn.gateway(f"sqlite:///{tmp_path / 'runs.db'}", probe_interval=1)
+def sim_fleet(spawn: Spawner, db_url: str) -> Proc:
+    gateway = spawn.gateway(db_url, probe_interval=1)
     plan = scripted_plan(SUBTASKS, TOKENS)
     for index in range(4):
         sim = spawn.sim(40, model="llama3", extra=("--structured-reply", plan))
@@ -60,9 +59,9 @@ def bar_width(page: Page, index: int) -> float:
 
 
 def test_a_run_is_followed_live_from_plan_to_answer(
-    spawn: Spawner, tmp_path: Path, browser_page: tuple[Page, Console]
+    spawn: Spawner, db_url: str, browser_page: tuple[Page, Console]
 ) -> None:
-    gateway = sim_fleet(spawn, tmp_path)
+    gateway = sim_fleet(spawn, db_url)
     page, console = browser_page
     page.set_viewport_size(TALL)  # the fleet and the run in one screenshot
     page.goto(gateway.url)
@@ -143,9 +142,9 @@ def on_the_keyboard(page: Page) -> None:
 
 
 def test_a_direct_run_shows_its_reason(
-    spawn: Spawner, tmp_path: Path, browser_page: tuple[Page, Console]
+    spawn: Spawner, db_url: str, browser_page: tuple[Page, Console]
 ) -> None:
-    gateway = sim_fleet(spawn, tmp_path)
+    gateway = sim_fleet(spawn, db_url)
     body = {"task": "Name a planet", "decompose": "never"}
     started: dict[str, Any] = httpx.post(f"{gateway.url}/fleet/runs", json=body).json()
     deadline = time.monotonic() + 60

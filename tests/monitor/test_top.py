@@ -47,8 +47,10 @@ def start_top(gateway: Proc, tmp_path: Path) -> pexpect.spawn:
     )
 
 
-def test_top_shows_every_neuron_live_and_quits_with_q(spawn: Spawner, tmp_path: Path) -> None:
-    gateway = spawn.gateway(f"sqlite:///{tmp_path / 'fleet.db'}", probe_interval=0.5)
+def test_top_shows_every_neuron_live_and_quits_with_q(
+    spawn: Spawner, tmp_path: Path, db_url: str
+) -> None:
+    gateway = spawn.gateway(db_url, probe_interval=0.5)
     fast, slow = spawn.sim(90), spawn.sim(8)
     for sim, name, node in [(fast, "rtx-4090", "gpu-box"), (slow, "xeon-cpu", "cpu-box")]:
         body = {"url": sim.url, "name": name, "node": node}

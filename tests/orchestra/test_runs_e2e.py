@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,8 +37,8 @@ def scripted_plan(count: int, tokens: int) -> str:
     return json.dumps({"subtasks": subtasks})
 
 
-def fleet(spawn: Spawner, tmp_path: Path, speeds: dict[str, float], plan: str) -> Proc:
-    gateway = spawn.gateway(f"sqlite:///{tmp_path / 'runs.db'}", probe_interval=1)
+def fleet(spawn: Spawner, db_url: str, speeds: dict[str, float], plan: str) -> Proc:
+    gateway = spawn.gateway(db_url, probe_interval=1)
     for name, tps in speeds.items():
         sim = spawn.sim(tps, model="llama3", extra=("--structured-reply", plan))
         body = {"url": sim.url, "name": name, "node": name}
@@ -67,10 +66,8 @@ def wait_for(gateway: Proc, run_id: str, check: Any, within: float = 120) -> dic
     raise AssertionError(f"run {run_id} never got there: {view}")
 
 
-def test_an_even_fleet_splits_the_work_and_records_everything(
-    spawn: Spawner, tmp_path: Path
-) -> None:
-    gateway = fleet(spawn, tmp_path, {f"w{i}": 20 for i in range(4)}, scripted_plan(8, 60))
+def test_an_even_fleet_splits_the_work_and_records_everything(spawn: Spawner, db_url: str) -> None:
+    gateway = fleet(spawn, db_url, {f"w{i}": 20 for i in range(4)}, scripted_plan(8, 60))
     view = run(gateway, "--max-subtasks", "8")
     assert set(view) >= CONTRACT
     assert (view["status"], view["mode"], view["reason"]) == ("completed", "decomposed", None)
@@ -104,9 +101,9 @@ SEED_FLEET = {"gpu": 90, "cpu": 13, "quadro": 5.8, "old": 5.5}
 
 
 def test_on_the_seed_fleet_speed_beats_round_robin_and_never_loses_to_the_fast_neuron(
-    spawn: Spawner, tmp_path: Path
+    spawn: Spawner, db_url: str
 ) -> None:
-    gateway = fleet(spawn, tmp_path, SEED_FLEET, scripted_plan(4, 40))
+    gateway = fleet(spawn, db_url, SEED_FLEET, scripted_plan(4, 40))
     speed = run(gateway, "--decompose", "always", "--policy", "speed")
     robin = run(gateway, "--decompose", "always", "--policy", "round-robin")
     alone = 4 * 40 / 90
@@ -124,8 +121,8 @@ def test_on_the_seed_fleet_speed_beats_round_robin_and_never_loses_to_the_fast_n
     assert auto["timings"]["total_s"] <= auto["baseline"]["estimated_solo_s"] * 1.25 + 1.0
 
 
-def test_killing_a_worker_mid_run_re_delegates(spawn: Spawner, tmp_path: Path) -> None:
-    gateway = fleet(spawn, tmp_path, {f"w{i}": 20 for i in range(4)}, scripted_plan(8, 60))
+def test_killing_a_worker_mid_run_re_delegates(spawn: Spawner, db_url: str) -> None:
+    gateway = fleet(spawn, db_url, {f"w{i}": 20 for i in range(4)}, scripted_plan(8, 60))
     victim = spawn.procs[4]  # w3's sim (procs: gateway, w0..w3)
     started = httpx.post(
         f"{gateway.url}/fleet/runs",
@@ -145,8 +142,8 @@ def test_killing_a_worker_mid_run_re_delegates(spawn: Spawner, tmp_path: Path) -
     assert all(d["neuron"] != "w3" for d in moved)
 
 
-def test_a_gateway_restart_resumes_without_recomputing(spawn: Spawner, tmp_path: Path) -> None:
-    gateway = fleet(spawn, tmp_path, {f"w{i}": 10 for i in range(2)}, scripted_plan(6, 30))
+def test_a_gateway_restart_resumes_without_recomputing(spawn: Spawner, db_url: str) -> None:
+    gateway = fleet(spawn, db_url, {f"w{i}": 10 for i in range(2)}, scripted_plan(6, 30))
     started = httpx.post(
         f"{gateway.url}/fleet/runs",
         json={"task": "planets", "max_subtasks": 6, "decompose": "always"},
@@ -162,7 +159,7 @@ def test_a_gateway_restart_resumes_without_recomputing(spawn: Spawner, tmp_path:
     done_before = {
         d["index"]: d["output"] for d in before["delegations"] if d["status"] == "completed"
     }
-    again = spawn.gateway(f"sqlite:///{tmp_path / 'runs.db'}", probe_interval=1, port=gateway.port)
+    again = spawn.gateway(db_url, probe_interval=1, port=gateway.port)
     view = wait_for(again, started["id"], lambda v: v["status"] != "running")
     assert view["status"] == "completed"
     assert all(d["status"] == "completed" for d in view["delegations"])
@@ -174,8 +171,8 @@ def test_a_gateway_restart_resumes_without_recomputing(spawn: Spawner, tmp_path:
             assert (d["attempts"], d["output"]) == (1, done_before[d["index"]])
 
 
-def test_a_run_can_be_cancelled_by_its_short_id(spawn: Spawner, tmp_path: Path) -> None:
-    gateway = fleet(spawn, tmp_path, {"w0": 10, "w1": 10}, scripted_plan(4, 80))
+def test_a_run_can_be_cancelled_by_its_short_id(spawn: Spawner, db_url: str) -> None:
+    gateway = fleet(spawn, db_url, {"w0": 10, "w1": 10}, scripted_plan(4, 80))
     started = httpx.post(
         f"{gateway.url}/fleet/runs", json={"task": "planets", "decompose": "always"}
     ).json()

@@ -18,9 +18,11 @@ from tests.conftest import Spawner, need, run_cli
 pytestmark = pytest.mark.llama
 
 
-def test_a_run_with_smollm2_as_brain_and_workers(spawn: Spawner, tmp_path: Path) -> None:
+def test_a_run_with_smollm2_as_brain_and_workers(
+    spawn: Spawner, tmp_path: Path, db_url: str
+) -> None:
     need(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
-    gateway = spawn.gateway(f"sqlite:///{tmp_path / 'llama.db'}", probe_interval=2)
+    gateway = spawn.gateway(db_url, probe_interval=2)
     with LlamaServer(log_dir=tmp_path) as one, LlamaServer(log_dir=tmp_path) as two:
         for name, server in (("local-a", one), ("local-b", two)):
             body = {"url": server.url, "name": name}
