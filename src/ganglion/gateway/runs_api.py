@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
@@ -34,7 +34,9 @@ async def start_run(new: NewRun, gateway: GatewayDep) -> dict[str, Any]:
 
 
 @router.get("")
-async def list_runs(gateway: GatewayDep, limit: int = 50) -> list[dict[str, Any]]:
+async def list_runs(
+    gateway: GatewayDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> list[dict[str, Any]]:
     return await gateway.orchestra.recent(limit)
 
 
