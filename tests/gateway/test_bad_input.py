@@ -260,3 +260,31 @@ def unknown_models_are_not_found(client: openai.OpenAI) -> None:
             call()
         assert "'ghost' is not served by any active neuron" in caught.value.message
         assert caught.value.type == "invalid_request_error"
+
+
+# -- text the store cannot hold ----------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_nul_characters_are_refused_before_they_reach_postgresql(
+    spawn: Spawner, fresh_postgres: str
+) -> None:
+    """PostgreSQL's text cannot hold NUL: such a name, task or id is the caller's mistake."""
+    gateway = spawn.gateway(fresh_postgres)
+    sim = spawn.sim(500, model="llama3")
+    cases = [
+        ("post", "/fleet/neurons", {"url": sim.url, "name": "a\x00b"}, 422, "name"),
+        ("post", "/fleet/neurons", {"url": sim.url, "node": "rack\x00"}, 422, "node"),
+        ("post", "/fleet/runs", {"task": "plan\x00it"}, 422, "task"),
+        ("post", "/fleet/runs", {"task": "t", "model": "m\x00"}, 422, "model"),
+        ("get", "/fleet/runs/ab%00cd", None, 404, "no run"),
+        ("post", "/fleet/runs/ab%00cd/cancel", None, 404, "no run"),
+    ]
+    for method, path, body, status, words in cases:
+        response = httpx.request(method, gateway.url + path, json=body, timeout=30)
+        assert response.status_code == status, (path, body, response.text)
+        assert words in message(response)
+        if status == 422:
+            assert "must not contain NUL characters" in message(response)
+    added = httpx.post(f"{gateway.url}/fleet/neurons", json={"url": sim.url, "name": "ok"})
+    assert added.status_code == 201  # the store is still fine

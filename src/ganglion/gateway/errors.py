@@ -30,8 +30,8 @@ STATUS_CODES: dict[type[errors.GanglionError], int] = {
     errors.DuplicateNeuron: 409,
     errors.FleetError: 422,
     errors.ConfigError: 422,
-    errors.NeuronUnreachable: 502,
-    errors.NotAnLLMServer: 502,
+    errors.NeuronUnreachable: 422,  # raised by adding a neuron: the URL given is the mistake
+    errors.NotAnLLMServer: 422,
     errors.NeuronError: 502,
     errors.StoreError: 503,
     errors.KeyRequired: 401,
