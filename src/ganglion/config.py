@@ -1,13 +1,15 @@
 """One :class:`Settings` object, built once at start and passed in.
 
 Every setting reads from the environment with the ``GANGLION_`` prefix (``GANGLION_DATABASE_URL``,
-``GANGLION_HOST``...) and can be overridden by a command-line flag. Validators refuse unsafe or
-malformed values with a message that says what to do.
+``GANGLION_HOST``...) and from the config file (:mod:`ganglion.config_file`), and can be
+overridden by a command-line flag: flag, then environment, then file, then default.
+Validators refuse unsafe or malformed values with a message that says what to do.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from pathlib import Path
 from typing import Literal
@@ -18,13 +20,17 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from ganglion.config_file import read_config
 from ganglion.errors import ConfigError
+from ganglion.fleet.model import NewNeuron
 from ganglion.routing import POLICIES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11435
 DEFAULT_GATEWAY_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_PROBE_INTERVAL_S = 5.0
+ENV_PREFIX = "GANGLION_"
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a long chat history fits; a stray upload does not
 
 
 def default_data_dir() -> Path:
@@ -70,7 +76,7 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     """The gateway's settings. Build once (``Settings()``), pass in everywhere."""
 
-    model_config = SettingsConfigDict(env_prefix="GANGLION_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     database_url: str = Field(default_factory=default_database_url)
     host: str = DEFAULT_HOST
@@ -97,6 +103,9 @@ class Settings(BaseSettings):
     max_queue: int = Field(default=32, ge=0)
     replica_id: str | None = Field(default=None, min_length=1, max_length=200)
     run_lease_s: float = Field(default=30.0, ge=1)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+    neurons: list[NewNeuron] = Field(default_factory=list)
+    """Neurons to register at start (``[[neuron]]`` in the config file)."""
 
     @field_validator("routing_policy")
     @classmethod
@@ -131,12 +140,18 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
-def load_settings(**overrides: object) -> Settings:
-    """Build :class:`Settings` from the environment plus ``overrides`` (``None`` values ignored).
+def load_settings(config: Path | None = None, **overrides: object) -> Settings:
+    """Build :class:`Settings` from ``overrides`` (``None`` values ignored), the environment,
+    and the config file ``config``, in that order of precedence (then the defaults).
 
-    A validation failure becomes one :class:`ConfigError` line naming the setting.
+    A mistake in the file is a :class:`ConfigFileError` naming its line; any other
+    validation failure becomes one :class:`ConfigError` line naming the setting.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
+    if config is not None:
+        file = read_config(config, Settings)
+        unset = {k: v for k, v in file.settings.items() if not _in_environment(k)}
+        given = {**unset, "neurons": file.neurons, **given}
     try:
         return Settings(**given)  # type: ignore[arg-type]
     except ConfigError:
@@ -148,3 +163,8 @@ def load_settings(**overrides: object) -> Settings:
             raise cause from None
         where = ".".join(str(part) for part in first["loc"])
         raise ConfigError(f"invalid setting {where}: {first['msg']}") from None
+
+
+def _in_environment(name: str) -> bool:
+    variable = f"{ENV_PREFIX}{name}".upper()
+    return any(key.upper() == variable for key in os.environ)

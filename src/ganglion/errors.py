@@ -2,6 +2,7 @@
 
     GanglionError
     ├── ConfigError                 bad settings: a malformed database URL, an unsafe bind
+    │   └── ConfigFileError         the config file is invalid (names file and line; exit 2)
     ├── StoreError                  the database cannot be opened or migrated
     ├── NeuronError                 talking to one neuron went wrong
     │   ├── NeuronUnreachable       connection refused, DNS failure, timeout before any byte
@@ -38,6 +39,10 @@ class GanglionError(Exception):
 
 class ConfigError(GanglionError):
     """A setting is malformed or unsafe."""
+
+
+class ConfigFileError(ConfigError):
+    """The config file is unreadable or invalid; the message starts ``FILE:LINE:``."""
 
 
 class StoreError(GanglionError):
@@ -146,3 +151,14 @@ class NeuronRefused(DispatchError):
 
 class BrokenMidStream(DispatchError):
     """The neuron failed after the caller had started receiving the answer."""
+
+
+def phrase(name: str, message: str, value: object = None) -> str:
+    """One pydantic validation message about ``name`` as a sentence: ``("port", "Input
+    should be less than or equal to 65535", 70000)`` is ``port should be less than or
+    equal to 65535 (got 70000)``. ``value`` is shown when it is short and not ``None``."""
+    said = message.replace("Input should", f"{name} should", 1)
+    if said == message:
+        said = f"{name}: {message}"
+    shown = repr(value)
+    return f"{said} (got {shown})" if value is not None and len(shown) <= 40 else said

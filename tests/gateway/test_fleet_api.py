@@ -148,9 +148,9 @@ async def test_state_survives_a_restart(fleet: FakeFleet, tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
-        ({"url": "http://nowhere:1"}, 502, "check that the server is running"),
+        ({"url": "http://nowhere:1"}, 422, "check that the server is running"),
         ({"url": "ftp://gpu"}, 422, "give http://HOST:PORT"),
-        ({"url": "http://web:80"}, 502, "--api"),
+        ({"url": "http://web:80"}, 422, "--api"),
     ],
 )
 async def test_bad_neurons_are_refused_with_advice(

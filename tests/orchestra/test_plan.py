@@ -31,6 +31,12 @@ def test_a_good_plan_parses_and_sizes_are_clamped() -> None:
         ),
         (plan({"task": "a"}, {"task": "b", "expected_tokens": 20}), "no expected_tokens"),
         (plan("x", {"task": "b", "expected_tokens": 20}), "not an object"),
+        ('{"subtasks": [{"task": "a", "expected_tokens": Infinity}]}', "give a count"),
+        ('{"subtasks": [{"task": "a", "expected_tokens": 1e999}, 5]}', "give a count"),
+        ('{"subtasks": [{"task": "a", "expected_tokens": NaN}, 5]}', "give a count"),
+        ('{"subtasks": [' + ",".join(["7"] * 10000) + "]}", "10000 subtasks: at most 4"),
+        ('"subtasks"', 'no "subtasks"'),
+        ("", "not valid JSON"),
     ],
 )
 def test_unusable_plans_say_why(text: str, why: str) -> None:

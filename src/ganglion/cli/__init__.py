@@ -11,8 +11,9 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from ganglion.errors import GanglionError
+from ganglion.errors import ConfigFileError, GanglionError
 
 app = typer.Typer(
     name="ganglion",
@@ -32,10 +33,12 @@ def _register_all() -> None:
 
 
 def main() -> None:
-    """Entry point: run the CLI, turning any :class:`GanglionError` into one line and exit 1."""
+    """Entry point: run the CLI, turning any :class:`GanglionError` into one line and exit 1
+    (2 for an invalid config file, a usage error like a bad flag)."""
     _register_all()
     try:
         app()
     except GanglionError as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
-        sys.exit(1)
+        said = escape(str(error))  # a message may quote [[neuron]] or [brackets]
+        Console(stderr=True).print(f"[bold red]error:[/] {said}", highlight=False, soft_wrap=True)
+        sys.exit(2 if isinstance(error, ConfigFileError) else 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -17,10 +18,24 @@ def register(app: typer.Typer) -> None:
 
 
 def serve(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="GANGLION_CONFIG",
+            help="TOML file of settings and [[neuron]] tables to register at start "
+            "(docs/config.md). Flags and GANGLION_* variables override it.",
+        ),
+    ] = None,
     host: Annotated[
-        str, typer.Option(envvar="GANGLION_HOST", help="Address to bind; loopback by default.")
-    ] = DEFAULT_HOST,
-    port: Annotated[int, typer.Option(envvar="GANGLION_PORT", help="Port to bind.")] = DEFAULT_PORT,
+        str | None,
+        typer.Option(
+            envvar="GANGLION_HOST", help=f"Address to bind; loopback ({DEFAULT_HOST}) by default."
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(envvar="GANGLION_PORT", help=f"Port to bind (default {DEFAULT_PORT})."),
+    ] = None,
     db: DbOption = None,
     probe_interval: Annotated[
         float | None, typer.Option(help="Seconds between liveness probes (default 5).")
@@ -59,6 +74,7 @@ def serve(
     from ganglion.gateway.server import serve as run
 
     settings = load_settings(
+        config,
         host=host,
         port=port,
         database_url=db,

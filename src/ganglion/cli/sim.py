@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ganglion.errors import ConfigError
 from ganglion.local.sim import DEFAULT_OUTPUT_TOKENS, SimConfig, run_sim
 
 HELP = (
@@ -99,8 +97,9 @@ def sim(
     structured_reply: Annotated[
         str | None,
         typer.Option(
-            help="JSON to answer every schema-constrained request with, instead of a generated "
-            "instance: script a brain's plan for demos and tests."
+            help="Text to answer every schema-constrained request with, instead of a generated "
+            "instance: a brain's plan as JSON for demos and tests, or anything else for a "
+            "brain that breaks its schema."
         ),
     ] = None,
 ) -> None:
@@ -119,7 +118,7 @@ def sim(
         port=port,
         allow_public=allow_public,
         output_tokens=output_tokens,
-        structured=_json_option(structured_reply),
+        structured=structured_reply,
     )
     console = Console(highlight=False, soft_wrap=True)
 
@@ -128,12 +127,3 @@ def sim(
         console.print(f"ganglion sim [bold]{escape(name)}[/] on {url}: {described} (filler text)")
 
     run_sim(config, on_ready=announce)
-
-
-def _json_option(text: str | None) -> Any:
-    if text is None:
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ConfigError(f"--structured-reply is not valid JSON: {error.msg}") from None

@@ -1,5 +1,9 @@
 """Discovery: neurons registered and removed by watching a source.
 
+The config file's ``[[neuron]]`` tables are the simplest source (:class:`StaticDiscovery`):
+each is registered at start, and one that does not answer yet is tried again every
+``retry_s`` until it does. A name already registered at another URL is moved to the file's.
+
 ``ganglion serve --discover kubernetes`` lists the Services labelled
 :data:`~ganglion.doctor.labels.NEURON_SELECTOR` (what ``ganglion enlist k3s`` writes), then
 watches them: each becomes a neuron named ``k8s-<namespace>-<service>``, and goes when its
@@ -39,7 +43,9 @@ from ganglion.doctor.labels import (
     URL_ANNOTATION,
 )
 from ganglion.errors import ConfigError, GanglionError, UnknownNeuron
-from ganglion.fleet.registry import Registry, normalize_url
+from ganglion.fleet.model import NewNeuron
+from ganglion.fleet.probes import cancel
+from ganglion.fleet.registry import Registry, default_name, normalize_url
 from ganglion.neurons.base import Dialect
 
 log = logging.getLogger(__name__)
@@ -252,6 +258,7 @@ class Target:
     url: str
     api: Dialect | None
     node: str | None
+    slots: int = 1
 
 
 class NotANeuron(ValueError):
@@ -374,10 +381,7 @@ class KubernetesDiscovery:
 
     async def stop(self) -> None:
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         self._tasks = []
         if self._client is not None:
             await self._client.aclose()
@@ -565,6 +569,64 @@ def _check(response: httpx.Response) -> None:
     except ValueError:
         message = response.text
     raise ApiError(f"HTTP {response.status_code}: {message[:200]}{hint}", response.status_code)
+
+
+class StaticDiscovery:
+    """Registers the neurons a config file lists, retrying those that do not answer yet."""
+
+    def __init__(self, registry: Registry, neurons: list[NewNeuron], *, retry_s: float) -> None:
+        self.registry = registry
+        self.retry_s = retry_s
+        self._pending = [_static_target(neuron) for neuron in neurons]
+        self._problems: dict[str, str] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self._sync()
+        if self._pending:
+            self._task = asyncio.create_task(self._retry_loop(), name="ganglion-static-retry")
+
+    async def stop(self) -> None:
+        await cancel(self._task)
+        self._task = None
+
+    async def _retry_loop(self) -> None:
+        while self._pending:
+            await asyncio.sleep(self.retry_s)
+            try:
+                await self._sync()
+            except Exception:  # a bug must not end the retries for good
+                log.exception("config file neurons: retrying failed")
+
+    async def _sync(self) -> None:
+        waiting = []
+        for want in self._pending:
+            have = next((n for n in self.registry.neurons() if n.name == want.name), None)
+            if have is not None and _matches(want, have.url, have.api, have.node):
+                continue
+            try:
+                if have is not None:
+                    await self.registry.remove(want.name)
+                    log.info(
+                        "config file: neuron %s moves from %s to %s", want.name, have.url, want.url
+                    )
+                await self.registry.add(
+                    want.url, name=want.name, api=want.api, node=want.node, slots=want.slots
+                )
+            except GanglionError as error:
+                message = f"not registered yet ({error}); retrying every {self.retry_s:g} s"
+                if self._problems.get(want.name) != message:
+                    self._problems[want.name] = message
+                    log.warning("config file: neuron %s: %s", want.name, message)
+                waiting.append(want)
+                continue
+            log.info("config file: registered neuron %s at %s", want.name, want.url)
+        self._pending = waiting
+
+
+def _static_target(neuron: NewNeuron) -> Target:
+    url = normalize_url(neuron.url)
+    return Target(neuron.name or default_name(url), url, neuron.api, neuron.node, neuron.slots)
 
 
 # the kinds of discovery

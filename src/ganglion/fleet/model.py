@@ -4,12 +4,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel
+from pydantic import AfterValidator, BaseModel, Field
 
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, is_active
 from ganglion.neurons.base import Dialect, NeuronAdapter
+
+
+def _no_nul(text: str) -> str:
+    if "\x00" in text:
+        raise ValueError("must not contain NUL characters (\\u0000)")
+    return text
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+"""A string the store can keep: PostgreSQL's text cannot hold NUL characters."""
+
+
+class NewNeuron(BaseModel):
+    """A neuron to register: ``POST /fleet/neurons``, and ``[[neuron]]`` in a config file."""
+
+    url: Text = Field(description="Base URL of the server, e.g. http://127.0.0.1:11434")
+    name: Text | None = Field(default=None, description="Defaults to HOST-PORT")
+    api: Dialect | None = Field(default=None, description="Detected when not given")
+    node: Text | None = Field(default=None, description="The machine it runs on; default: host")
+    slots: int = Field(
+        default=1, ge=1, le=256, description="Requests it runs at once (OLLAMA_NUM_PARALLEL)"
+    )
 
 
 class NeuronView(BaseModel):

@@ -26,11 +26,8 @@ class Prober:
         self._task = asyncio.create_task(self._loop(), name="ganglion-prober")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     async def _loop(self) -> None:
         while True:
@@ -40,3 +37,11 @@ class Prober:
             except Exception:  # a bug in one round must not stop liveness for good
                 log.exception("probe round failed")
             await asyncio.sleep(self.interval_s)
+
+
+async def cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel ``task`` (when there is one) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -11,12 +11,13 @@ from fastapi import Depends, FastAPI
 
 from ganglion import __version__
 from ganglion.config import Settings
-from ganglion.fleet.discovery import make_discovery
+from ganglion.fleet.discovery import Discovery, StaticDiscovery, make_discovery
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import Thresholds
 from ganglion.gateway import (
     auth,
+    bodies,
     errors,
     events,
     fleet_api,
@@ -97,21 +98,21 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gateway = await open_gateway(settings, transport=transport, metrics=app.state.metrics)
         app.state.gateway = gateway
-        discovery = (
-            make_discovery(settings.discover, gateway.registry, settings)
-            if settings.discover
-            else None
-        )
+        discoveries: list[Discovery] = [
+            StaticDiscovery(gateway.registry, settings.neurons, retry_s=settings.discover_retry_s)
+        ]
+        if settings.discover:
+            discoveries.append(make_discovery(settings.discover, gateway.registry, settings))
         if probe:
             gateway.prober.start()
-        if discovery is not None:
+        for discovery in discoveries:
             await discovery.start()
         await gateway.orchestra.keep()
         try:
             yield
         finally:
             await gateway.orchestra.stop()
-            if discovery is not None:
+            for discovery in discoveries:
                 await discovery.stop()
             await gateway.prober.stop()
             await gateway.registry.aclose()
@@ -124,6 +125,7 @@ def create_app(
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(bodies.RequestBodies, max_bytes=settings.max_body_bytes)
     app.state.metrics = Metrics()
     app.include_router(fleet_api.router, dependencies=[Depends(auth.fleet_access)])
     app.include_router(events.router, dependencies=[Depends(auth.user_access)])

@@ -14,21 +14,10 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ganglion.fleet.bench import bench_model
-from ganglion.fleet.model import Neuron, NeuronView
+from ganglion.fleet.model import Neuron, NeuronView, NewNeuron
 from ganglion.gateway.state import Gateway, GatewayDep
-from ganglion.neurons.base import Dialect
 
 router = APIRouter(prefix="/fleet", tags=["fleet"])
-
-
-class NewNeuron(BaseModel):
-    url: str = Field(description="Base URL of the server, e.g. http://127.0.0.1:11434")
-    name: str | None = Field(default=None, description="Defaults to HOST-PORT")
-    api: Dialect | None = Field(default=None, description="Detected when not given")
-    node: str | None = Field(default=None, description="The machine it runs on; default: host")
-    slots: int = Field(
-        default=1, ge=1, le=256, description="Requests it runs at once (OLLAMA_NUM_PARALLEL)"
-    )
 
 
 class BenchRequest(BaseModel):

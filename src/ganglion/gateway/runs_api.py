@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ganglion.errors import UnknownRun
+from ganglion.fleet.model import Text
 from ganglion.gateway.state import GatewayDep
 from ganglion.orchestra.run import RunRequest
 
@@ -18,9 +19,9 @@ router = APIRouter(prefix="/fleet/runs", tags=["runs"])
 
 
 class NewRun(BaseModel):
-    task: str = Field(description="What to do, in words")
-    model: str | None = Field(default=None, description="Workers' model; default: most served")
-    brain: str | None = Field(default=None, description="Model that plans and synthesizes")
+    task: Text = Field(description="What to do, in words")
+    model: Text | None = Field(default=None, description="Workers' model; default: most served")
+    brain: Text | None = Field(default=None, description="Model that plans and synthesizes")
     policy: str = Field(default="speed", description="speed | round-robin | fastest")
     max_subtasks: int = Field(default=4, ge=2, le=32)
     decompose: str = Field(default="auto", description="auto | always | never")
@@ -34,7 +35,9 @@ async def start_run(new: NewRun, gateway: GatewayDep) -> dict[str, Any]:
 
 
 @router.get("")
-async def list_runs(gateway: GatewayDep, limit: int = 50) -> list[dict[str, Any]]:
+async def list_runs(
+    gateway: GatewayDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
+) -> list[dict[str, Any]]:
     return await gateway.orchestra.recent(limit)
 
 
@@ -46,7 +49,7 @@ async def get_run(run_id: str, gateway: GatewayDep) -> dict[str, Any]:
 @router.post("/{run_id}/cancel")
 async def cancel_run(run_id: str, gateway: GatewayDep) -> dict[str, Any]:
     """Stop a running run; unfinished delegations become ``cancelled``."""
-    return await gateway.orchestra.cancel(run_id)
+    return await gateway.orchestra.cancel((await _view(gateway, run_id))["id"])
 
 
 @router.get("/{run_id}/events")
@@ -66,7 +69,7 @@ async def follow_run(run_id: str, gateway: GatewayDep) -> StreamingResponse:
 
 
 async def _view(gateway: GatewayDep, run_id: str) -> dict[str, Any]:
-    view = await gateway.orchestra.view(run_id)
+    view = None if "\x00" in run_id else await gateway.orchestra.view(run_id)
     if view is None:
         raise UnknownRun(f"no run {run_id!r}: see ganglion runs list")
     return view

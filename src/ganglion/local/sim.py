@@ -77,8 +77,9 @@ class SimConfig:
     allow_public: bool = False
     output_tokens: int = DEFAULT_OUTPUT_TOKENS
     """Answer length when the client sets no limit."""
-    structured: Any = None
-    """A scripted JSON answer for every schema-constrained request (a brain's plan, say)."""
+    structured: str | None = None
+    """The scripted answer to every schema-constrained request, sent as it is: a brain's
+    plan as JSON, or anything else for a brain that breaks its schema."""
 
     def __post_init__(self) -> None:
         problems = self._problems()

@@ -34,8 +34,8 @@ from ganglion.local.sim_engine import (
     count_tokens,
     embedding,
     filler,
-    json_pieces,
     log_entry,
+    text_pieces,
 )
 
 VERSION = "0.9.0-ganglion-sim"
@@ -111,11 +111,12 @@ def note_prompt(request: Request, messages: list[Any]) -> None:
         entry["prompt"] = text_of(messages[-1].get("content"))[:PROMPT_LOGGED]
 
 
-def output_for(sim: Simulator, limit: object, answer: object | None) -> tuple[list[str], str]:
-    """The tokens to emit and the done reason: the JSON ``answer`` to a structured-output
-    request in full, else filler up to the client's length limit (or the default length)."""
+def output_for(sim: Simulator, limit: object, answer: str | None) -> tuple[list[str], str]:
+    """The tokens to emit and the done reason: the ``answer`` (JSON text) to a
+    structured-output request in full, else filler up to the client's length limit (or the
+    default length)."""
     if answer is not None:
-        return json_pieces(answer), "stop"
+        return text_pieces(answer), "stop"
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
         return filler(limit), "length"
     return filler(sim.config.output_tokens), "stop"
@@ -482,31 +483,28 @@ class _Reply:
         return self.envelope(stream=False) | {"choices": [choice], "usage": _usage(job)}
 
 
-def _ollama_answer(format_: object, scripted: object = None) -> object | None:
-    """The JSON value to answer with for an Ollama ``format``, or None for free text.
+def _ollama_answer(format_: object, scripted: str | None = None) -> str | None:
+    """The JSON text to answer an Ollama ``format`` with, or None for free text.
     ``scripted`` (``--structured-reply``) answers every schema request when given."""
-    if format_ == "json":
-        return JSON_OBJECT_ANSWER if scripted is None else scripted
-    if isinstance(format_, dict) and format_:
-        answer: object = instance_of(format_) if scripted is None else scripted
-        return answer
+    if format_ == "json" or (isinstance(format_, dict) and format_):
+        if scripted is not None:
+            return scripted
+        return json.dumps(instance_of(format_) if isinstance(format_, dict) else JSON_OBJECT_ANSWER)
     return None
 
 
-def _openai_answer(response_format: object, scripted: object = None) -> object | None:
-    """The JSON value to answer with for an OpenAI ``response_format``, or None for text."""
+def _openai_answer(response_format: object, scripted: str | None = None) -> str | None:
+    """The JSON text to answer an OpenAI ``response_format`` with, or None for text."""
     if not isinstance(response_format, dict):
         return None
-    if scripted is not None and response_format.get("type") in ("json_object", "json_schema"):
-        return scripted
     kind = response_format.get("type")
-    if kind == "json_object":
-        return JSON_OBJECT_ANSWER
-    if kind == "json_schema":
-        spec = response_format.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        return instance_of(schema) if isinstance(schema, dict) else JSON_OBJECT_ANSWER
-    return None
+    if kind not in ("json_object", "json_schema"):
+        return None
+    if scripted is not None:
+        return scripted
+    spec = response_format.get("json_schema") if kind == "json_schema" else None
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return json.dumps(instance_of(schema) if isinstance(schema, dict) else JSON_OBJECT_ANSWER)
 
 
 def _usage(job: Job) -> dict[str, int]:

@@ -77,7 +77,12 @@ def filler(count: int) -> list[str]:
 
 def json_pieces(value: Any) -> list[str]:
     """``value`` as JSON text cut into tokens (words and runs of punctuation)."""
-    return _JSON_TOKEN.findall(json.dumps(value))
+    return text_pieces(json.dumps(value))
+
+
+def text_pieces(text: str) -> list[str]:
+    """``text`` cut into tokens as :func:`json_pieces` cuts JSON."""
+    return _JSON_TOKEN.findall(text)
 
 
 def embedding(model: str, text: str) -> list[float]:

@@ -9,6 +9,7 @@ attempt with the error, then answers directly and records why.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +103,8 @@ def parse_plan(text: str, max_subtasks: int) -> list[Subtask]:
     items = data.get("subtasks") if isinstance(data, dict) else None
     if not isinstance(items, list):
         raise PlanError('no "subtasks" list')
+    if len(items) > max_subtasks:
+        raise PlanError(f"{len(items)} subtasks: at most {max_subtasks}")
     subtasks = []
     for number, item in enumerate(items, 1):
         if not isinstance(item, dict):
@@ -112,10 +115,10 @@ def parse_plan(text: str, max_subtasks: int) -> list[Subtask]:
         expected = item.get("expected_tokens")
         if isinstance(expected, bool) or not isinstance(expected, int | float):
             raise PlanError(f"subtask {number} has no expected_tokens number")
+        if not math.isfinite(expected):  # JSON's NaN, Infinity, or 1e999
+            raise PlanError(f"subtask {number} has expected_tokens {expected}: give a count")
         size = min(max(int(expected), MIN_EXPECTED_TOKENS), MAX_EXPECTED_TOKENS)
         subtasks.append(Subtask(task.strip(), size))
     if len(subtasks) < 2:
         raise PlanError(f"{len(subtasks)} subtask(s): a plan needs at least 2")
-    if len(subtasks) > max_subtasks:
-        raise PlanError(f"{len(subtasks)} subtasks: at most {max_subtasks}")
     return subtasks
