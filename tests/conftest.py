@@ -182,6 +182,17 @@ def run_cli(
     )
 
 
+def keys_create(role: str, name: str, db: str) -> str:
+    """``ganglion keys create --ROLE``: the key it prints once (on stdout; the notice on stderr)."""
+    result = run_cli("keys", "create", f"--{role}", "--name", name, "--db", db)
+    assert result.returncode == 0, result.stderr
+    assert "not shown again" in result.stderr
+    key = result.stdout.strip()
+    assert key.startswith("gk_"), key
+    assert key not in result.stderr
+    return key
+
+
 @pytest.fixture
 def cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run_cli

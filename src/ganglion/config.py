@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -31,6 +32,17 @@ DEFAULT_GATEWAY_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_PROBE_INTERVAL_S = 5.0
 ENV_PREFIX = "GANGLION_"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a long chat history fits; a stray upload does not
+
+
+class LogLevel(StrEnum):
+    """How much ``ganglion serve`` logs. uvicorn's ``trace`` is left out on purpose: it
+    writes raw requests, URLs and all, to the log."""
+
+    CRITICAL = "critical"
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+    DEBUG = "debug"
 
 
 def default_data_dir() -> Path:

@@ -21,7 +21,7 @@ from ganglion.gateway.app import create_app
 from ganglion.gateway.auth import Role, create_key, hash_key, key_prefix, new_key, verify_key
 from ganglion.gateway.server import check_keys
 from ganglion.store import Store
-from tests.conftest import Spawner, run_cli
+from tests.conftest import Spawner, keys_create, run_cli
 from tests.fakes import FakeFleet
 
 
@@ -184,15 +184,6 @@ def test_preflight_wants_an_admin_key_wherever_keys_are_enforced(
 # a real gateway and the CLI
 
 
-def _created(role: str, name: str, db: str) -> str:
-    result = run_cli("keys", "create", f"--{role}", "--name", name, "--db", db)
-    assert result.returncode == 0, result.stderr
-    assert "not shown again" in result.stderr
-    key = result.stdout.strip()
-    assert key_prefix(key) is not None
-    return key
-
-
 @dataclass
 class Cli:
     gateway: str
@@ -207,7 +198,7 @@ class Cli:
 def test_keys_through_a_real_gateway_and_the_cli(spawn: Spawner, tmp_path: Path) -> None:
     db_path = tmp_path / "keys.db"
     db = f"sqlite:///{db_path}"
-    admin, user = _created("admin", "ops", db), _created("user", "alice", db)
+    admin, user = keys_create("admin", "ops", db), keys_create("user", "alice", db)
     gateway = spawn.ganglion(
         "serve", "--port", "{port}", "--db", db, "--require-keys", ready_path="/fleet/neurons"
     )
@@ -249,13 +240,18 @@ def _assert_listing_hides_keys(db: str, *keys: str) -> None:
 
 
 def _assert_only_hashes_stored(db_path: Path, *keys: str) -> None:
+    """Every byte of the database (and its journal or write-ahead log, if any) holds the
+    hashes and never a key."""
     with sqlite3.connect(db_path) as conn:
-        rows = conn.execute("SELECT * FROM api_keys").fetchall()
-    stored = " ".join(str(value) for row in rows for value in row)
-    assert len(rows) == len(keys)
-    assert stored.count("sha256$") == len(keys)
+        hashes = [row[0] for row in conn.execute("SELECT key_hash FROM api_keys")]
+    assert len(hashes) == len(keys)
+    assert all(stored.startswith("sha256$") for stored in hashes)
+    files = [db_path, *db_path.parent.glob(f"{db_path.name}-*")]
+    stored = b"".join(path.read_bytes() for path in files)
+    assert hashes[0].encode() in stored  # the bytes searched are the ones the rows live in
     for key in keys:
-        assert key.split("_", 2)[2] not in stored
+        assert key.split("_", 2)[2].encode() not in stored
+        assert key.encode() not in stored
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from rich.console import Console
 from sqlalchemy.engine import make_url
 
 from ganglion.cli.options import DbOption
-from ganglion.config import DEFAULT_HOST, DEFAULT_PORT, load_settings
+from ganglion.config import DEFAULT_HOST, DEFAULT_PORT, LogLevel, load_settings
 
 
 def register(app: typer.Typer) -> None:
@@ -61,7 +61,14 @@ def serve(
             "round-robin."
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(
+            metavar="LEVEL",
+            help="critical, error, warning, info (each request, without its query string) or "
+            "debug (and ganglion's own detail).",
+        ),
+    ] = LogLevel.WARNING,
 ) -> None:
     """Start the gateway: one Ollama and OpenAI endpoint for the fleet, and its dashboard.
 

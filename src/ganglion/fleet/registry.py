@@ -43,12 +43,27 @@ def utcnow() -> datetime:
 
 
 def normalize_url(url: str) -> str:
-    """``url`` without a trailing slash, or :class:`FleetError` when it is not an http URL."""
+    """``url`` without a trailing slash, or :class:`FleetError` when it is not a neuron URL:
+    ``http`` or ``https``, a host, an optional port and path, and nothing else. Other schemes
+    (``file:``, ``ftp:``, ``javascript:``...) are no neurons; credentials (``user:pass@``)
+    are refused because neuron URLs are stored and shown as they are; a query or fragment
+    would break the API paths appended to the URL."""
     url = url.strip().rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise FleetError(
             f"{url!r} is not a neuron URL: give http://HOST:PORT (Ollama listens on 11434)"
+        )
+    if "@" in parts.netloc:
+        bare = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        raise FleetError(
+            f"a neuron URL cannot carry credentials (user:password@): neuron URLs are stored "
+            f"and shown in neuron list as they are. Give {bare}; ganglion does not log in to "
+            "neurons, so put one that needs a password behind a network you trust"
+        )
+    if parts.query or parts.fragment:
+        raise FleetError(
+            f"{url!r} has a query or fragment: give the server's base URL, http://HOST:PORT"
         )
     try:
         _ = parts.port  # parsing the port validates it

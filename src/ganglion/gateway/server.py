@@ -1,13 +1,17 @@
-"""Running the gateway under uvicorn (``ganglion serve``)."""
+"""Running the gateway under uvicorn (``ganglion serve``), and what it logs."""
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import logging
 import socket
+from typing import Any
 
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 
-from ganglion.config import Settings, is_loopback
+from ganglion.config import LogLevel, Settings, is_loopback
 from ganglion.errors import ConfigError
 from ganglion.fleet.discovery import make_discovery
 from ganglion.gateway.app import create_app, open_gateway
@@ -57,13 +61,39 @@ def check_keys(settings: Settings, store: Store) -> None:
     )
 
 
-def serve(settings: Settings, *, log_level: str = "warning") -> None:
+class HideQuery(logging.Filter):
+    """Access-log lines show a path without its query string. The gateway takes no secret
+    in a URL, but a key sent there by mistake must not land in a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and "?" in str(args[2]):
+            client, method, path, version, status = args
+            record.args = (client, method, str(path).split("?", 1)[0] + "?...", version, status)
+        return True
+
+
+def log_config(level: LogLevel) -> dict[str, Any]:
+    """uvicorn's logging, with query strings hidden, and ganglion's own loggers at ``level``."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["filters"] = {"hide_query": {"()": HideQuery}}
+    config["handlers"]["access"]["filters"] = ["hide_query"]
+    config["loggers"]["ganglion"] = {
+        "handlers": ["default"],
+        "level": level.upper(),
+        "propagate": False,
+    }
+    return config
+
+
+def serve(settings: Settings, *, log_level: LogLevel = LogLevel.WARNING) -> None:
     """Serve until interrupted. Call :func:`preflight` first for clear start-up errors."""
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        log_level=log_level,
+        log_config=log_config(log_level),
+        log_level=log_level.value,
         timeout_graceful_shutdown=5,
     )
     uvicorn.Server(config).run()
