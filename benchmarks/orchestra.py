@@ -27,12 +27,11 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _fleet import Fleet, Gateway, machine_note, run_main
+from _fleet import Fleet, Gateway, heading, machine_note, run_main
 
 MODEL = "bench-model"
 FLEETS: dict[str, dict[str, float]] = {
@@ -242,9 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     wall = round(time.perf_counter() - started, 1)
     if args.json:
         report = {
-            "benchmark": "orchestra",
-            "date": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": machine_note(),
+            **heading("orchestra"),
             "plan": {"subtasks": args.subtasks, "expected_tokens": args.tokens},
             "fleets": {name: FLEETS[name] for name in results},
             "wall_s": wall,

@@ -21,12 +21,11 @@ import json
 import sys
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-from _fleet import Fleet, Gateway, machine_note, percentile, run_main
+from _fleet import Fleet, Gateway, heading, percentile, run_main
 
 SEED_FLEET = {"gpu": 90.0, "cpu": 13.0, "quadro": 5.8, "old": 5.5}
 POLICIES = ("finish-time", "least-busy", "round-robin")
@@ -177,9 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     for outcome in outcomes:
         outcome.ratio = round(outcome.makespan_s / reference, 2) if reference else None
     report = {
-        "benchmark": "routing",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine_note(),
+        **heading("routing"),
         "fleet_tps": SEED_FLEET,
         "workload": {
             "requests": args.requests,
