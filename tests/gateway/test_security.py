@@ -371,29 +371,11 @@ def test_a_non_loopback_bind_starts_only_with_an_admin_key(
 # secrets stay out of logs, outputs and the database
 
 
-@pytest.fixture
-def own_database(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL database of this test's own (the shared test database is wiped by
-    other tests), dropped afterwards; its URL carries the test role's password."""
-    import psycopg
-
-    server = make_url(postgres_url)
-    name = f"ggk_secrets_{secrets.token_hex(4)}"
-    admin_url = server.set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 @pytest.mark.postgres
 def test_no_key_or_database_password_reaches_a_log_or_an_output(
-    spawn: Spawner, tmp_path: Path, own_database: str
+    spawn: Spawner, tmp_path: Path, fresh_postgres: str
 ) -> None:
-    url = make_url(own_database)
+    url = make_url(fresh_postgres)
     password = url.password
     assert isinstance(password, str)
     assert password
@@ -405,12 +387,12 @@ def test_no_key_or_database_password_reaches_a_log_or_an_output(
         return result
 
     # keys create prints the key once, on stdout, on purpose: those outputs are not searched
-    admin = keys_create("admin", "ops", own_database)
-    user = keys_create("user", "alice", own_database)
-    revoked = keys_create("user", "gone", own_database)
+    admin = keys_create("admin", "ops", fresh_postgres)
+    user = keys_create("user", "alice", fresh_postgres)
+    revoked = keys_create("user", "gone", fresh_postgres)
     keys = [admin, user, revoked]
-    assert cli("keys", "revoke", revoked[3:11], "--db", own_database).returncode == 0
-    assert cli("keys", "list", "--db", own_database).returncode == 0
+    assert cli("keys", "revoke", revoked[3:11], "--db", fresh_postgres).returncode == 0
+    assert cli("keys", "list", "--db", fresh_postgres).returncode == 0
 
     gateway = spawn.ganglion(
         "serve",
@@ -420,7 +402,7 @@ def test_no_key_or_database_password_reaches_a_log_or_an_output(
         "--log-level",
         "debug",
         ready_path="/fleet/neurons",
-        env={"GANGLION_DATABASE_URL": own_database},
+        env={"GANGLION_DATABASE_URL": fresh_postgres},
     )
     sim = spawn.sim(200, model=MODEL)
     chat = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "stream": False}
@@ -464,7 +446,7 @@ def test_no_key_or_database_password_reaches_a_log_or_an_output(
     assert str(make_url(bad).password) not in seen
     assert f"{url.username}:***@" in " ".join(log.split())  # the store named, password hidden
     assert '"GET /fleet/neurons?... HTTP/1.1" 401' in log  # requests are logged, not queries
-    assert_keys_hashed_in(own_database, keys)
+    assert_keys_hashed_in(fresh_postgres, keys)
 
 
 def bearer(key: str) -> dict[str, str]:
