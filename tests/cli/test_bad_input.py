@@ -34,8 +34,8 @@ def web_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def gateway(spawn: Spawner, tmp_path: Path) -> Proc:
-    return spawn.gateway(f"sqlite:///{tmp_path / 'bad.db'}")
+def gateway(spawn: Spawner, db_url: str) -> Proc:
+    return spawn.gateway(db_url)
 
 
 def test_unreachable_url(gateway: Proc) -> None:

@@ -7,7 +7,6 @@ import importlib.util
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import ollama
@@ -157,8 +156,8 @@ def test_json_schema_through_both_clients(
         assert (chat.choices[0].message.content or "").strip().startswith("{")
 
 
-def test_failover_refused_hung_and_dead_neurons(spawn: Spawner, tmp_path: Path) -> None:
-    gateway = spawn.gateway(f"sqlite:///{tmp_path / 'f.db'}", probe_interval=30, env=FAST_ENV)
+def test_failover_refused_hung_and_dead_neurons(spawn: Spawner, db_url: str) -> None:
+    gateway = spawn.gateway(db_url, probe_interval=30, env=FAST_ENV)
     models = ("m-fail", "m-hang", "m-dead")
     healthy = spawn.sim(20, model=models[0], extra=("--model", models[1], "--model", models[2]))
     failing = spawn.sim(500, model="m-fail", extra=("--fail-rate", "1"))
@@ -190,8 +189,8 @@ def test_failover_refused_hung_and_dead_neurons(spawn: Spawner, tmp_path: Path) 
     assert statuses["failing"] != "offline"  # failed requests are not death
 
 
-def test_death_mid_stream_is_an_error_not_a_hang(spawn: Spawner, tmp_path: Path) -> None:
-    gateway = spawn.gateway(f"sqlite:///{tmp_path / 'm.db'}", probe_interval=30, env=FAST_ENV)
+def test_death_mid_stream_is_an_error_not_a_hang(spawn: Spawner, db_url: str) -> None:
+    gateway = spawn.gateway(db_url, probe_interval=30, env=FAST_ENV)
     sim = spawn.sim(10, model="m")
     add(gateway, sim.url, "doomed")
     client = ollama.Client(host=gateway.url, timeout=30)
@@ -218,10 +217,8 @@ def test_death_mid_stream_is_an_error_not_a_hang(spawn: Spawner, tmp_path: Path)
     oa.close()
 
 
-def test_routing_by_finish_time_with_real_sims(spawn: Spawner, tmp_path: Path) -> None:
-    gateway = spawn.gateway(
-        f"sqlite:///{tmp_path / 'r.db'}", probe_interval=30, env={"GANGLION_MAX_QUEUE": "100"}
-    )
+def test_routing_by_finish_time_with_real_sims(spawn: Spawner, db_url: str) -> None:
+    gateway = spawn.gateway(db_url, probe_interval=30, env={"GANGLION_MAX_QUEUE": "100"})
     fast = spawn.sim(90, model="m")
     slow = spawn.sim(5.5, model="m")
     add(gateway, fast.url, "fast", node="gpu")
