@@ -7,7 +7,9 @@ different speeds and a real llama.cpp neuron, each on its own host (network name
   :data:`PLAN`. Before each test every one of them runs and every link is up.
 - ``llama`` (per module): the real llama.cpp server with SmolLM2 on host ``llm``.
 - ``gateway`` (per test): a fresh gateway (fresh SQLite store, an admin and a user API key)
-  on host ``gw``, bound to that host's address, with short probe and idle timeouts.
+  on host ``gw``, bound to that host's address, with short probe and idle timeouts. Its
+  store is always SQLite (no ``db_url``): the test PostgreSQL listens on the root
+  namespace's loopback, which no test host can reach, by design.
 """
 
 from __future__ import annotations

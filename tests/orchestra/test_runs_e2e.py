@@ -197,12 +197,8 @@ def test_a_run_can_be_cancelled_by_its_short_id(spawn: Spawner, db_url: str) -> 
     assert "already failed" in again.stderr
 
 
-def test_a_brain_that_stalls_mid_plan_is_asked_again_elsewhere(
-    spawn: Spawner, tmp_path: Path
-) -> None:
-    gateway = spawn.gateway(
-        f"sqlite:///{tmp_path / 'runs.db'}", env={"GANGLION_IDLE_TIMEOUT_S": "1"}
-    )
+def test_a_brain_that_stalls_mid_plan_is_asked_again_elsewhere(spawn: Spawner, db_url: str) -> None:
+    gateway = spawn.gateway(db_url, env={"GANGLION_IDLE_TIMEOUT_S": "1"})
     plan = scripted_plan(4, 20)
     stalls = ("--stall-rate", "1", "--stall-after-tokens", "2")
     staller = spawn.sim(20, model="llama3", extra=("--structured-reply", plan, *stalls))
