@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install and start what the test suite needs from Debian: PostgreSQL and Chromium.
+# Install and start what the test suite needs from Debian: PostgreSQL, Chromium, and
+# iproute2 (the fault tests build a network of namespaces with `ip`).
 # Idempotent; run by `make test`. Needs root (CI runs as root) or sudo.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ sudo_() { if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; t
 missing=()
 command -v pg_ctlcluster >/dev/null 2>&1 || missing+=(postgresql)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test-services: installing ${missing[*]} from Debian"
   sudo_ env DEBIAN_FRONTEND=noninteractive apt-get update -qq

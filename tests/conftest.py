@@ -64,17 +64,26 @@ class Proc:
     process: subprocess.Popen[bytes] | None = None
     ready_path: str = "/"
     env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> Proc:
+        """Launch, and wait until it answers."""
+        self.launch()
+        return self.wait(timeout)
+
+    def launch(self) -> None:
         handle = self.log.open("ab")
         self.process = subprocess.Popen(
             self.args, stdout=handle, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
         )
         handle.close()
+
+    def wait(self, timeout: float = 30.0) -> Proc:
+        """Return once ``ready_path`` answers; raise with the log's tail if it never does."""
         try:
             wait_http(self.url + self.ready_path, timeout, self.process)
         except (RuntimeError, TimeoutError) as error:

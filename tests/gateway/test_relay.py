@@ -3,6 +3,7 @@ timeouts, mid-stream deaths, backpressure, pinning, errors in the caller's diale
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from ganglion.config import Settings
 from ganglion.gateway.app import create_app
 from ganglion.gateway.state import Gateway
-from tests.fakes import FakeFleet
+from tests.fakes import FakeFleet, in_process
 
 CHAT = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
 
@@ -105,6 +106,27 @@ async def test_failover_when_a_neuron_hangs_before_the_first_token(
     assert response.json()["choices"][0]["message"]["content"] == "word " * 3
 
 
+async def test_a_request_waiting_on_a_neuron_that_goes_offline_fails_over_at_once(
+    fleet: FakeFleet, tmp_path: Path
+) -> None:
+    fleet.neurons["fast:11434"].hang = True
+    async with in_process(fleet, tmp_path / "g.db", first_byte_timeout_s=300.0) as (app, http):
+        for name in ("fast", "slow"):
+            await http.post("/fleet/neurons", json={"url": f"http://{name}:11434", "name": name})
+        gateway: Gateway = app.state.gateway
+        fast = gateway.registry.get("fast")
+        answer = asyncio.create_task(http.post("/api/chat", json=CHAT | {"stream": False}))
+        while not fast.in_flight:
+            await asyncio.sleep(0.01)
+        fleet.neurons["fast:11434"].up = False  # its host is gone: probes cannot connect
+        for _ in range(2):
+            await gateway.registry.probe_all()
+        response = await asyncio.wait_for(answer, 30)  # not the 300 s first-byte timeout
+    assert response.status_code == 200
+    assert response.headers["X-Ganglion-Neuron"] == "slow"
+    assert fast.status == "offline"
+
+
 async def test_a_client_error_is_passed_on_without_failover(
     client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
 ) -> None:
@@ -135,7 +157,8 @@ async def test_death_mid_stream_is_a_clean_error_in_each_dialect(
     client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
 ) -> None:
     http, gateway = client
-    fleet.neurons["fast:11434"].die_after = 3
+    for fake in fleet.neurons.values():
+        fake.die_after = 3
     lines = ndjson(await http.post("/api/chat", json=CHAT | {"options": {"num_predict": 10}}))
     assert len(lines) == 4
     assert "failed mid-answer" in str(lines[-1]["error"])
@@ -143,7 +166,20 @@ async def test_death_mid_stream_is_a_clean_error_in_each_dialect(
     events = [e.removeprefix("data: ") for e in sse.text.split("\n\n") if e.startswith("data: ")]
     assert "[DONE]" not in events
     assert "failed mid-answer" in json.loads(events[-1])["error"]["message"]
-    assert gateway.registry.get("fast").in_flight == 0
+    assert [n.in_flight for n in gateway.registry.neurons()] == [0, 0]
+
+
+async def test_a_neuron_that_failed_mid_answer_cools_down(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, _ = client
+    fleet.neurons["fast:11434"].die_after = 3
+    broken = await http.post("/api/chat", json=CHAT | {"options": {"num_predict": 10}})
+    assert broken.headers["X-Ganglion-Neuron"] == "fast"
+    fleet.neurons["fast:11434"].die_after = None
+    again = await http.post("/api/chat", json=CHAT | {"stream": False})
+    assert again.status_code == 200
+    assert again.headers["X-Ganglion-Neuron"] == "slow"
 
 
 async def test_saturation_answers_503_with_retry_after(

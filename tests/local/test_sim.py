@@ -601,6 +601,39 @@ async def test_hang_rate_is_seeded(vtime: VirtualTime) -> None:
     assert {"hang", "ok"} == set(first)
 
 
+async def test_a_stall_sends_its_first_tokens_then_holds_its_slot_until_cancelled(
+    vtime: VirtualTime,
+) -> None:
+    config = SimConfig(models=("m1",), tps=10.0, stall_rate=1.0, stall_after_tokens=3)
+    sim: Simulator = create_sim_app(config, clock=vtime.clock, sleep=vtime.sleep).state.sim
+    assert sim.draw_fault() == "stall"
+    job = Job(model="m1:latest", prompt_tokens=1, pieces=filler(20), stall_after=3)
+    batches = sim.run(job)
+    sent = [piece for _ in range(3) for piece in await anext(batches)]
+    waiting = asyncio.ensure_future(anext(batches))
+    await vtime.sleep(600.0)
+    assert sent == filler(3)
+    assert not waiting.done()
+    assert (sim.stalled, sim.active, sim.stats()["in_flight"]) == (1, 1, 1)
+    waiting.cancel()  # the client hung up
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (sim.stalled, sim.active, sim.decoding) == (0, 0, 0)
+    assert (sim.totals.stalled, sim.totals.completed) == (1, 0)
+
+
+async def test_a_stall_is_a_hang_to_a_caller_that_does_not_stream(vtime: VirtualTime) -> None:
+    async with sim_client(vtime, stall_rate=1.0) as client:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.post("/api/generate", json=ollama_body(5)), 0.2)
+        body = {"model": "m1", "messages": [], "stream": False}
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(client.post("/v1/chat/completions", json=body), 0.2)
+        stats = (await client.get("/sim/stats")).json()
+    assert stats["totals"]["stalled"] == 2
+    assert stats["totals"]["completed"] == 0
+
+
 # -- the request log --------------------------------------------------------------------------
 
 
@@ -635,6 +668,9 @@ MINIMAL: dict[str, Any] = {"models": ("m",), "tps": 10.0}
         ({"tps": 0.0}, "--tps must be a positive"),
         ({"fail_rate": 1.5}, "--fail-rate must be a fraction"),
         ({"fail_rate": 0.6, "hang_rate": 0.6}, "must not exceed 1"),
+        ({"hang_rate": 0.5, "stall_rate": 0.6}, "must not exceed 1"),
+        ({"stall_rate": -0.1}, "--stall-rate must be a fraction"),
+        ({"stall_after_tokens": 0}, "--stall-after-tokens must be at least 1"),
         ({"slots": 0}, "--slots must be at least 1"),
         ({"models": ()}, "--model"),
         ({"host": "0.0.0.0"}, "--allow-public"),

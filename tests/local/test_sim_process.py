@@ -156,6 +156,32 @@ async def test_a_client_that_hangs_up_frees_its_slot(spawn: Spawner) -> None:
         assert time.monotonic() - started < 5
 
 
+async def test_a_stalled_stream_sends_its_first_tokens_then_nothing_until_the_client_leaves(
+    spawn: Spawner,
+) -> None:
+    sim = spawn.sim(50.0, extra=("--stall-rate", "1", "--stall-after-tokens", "3"))
+    body = {"model": "sim-model", "prompt": "go", "options": {"num_predict": 20}}
+    async with httpx.AsyncClient(base_url=sim.url, timeout=10.0) as client:
+        async with client.stream("POST", "/api/generate", json=body) as response:
+            lines = response.aiter_lines()
+            first = [json.loads(await anext(lines)) for _ in range(3)]
+            more = asyncio.ensure_future(anext(lines))
+            await asyncio.wait({more}, timeout=1.5)
+            during = (await client.get("/sim/stats")).json()
+            assert not more.done()
+            more.cancel()
+        for _ in range(50):
+            after = (await client.get("/sim/stats")).json()
+            if after["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert "".join(chunk["response"] for chunk in first) == "[sim] lorem ipsum"
+    assert not any(chunk["done"] for chunk in first)
+    assert (during["stalled"], during["active"], during["totals"]["stalled"]) == (1, 1, 1)
+    assert (after["stalled"], after["active"], after["in_flight"]) == (0, 0, 0)
+    assert after["totals"]["completed"] == 0
+
+
 def test_liveness_calls_leave_no_generation_in_the_log(spawn: Spawner) -> None:
     sim = spawn.sim(90.0)
     with httpx.Client(base_url=sim.url) as client:

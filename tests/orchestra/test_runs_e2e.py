@@ -195,3 +195,24 @@ def test_a_run_can_be_cancelled_by_its_short_id(spawn: Spawner, db_url: str) -> 
     again = run_cli("runs", "cancel", short, "--gateway", gateway.url)
     assert again.returncode == 1
     assert "already failed" in again.stderr
+
+
+def test_a_brain_that_stalls_mid_plan_is_asked_again_elsewhere(spawn: Spawner, db_url: str) -> None:
+    gateway = spawn.gateway(db_url, env={"GANGLION_IDLE_TIMEOUT_S": "1"})
+    plan = scripted_plan(4, 20)
+    stalls = ("--stall-rate", "1", "--stall-after-tokens", "2")
+    staller = spawn.sim(20, model="llama3", extra=("--structured-reply", plan, *stalls))
+    sound = spawn.sim(20, model="llama3", extra=("--structured-reply", plan))
+    for name, sim in (("a0", staller), ("w1", sound)):  # a0 ranks first while speeds tie
+        body = {"url": sim.url, "name": name}
+        assert httpx.post(f"{gateway.url}/fleet/neurons", json=body).status_code == 201
+    started = httpx.post(
+        f"{gateway.url}/fleet/runs", json={"task": "planets", "decompose": "always"}
+    ).json()
+    view = wait_for(gateway, started["id"], lambda v: v["status"] != "running")
+    assert (view["status"], view["mode"]) == ("completed", "decomposed"), view["reason"]
+    assert len(view["plan"]["subtasks"]) == 4
+    assert all(d["status"] == "completed" and d["neuron"] == "w1" for d in view["delegations"])
+    moved = sum(d["attempts"] > 1 for d in view["delegations"])
+    stalled = httpx.get(f"{staller.url}/sim/stats").json()["totals"]["stalled"]
+    assert stalled > moved  # the plan stalled on a0 too, and was written again by w1

@@ -101,6 +101,10 @@ def follow(client: GatewayClient, run_id: str, *, quiet: bool) -> dict[str, Any]
                     progress.stop()
                     answering = True
                 Console(soft_wrap=True).print(event["text"], end="", highlight=False)
+            elif kind == "answer_restart" and answering:
+                print()
+                note = f"(the answer broke off; starting again: {event['reason']})"
+                console.print(note, highlight=False, markup=False)
             if kind == "done":
                 break
     if answering:

@@ -83,6 +83,16 @@ def sim(
     hang_rate: Annotated[
         float, typer.Option(help="Fraction of generations never answered (a stuck server).")
     ] = 0.0,
+    stall_rate: Annotated[
+        float,
+        typer.Option(
+            help="Fraction of generations that stream --stall-after-tokens tokens, then stop "
+            "forever (a server stuck mid-answer)."
+        ),
+    ] = 0.0,
+    stall_after_tokens: Annotated[
+        int, typer.Option(help="Tokens a stalling generation sends before it stops.")
+    ] = 1,
     seed: Annotated[
         int | None, typer.Option(help="Seed for the fault draws, to replay the same run.")
     ] = None,
@@ -112,6 +122,8 @@ def sim(
         load_s=load_s,
         fail_rate=fail_rate,
         hang_rate=hang_rate,
+        stall_rate=stall_rate,
+        stall_after_tokens=stall_after_tokens,
         seed=seed,
         name=name,
         host=host,

@@ -2,15 +2,18 @@
 
 The registry is the only writer of neuron state. Probes and real requests feed it evidence
 (:meth:`Registry.probe`, :meth:`Registry.record_success`, :meth:`Registry.record_failure`);
-it classifies (:func:`ganglion.fleet.status.classify`) and persists what changed.
+it classifies (:func:`ganglion.fleet.status.classify`) and persists what changed. Whoever
+waits on a neuron can also wait on :meth:`Registry.lost`, which resolves when it goes
+offline: a request in flight there need not wait out its whole timeout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
@@ -36,6 +39,8 @@ LAST_SEEN_PERSIST_S = 30.0
 
 AdapterFactory = Callable[[Dialect, str], NeuronAdapter]
 Listener = Callable[[Neuron], None]
+Reachable = Callable[[str, float], Awaitable[bool]]
+"""``reachable(url, timeout_s)``: whether the neuron at ``url`` accepts a connection now."""
 
 
 def utcnow() -> datetime:
@@ -72,6 +77,22 @@ def normalize_url(url: str) -> str:
     return url
 
 
+async def accepts_connections(url: str, timeout_s: float) -> bool:
+    """Whether ``url``'s host accepts a TCP connection on its port within ``timeout_s``: a
+    server too busy to answer still does (the kernel accepts for it), a cut link or a dead
+    host does not."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(parts.hostname, port), timeout_s)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
 def default_name(url: str) -> str:
     parts = urlsplit(url)
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{parts.hostname}-{parts.port or 80}")
@@ -88,6 +109,7 @@ class Registry:
         probe_timeout_s: float = 3.0,
         speed_alpha: float = 0.3,
         transport: httpx.AsyncBaseTransport | None = None,
+        reachable: Reachable = accepts_connections,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
@@ -95,8 +117,10 @@ class Registry:
         self.probe_timeout_s = probe_timeout_s
         self.speed_alpha = speed_alpha
         self.transport = transport
+        self.reachable = reachable
         self.clock = clock
         self._neurons: dict[str, Neuron] = {}
+        self._lost: dict[str, asyncio.Future[str]] = {}
         self._persisted_seen: dict[str, float] = {}
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
@@ -182,6 +206,16 @@ class Registry:
             raise UnknownNeuron(
                 f"no neuron named {name!r} (known: {known}); see ganglion neuron list"
             ) from None
+
+    def lost(self, neuron: Neuron) -> asyncio.Future[str]:
+        """A future that resolves, with the reason, once ``neuron`` is offline: whatever it
+        still owes a request in flight will not come. Done already if it is offline now."""
+        future = self._lost.get(neuron.name)
+        if future is None or (future.done() and neuron.status is not NeuronStatus.OFFLINE):
+            future = self._lost[neuron.name] = asyncio.get_running_loop().create_future()
+        if neuron.status is NeuronStatus.OFFLINE and not future.done():
+            future.set_result(neuron.reason or "offline")
+        return future
 
     # changing the fleet
 
@@ -275,9 +309,10 @@ class Registry:
         try:
             result = await asyncio.wait_for(neuron.adapter.probe(), self.probe_timeout_s)
         except TimeoutError:
-            if neuron.in_flight:
+            if neuron.in_flight and await self.reachable(neuron.url, self.probe_timeout_s):
                 # Busy is not dead: some servers (llama-cpp-python) hold even /v1/models
-                # until the running answer ends. Refused connections still count.
+                # until the running answer ends, but they still accept connections. A
+                # neuron that does not (a cut link, a host gone) counts, busy or not.
                 return
             neuron.health.probe_failed(
                 f"no answer within {self.probe_timeout_s:.0f} s at {neuron.url}", self.limits
@@ -339,6 +374,8 @@ class Registry:
             neuron.status, neuron.reason = status, reason
             values |= {"status": status.value, "reason": reason}
             changed = True
+            if status is NeuronStatus.OFFLINE and neuron.name in self._lost:
+                self.lost(neuron)  # resolves it: requests waiting there give up now
         seen_at = self._persisted_seen.get(neuron.name, 0.0)
         if neuron.last_seen and (values or self.clock() - seen_at >= LAST_SEEN_PERSIST_S):
             values["last_seen"] = neuron.last_seen

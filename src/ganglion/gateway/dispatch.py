@@ -8,14 +8,21 @@ feed the speed estimates. Callers that asked for one JSON answer get the chunks 
     dispatch ──▶ Router.plan ──▶ for each candidate: open stream, wait for the first chunk
                                    ├─ fails before the first chunk: cool down, next one
                                    └─ answers: Stream (first chunk + the rest, measured)
+
+Every wait on a neuron (its first chunk, each next one) ends at its timeout, or as soon as
+the probes find the neuron offline, whichever comes first: a cut link or a dead host costs
+a request a few probe intervals, not the whole timeout. A neuron that fails mid-answer
+cools down too, so the next request goes elsewhere first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ganglion.errors import (
     AllNeuronsFailed,
@@ -26,6 +33,7 @@ from ganglion.errors import (
     NeuronRefused,
     NeuronRequestError,
     NeuronStreamBroken,
+    NeuronUnreachable,
     NoNeuronForModel,
 )
 from ganglion.fleet.model import Neuron
@@ -104,7 +112,7 @@ class Dispatcher:
             stream = make(neuron.adapter)
             stack.push_async_callback(_close, stream)
             try:
-                first = await asyncio.wait_for(anext(stream), self.timeouts.first_byte_s)
+                first = await self._next(neuron, stream, self.timeouts.first_byte_s)
             except NeuronRequestError as error:
                 await stack.aclose()
                 self.observer.request_failed(
@@ -147,6 +155,24 @@ class Dispatcher:
             "or pull it on a neuron"
         )
 
+    async def _next(self, neuron: Neuron, stream: AsyncIterator[Chunk], timeout_s: float) -> Chunk:
+        """The stream's next chunk within ``timeout_s`` (else TimeoutError), or
+        NeuronUnreachable as soon as the probes find the neuron offline."""
+        lost = self.registry.lost(neuron)
+        step = asyncio.ensure_future(anext(stream))
+        either: set[asyncio.Future[Any]] = {step, lost}
+        try:
+            await asyncio.wait(either, timeout=timeout_s, return_when=FIRST_COMPLETED)
+        finally:
+            if not step.done():
+                step.cancel()
+                await asyncio.wait({step})
+        if not step.cancelled():
+            return step.result()
+        if lost.done():
+            raise NeuronUnreachable(f"{neuron.name} went offline: {lost.result()}")
+        raise TimeoutError
+
     async def _failed(self, neuron: Neuron, error: BaseException) -> str:
         reason = str(error) or (
             f"no first token within {self.timeouts.first_byte_s:.0f} s"
@@ -171,7 +197,7 @@ class Dispatcher:
         try:
             while not chunk.done:
                 try:
-                    chunk = await asyncio.wait_for(anext(stream), self.timeouts.idle_s)
+                    chunk = await self._next(neuron, stream, self.timeouts.idle_s)
                 except StopAsyncIteration:
                     raise NeuronStreamBroken(f"{neuron.name} ended its answer early") from None
                 yield chunk
@@ -179,6 +205,7 @@ class Dispatcher:
             ended = True
             self.observer.request_failed(neuron.name, model, endpoint, failure_kind(error))
             reason = str(error) or f"no token for {self.timeouts.idle_s:.0f} s"
+            self.router.cool_down(neuron)
             await self.registry.record_failure(neuron, reason)
             raise BrokenMidStream(f"{neuron.name} failed mid-answer: {reason}") from None
         finally:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -71,6 +72,8 @@ class LlamaServer:
     tail of the server's log, kept as ``log_dir/ganglion-llama-PORT.log`` (by default
     a new file in the temp directory). ``embedding=True`` adds ``--embedding``, which serves
     ``/v1/embeddings``; with a chat model such as SmolLM2 it answers one vector per token.
+    ``launcher`` is a command the server runs under (``ip netns exec NS`` puts it on
+    another network namespace's host; give that host's address as ``host``, and a ``port``).
     """
 
     def __init__(
@@ -85,6 +88,7 @@ class LlamaServer:
         embedding: bool = False,
         log_dir: Path | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
+        launcher: Sequence[str] = (),
     ) -> None:
         self.model = model
         self.host = host
@@ -96,6 +100,7 @@ class LlamaServer:
         self.log_dir = log_dir
         self.log_path: Path | None = None
         self.startup_timeout_s = startup_timeout_s
+        self.launcher = list(launcher)
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -111,6 +116,7 @@ class LlamaServer:
         """The command line that starts the server."""
         model = self.model or model_path()
         command = [
+            *self.launcher,
             sys.executable, "-m", "llama_cpp.server",
             "--model", str(model),
             "--model_alias", self.alias,

@@ -70,6 +70,9 @@ class SimConfig:
     """Fraction of generations answered HTTP 500 before any byte."""
     hang_rate: float = 0.0
     """Fraction of generations never answered until the client gives up."""
+    stall_rate: float = 0.0
+    """Fraction of generations that stream ``stall_after_tokens`` tokens, then nothing more."""
+    stall_after_tokens: int = 1
     seed: int | None = None
     name: str = "sim"
     host: str = "127.0.0.1"
@@ -101,11 +104,20 @@ class SimConfig:
             problems.append(f"--slots must be at least 1, not {self.slots}")
         if not (math.isfinite(self.load_s) and self.load_s >= 0):
             problems.append(f"--load-s must be zero or more seconds, not {self.load_s}")
-        for flag, rate in [("--fail-rate", self.fail_rate), ("--hang-rate", self.hang_rate)]:
+        rates = [
+            ("--fail-rate", self.fail_rate),
+            ("--hang-rate", self.hang_rate),
+            ("--stall-rate", self.stall_rate),
+        ]
+        for flag, rate in rates:
             if not 0 <= rate <= 1:
                 problems.append(f"{flag} must be a fraction between 0 and 1, not {rate}")
-        if self.fail_rate + self.hang_rate > 1:
-            problems.append("--fail-rate plus --hang-rate must not exceed 1")
+        if self.fail_rate + self.hang_rate + self.stall_rate > 1:
+            problems.append("--fail-rate, --hang-rate and --stall-rate together must not exceed 1")
+        if self.stall_after_tokens < 1:
+            problems.append(
+                f"--stall-after-tokens must be at least 1, not {self.stall_after_tokens}"
+            )
         if self.output_tokens < 1:
             problems.append(f"--output-tokens must be at least 1, not {self.output_tokens}")
         if not 0 <= self.port <= 65535:
@@ -136,11 +148,14 @@ class SimConfig:
     def describe(self) -> str:
         """One line: the models and the rates being simulated."""
         faults = f", fail {self.fail_rate:g}, hang {self.hang_rate:g}"
+        if self.stall_rate:
+            faults += f", stall {self.stall_rate:g} after {self.stall_after_tokens} tokens"
+        faulty = self.fail_rate or self.hang_rate or self.stall_rate
         return (
             f"models {', '.join(self.models)}; decode {self.tps:g} tok/s per stream x "
             f"{self.slots} slot{'s' if self.slots != 1 else ''} "
             f"(aggregate {self.aggregate_rate:g}), prefill {self.prefill_rate:g} tok/s, "
-            f"load {self.load_s:g} s{faults if self.fail_rate or self.hang_rate else ''}"
+            f"load {self.load_s:g} s{faults if faulty else ''}"
         )
 
 

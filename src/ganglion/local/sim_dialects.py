@@ -4,7 +4,8 @@ Both speak the wire shapes the official ``ollama`` and ``openai`` Python clients
 Ollama streams NDJSON with a final ``done: true`` chunk carrying durations in nanoseconds;
 OpenAI streams server-sent events ending in ``data: [DONE]``. Errors come back in the
 caller's dialect. Every generation first draws its fault (``--fail-rate``: HTTP 500 before
-any byte; ``--hang-rate``: no answer until the client gives up).
+any byte; ``--hang-rate``: no answer until the client gives up; ``--stall-rate``: a stream
+that stops after ``--stall-after-tokens`` tokens, a hang to a caller that does not stream).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from ganglion.local.schema_instance import instance_of
 from ganglion.local.sim_engine import (
     EMBEDDING_DIM,
     JSON_OBJECT_ANSWER,
+    Fault,
     Job,
     Simulator,
     Timings,
@@ -120,6 +122,17 @@ def output_for(sim: Simulator, limit: object, answer: str | None) -> tuple[list[
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
         return filler(limit), "length"
     return filler(sim.config.output_tokens), "stop"
+
+
+def hangs(fault: Fault | None, streaming: bool) -> bool:
+    """Whether to answer nothing at all: a hang, or a stall seen by a caller that does not
+    stream (the tokens before the stall would never leave the server)."""
+    return fault == "hang" or (fault == "stall" and not streaming)
+
+
+def stall_point(sim: Simulator, fault: Fault | None) -> int | None:
+    """How many tokens a stalling stream sends before it stops (None: it does not stall)."""
+    return sim.config.stall_after_tokens if fault == "stall" else None
 
 
 def text_of(content: object) -> str:
@@ -273,16 +286,17 @@ class OllamaAPI:
         model = self.sim.resolve(body.get("model"))
         if model is None:
             return self.error(404, f"model '{body.get('model')}' not found")
+        streaming = bool(body.get("stream", True))
         fault = self.sim.draw_fault()
         if fault == "fail":
             return self.error(500, "simulated failure (ganglion sim --fail-rate)")
-        if fault == "hang":
+        if hangs(fault, streaming):
             return HangResponse(self.sim)
         answer = _ollama_answer(body.get("format"), self.sim.config.structured)
         pieces, reason = output_for(self.sim, options.get("num_predict"), answer)
-        job = Job(model=model, prompt_tokens=tokens, pieces=pieces, done_reason=reason)
+        job = Job(model, tokens, pieces, reason, stall_point(self.sim, fault))
         name = str(body["model"])
-        if body.get("stream", True):
+        if streaming:
             return StreamingResponse(self.stream(job, name, chat), media_type=NDJSON)
         text = await collect(self.sim, job)
         return JSONResponse(self.chunk(name, text, chat) | self.final(job))
@@ -393,24 +407,25 @@ class OpenAIAPI:
         model = self.sim.resolve(body.get("model"))
         if model is None:
             return self.not_found(body.get("model"))
+        streaming = bool(body.get("stream", False))
         fault = self.sim.draw_fault()
         if fault == "fail":
             message = "simulated failure (ganglion sim --fail-rate)"
             return self.error(500, message, "server_error", "simulated_failure")
-        if fault == "hang":
+        if hangs(fault, streaming):
             return HangResponse(self.sim)
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         pieces, reason = output_for(
             self.sim, limit, _openai_answer(body.get("response_format"), self.sim.config.structured)
         )
-        job = Job(model=model, prompt_tokens=tokens, pieces=pieces, done_reason=reason)
+        job = Job(model, tokens, pieces, reason, stall_point(self.sim, fault))
         reply = _Reply(
             reply_id=f"{'chatcmpl' if chat else 'cmpl'}-sim{next(self.ids)}",
             created=int(self.sim.wall().timestamp()),
             model=str(body["model"]),
             chat=chat,
         )
-        if body.get("stream", False):
+        if streaming:
             usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return StreamingResponse(self.stream(job, reply, usage), media_type=SSE)
         text = await collect(self.sim, job)

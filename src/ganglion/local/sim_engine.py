@@ -8,6 +8,7 @@ The model, per request::
 
     wait for a slot (FIFO)  ->  load the model (once per model)  ->  prefill the prompt
     ->  decode, k streams decoding at once each at min(tps, aggregate_tps / k)
+    ->  (a stalled job: after ``stall_after`` tokens, hold the slot and send nothing more)
 
 Time comes from an injected ``clock`` and ``sleep`` (the real process uses
 ``time.monotonic`` and ``asyncio.sleep``), randomness from an injected ``random.Random``,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 WallClock = Callable[[], datetime]
-Fault = Literal["fail", "hang"]
+Fault = Literal["fail", "hang", "stall"]
 
 TICK_S = 0.03
 """Tokens are emitted in batches about this far apart, so high rates cost few wake-ups."""
@@ -128,6 +129,8 @@ class Job:
     prompt_tokens: int
     pieces: list[str]
     done_reason: str = "stop"
+    stall_after: int | None = None
+    """Stall after this many tokens (``--stall-rate``): never finish, until the client leaves."""
     timings: Timings | None = None
 
 
@@ -138,6 +141,7 @@ class Totals:
     completed: int = 0
     failed: int = 0
     hung: int = 0
+    stalled: int = 0
     embeddings: int = 0
     prompt_tokens: int = 0
     output_tokens: int = 0
@@ -168,6 +172,7 @@ class Simulator:
         self.active = 0
         self.decoding = 0
         self.hanging = 0
+        self.stalled = 0
         self._slots = asyncio.Semaphore(config.slots)
         self._load_locks: dict[str, asyncio.Lock] = {}
 
@@ -193,7 +198,7 @@ class Simulator:
         return key if key in self.models else None
 
     def draw_fault(self) -> Fault | None:
-        """Decide, with the seeded generator, whether this generation fails or hangs."""
+        """Decide, with the seeded generator, whether this generation fails, hangs or stalls."""
         self.totals.generations += 1
         draw = self.rng.random()
         if draw < self.config.fail_rate:
@@ -202,6 +207,9 @@ class Simulator:
         if draw < self.config.fail_rate + self.config.hang_rate:
             self.totals.hung += 1
             return "hang"
+        if draw < self.config.fail_rate + self.config.hang_rate + self.config.stall_rate:
+            self.totals.stalled += 1
+            return "stall"
         return None
 
     def stream_rate(self) -> float:
@@ -218,6 +226,7 @@ class Simulator:
             "active": self.active,
             "decoding": self.decoding,
             "hanging": self.hanging,
+            "stalled": self.stalled,
             "stream_rate": self.stream_rate(),
             "loaded": sorted(self.loaded),
             "totals": asdict(self.totals),
@@ -228,7 +237,9 @@ class Simulator:
     async def run(self, job: Job) -> AsyncGenerator[list[str], None]:
         """Queue for a slot, load, prefill, then yield ``job.pieces`` in batches at the rate.
 
-        ``job.timings`` is filled in as it goes, and complete once the iteration ends.
+        ``job.timings`` is filled in as it goes, and complete once the iteration ends. A job
+        with ``stall_after`` set yields that many pieces, then waits, holding its slot, until
+        it is closed or cancelled (the client hung up): it never ends by itself.
         """
         timings = job.timings = Timings(prompt_tokens=job.prompt_tokens)
         start = self.clock()
@@ -242,9 +253,12 @@ class Simulator:
                 try:
                     timings.load_s = await self._ensure_loaded(job.model)
                     timings.prompt_s = await self._prefill(job.prompt_tokens)
-                    async with aclosing(self._decode(job.pieces, timings)) as batches:
+                    pieces = job.pieces[: job.stall_after]  # all of them unless stalling
+                    async with aclosing(self._decode(pieces, timings)) as batches:
                         async for batch in batches:
                             yield batch
+                    if job.stall_after is not None:
+                        await self._stall()
                 finally:
                     self.active -= 1
         finally:
@@ -278,6 +292,14 @@ class Simulator:
         if prompt_tokens:
             await self.sleep(prompt_tokens / self.config.prefill_rate)
         return self.clock() - start
+
+    async def _stall(self) -> None:
+        """Send nothing, ever: only cancelling the request (the client leaving) ends this."""
+        self.stalled += 1
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.stalled -= 1
 
     async def _decode(self, pieces: list[str], timings: Timings) -> AsyncGenerator[list[str], None]:
         """Emit the pieces paced against absolute due times, so sleep overshoot cannot drift."""

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ganglion.errors import (
+    BrokenMidStream,
     ConfigError,
     DispatchError,
     GanglionError,
@@ -37,7 +38,7 @@ from ganglion.errors import (
     UnknownRun,
 )
 from ganglion.fleet.registry import Registry
-from ganglion.gateway.dispatch import Dispatcher
+from ganglion.gateway.dispatch import Dispatcher, Stream
 from ganglion.neurons.base import ChatRequest, TokenStats
 from ganglion.orchestra import plan as planning
 from ganglion.orchestra.events import RunEvents
@@ -433,8 +434,13 @@ class Orchestra:
         schema: dict[str, Any] | None = None,
         *,
         pinned: str | None = None,
-        on_text: Callable[[str], None] | None = None,
+        answer_of: str | None = None,
     ) -> tuple[str, tuple[str, TokenStats]]:
+        """One answer from the fleet. An unpinned request whose neuron fails mid-answer
+        starts again on another (the one that failed is cooling down), up to
+        ``max_attempts`` times; a pinned one raises, for :meth:`_delegate` to move it.
+        ``answer_of`` names the run whose answer this is: its text streams out as
+        ``answer`` events, and an ``answer_restart`` event says when it starts again."""
         request = ChatRequest(
             model=model,
             messages=messages,
@@ -443,22 +449,40 @@ class Orchestra:
             options={"temperature": 0.2} if schema else {},
         )
         job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)
-        stream = await self.dispatcher.open(
-            job, lambda a: a.chat_stream(request), endpoint="orchestra", pinned=pinned
-        )
+        for attempt in range(1, self.max_attempts + 1):
+            stream = await self.dispatcher.open(
+                job, lambda a: a.chat_stream(request), endpoint="orchestra", pinned=pinned
+            )
+            try:
+                return await self._read(stream, answer_of)
+            except BrokenMidStream as error:
+                if pinned is not None or attempt == self.max_attempts:
+                    raise
+                if answer_of is not None:
+                    restart = {"type": "answer_restart", "reason": str(error)}
+                    self.events.publish(answer_of, restart)
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _read(
+        self, stream: Stream, answer_of: str | None
+    ) -> tuple[str, tuple[str, TokenStats]]:
+        """The whole text of ``stream`` and who answered at what cost, streaming it out as
+        ``answer`` events of the run ``answer_of`` when given."""
         parts = [stream.first.text]
-        if on_text and stream.first.text:
-            on_text(stream.first.text)
+        self._tell(answer_of, stream.first.text)
         last = stream.first
         try:
             async for chunk in stream:
                 parts.append(chunk.text)
+                self._tell(answer_of, chunk.text)
                 last = chunk
-                if on_text and chunk.text:
-                    on_text(chunk.text)
         finally:
             await stream.aclose()
         return "".join(parts), (stream.neuron.name, last.stats or TokenStats())
+
+    def _tell(self, run_id: str | None, text: str) -> None:
+        if run_id is not None and text:
+            self.events.publish(run_id, {"type": "answer", "text": text})
 
     async def _direct(
         self,
@@ -478,7 +502,7 @@ class Orchestra:
             model,
             [{"role": "user", "content": request.task}],
             budget or DIRECT_TOKENS,
-            on_text=lambda text: self.events.publish(run_id, {"type": "answer", "text": text}),
+            answer_of=run_id,
         )
         seconds = self.clock() - start
         timings |= {"parallel_s": round(seconds, 3), "synthesize_s": 0.0}
@@ -552,7 +576,7 @@ class Orchestra:
             brain,
             planning.synthesize_messages(request.task, parts),
             synthesis_budget(subtasks),
-            on_text=lambda text: self.events.publish(run_id, {"type": "answer", "text": text}),
+            answer_of=run_id,
         )
         timings["synthesize_s"] = round(self.clock() - start, 3)
         speeds = self._speeds(model)

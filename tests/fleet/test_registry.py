@@ -1,0 +1,67 @@
+"""The registry's probes against a fake neuron: a busy neuron is excused a slow probe, an
+unreachable one is not, and whoever waits on a neuron hears at once when it goes offline."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import httpx
+
+from ganglion.fleet.registry import Registry, accepts_connections
+from ganglion.fleet.status import NeuronStatus
+from ganglion.neurons.base import Dialect
+from ganglion.store import Store
+from tests.fakes import FakeOllama
+
+
+async def test_a_busy_neuron_is_excused_slow_probes_until_it_stops_accepting_connections(
+    tmp_path: Path,
+) -> None:
+    fake = FakeOllama()
+    now = {"answers": True, "connects": True}
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if not now["answers"]:
+            await asyncio.sleep(3600)  # like llama-cpp-python holding /v1/models while busy
+        return fake.handle(request)
+
+    async def reachable(url: str, timeout_s: float) -> bool:
+        return now["connects"]
+
+    registry = Registry(
+        Store.open(f"sqlite:///{tmp_path / 'r.db'}"),
+        probe_timeout_s=0.05,
+        transport=httpx.MockTransport(handle),
+        reachable=reachable,
+    )
+    neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
+    async with registry.track(neuron):
+        now["answers"] = False
+        for _ in range(3):
+            await registry.probe(neuron)
+        assert neuron.status is NeuronStatus.ACTIVE  # busy is not dead
+        lost = registry.lost(neuron)
+        now["connects"] = False  # the link is cut: busy or not, nothing gets through
+        await registry.probe(neuron)
+        assert (neuron.status, lost.done()) == (NeuronStatus.ACTIVE, False)  # hysteresis
+        await registry.probe(neuron)
+        assert neuron.status is NeuronStatus.OFFLINE
+        assert neuron.reason is not None
+        assert "no answer within" in neuron.reason
+        assert lost.result() == neuron.reason
+    now.update(answers=True, connects=True)
+    await registry.probe(neuron)
+    assert (neuron.status, neuron.reason) == (NeuronStatus.ACTIVE, None)
+    assert not registry.lost(neuron).done()
+    await registry.aclose()
+
+
+async def test_accepts_connections_tells_a_listening_port_from_a_closed_one() -> None:
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        assert await accepts_connections(f"http://127.0.0.1:{port}", 2.0)
+    assert not await accepts_connections(f"http://127.0.0.1:{port}", 2.0)
