@@ -8,8 +8,9 @@ different speeds and a real llama.cpp neuron, each on its own host (network name
 - ``llama`` (per module): the real llama.cpp server with SmolLM2 on host ``llm``.
 - ``gateway`` (per test): a fresh gateway (fresh SQLite store, an admin and a user API key)
   on host ``gw``, bound to that host's address, with short probe and idle timeouts. Its
-  store is always SQLite (no ``db_url``): the test PostgreSQL listens on the root
-  namespace's loopback, which no test host can reach, by design.
+  store is ``db_url``'s: a SQLite file, or in the PostgreSQL pass the test PostgreSQL,
+  reached across the test network through a relay in the root namespace (the server
+  listens on loopback only, which no test host can reach).
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from ganglion.errors import LocalFleetError
 from ganglion.local.llama import LOCAL_MODEL, LlamaServer, model_path
 from tests.conftest import Proc, need, run_cli
 from tests.faults.netns import Host, Network, NetworkError, clean_stale, missing
+from tests.faults.relay import relay
 
 WORKER = LOCAL_MODEL
 """The workers' model: served by the llama neuron, and by the sims under the same name."""
@@ -242,8 +245,20 @@ class Gateway:
 
 
 @pytest.fixture
-def gateway(net: Network, tmp_path: Path) -> Iterator[Gateway]:
-    db = f"sqlite:///{tmp_path / 'gateway.db'}"
+def store(net: Network, db_url: str) -> Iterator[str]:
+    """``db_url`` as the gateway's host reaches it."""
+    url = make_url(db_url)
+    if url.get_backend_name() == "sqlite":
+        yield db_url
+        return
+    root = f"{net.subnet}.1"
+    with relay(root, (url.host or "127.0.0.1", url.port or 5432)) as port:
+        yield url.set(host=root, port=port).render_as_string(hide_password=False)
+
+
+@pytest.fixture
+def gateway(net: Network, tmp_path: Path, store: str) -> Iterator[Gateway]:
+    db = store
     keys = [run_cli("keys", "create", f"--{role}", "--db", db) for role in ("admin", "user")]
     for made in keys:
         assert made.returncode == 0, made.stderr
