@@ -107,3 +107,12 @@ def test_replicas_racing_for_the_same_runs_each_get_a_run_exactly_once(
     owners = {run_id: records.get_run(a, run_id).owner for run_id in ids}  # type: ignore[union-attr]
     assert all(owners[run_id] == "a" for run_id in won["a"])
     assert all(owners[run_id] == "b" for run_id in won["b"])
+
+
+def test_a_gateway_stopping_cleanly_lets_its_runs_go_at_once(stores: tuple[Store, Store]) -> None:
+    a, b = stores
+    now = time.time()
+    add(a, "r1", owner="a", until=now + 30)
+    records.release_runs(a, "a")
+    assert records.adoptable_runs(b, "b", now) == ["r1"]
+    assert records.claim_run(b, "r1", "b", now, now + 30)

@@ -191,6 +191,10 @@ class Orchestra:
         for task in list(self._tasks.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        try:  # other replicas may take them on at once
+            await asyncio.to_thread(records.release_runs, self.store, self.replica)
+        except Exception:  # the store may be what is going away
+            log.warning("could not release this replica's runs; their leases will run out")
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """Stop a running run: its unfinished delegations become ``cancelled``, the run

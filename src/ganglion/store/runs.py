@@ -78,6 +78,18 @@ def renew_leases(store: Store, holder: str, run_ids: list[str], until: float) ->
     return held
 
 
+def release_runs(store: Store, holder: str) -> None:
+    """Let go of ``holder``'s running runs (a gateway stopping cleanly): other replicas may
+    adopt them at once instead of waiting for the leases to run out."""
+    with store.session() as session:
+        session.execute(
+            update(RunRow)
+            .where(RunRow.owner == holder, RunRow.status == "running")
+            .values(lease_until=0.0)
+        )
+        session.commit()
+
+
 def adoptable_runs(store: Store, holder: str, now: float) -> Sequence[str]:
     """Running runs nobody carries: unclaimed, ``holder``'s own from before a restart, or
     left by a replica whose lease ran out."""
