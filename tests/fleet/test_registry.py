@@ -8,7 +8,9 @@ import socket
 from pathlib import Path
 
 import httpx
+import pytest
 
+from ganglion.errors import UnknownNeuron
 from ganglion.fleet.registry import Registry, accepts_connections
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect
@@ -65,3 +67,23 @@ async def test_accepts_connections_tells_a_listening_port_from_a_closed_one() ->
         port = listening.getsockname()[1]
         assert await accepts_connections(f"http://127.0.0.1:{port}", 2.0)
     assert not await accepts_connections(f"http://127.0.0.1:{port}", 2.0)
+
+
+async def test_a_neuron_removed_while_it_is_resumed_is_an_unknown_neuron_not_a_crash(
+    tmp_path: Path,
+) -> None:
+    fake = FakeOllama()
+    registry = Registry(
+        Store.open(f"sqlite:///{tmp_path / 'r.db'}"),
+        transport=httpx.MockTransport(fake.handle),
+    )
+    neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
+    await registry.suspend("gpu")
+    resuming = asyncio.create_task(registry.resume("gpu"))
+    await asyncio.sleep(0)  # resume is now writing to the store
+    await registry.remove("gpu")
+    with pytest.raises(UnknownNeuron, match="no neuron named 'gpu'"):
+        await resuming
+    await registry.probe(neuron)  # a probe that was already under way: a failure, no crash
+    assert neuron.health.last_failure == "http://gpu:11434 was removed from the fleet"
+    await registry.aclose()

@@ -15,11 +15,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import need
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = 10  # per operation and phase: about two minutes on two busy cores
+TOOL_BUG = "AST constructor recursion depth mismatch"
+"""CPython 3.11.7 sometimes fails this way inside hypothesis while schemathesis builds its
+deepest cases (the chat schema): schemathesis's own runtime error, not the gateway's."""
 
 
 def can_isolate() -> str | None:
@@ -37,9 +41,9 @@ def can_isolate() -> str | None:
     return None
 
 
-def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
-    why = can_isolate()
-    need(why is None, why or "")
+def fuzz(tmp_path: Path) -> tuple[dict[str, Any], str]:
+    """One schemathesis run in its own namespace: its report, and what it said."""
+    tmp_path.mkdir()
     result = subprocess.run(
         [
             "unshare",
@@ -60,8 +64,17 @@ def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
     log = tmp_path / "schemathesis.log"
     said = log.read_text() if log.exists() else ""
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"schemathesis: {report['requests']} requests, {len(report['server_errors'])} 5xx")
+    return report, said
+
+
+def test_no_generated_request_gets_a_server_error(tmp_path: Path) -> None:
+    why = can_isolate()
+    need(why is None, why or "")
+    report, said = fuzz(tmp_path / "first")
+    if report["exit"] != 0 and not report["server_errors"] and TOOL_BUG in said:
+        report, said = fuzz(tmp_path / "again")  # schemathesis itself broke: once more
     assert report["server_errors"] == [], json.dumps(report["server_errors"], indent=1)
     assert report["requests"] >= 500, said[-3000:]
     assert report["exit"] == 0, said[-3000:]

@@ -297,7 +297,7 @@ class Registry:
         neuron.health.suspended = False
         await asyncio.to_thread(self.store.update_neuron, name, suspended=False)
         await self.probe(neuron)
-        return neuron
+        return self.get(name)  # UnknownNeuron if it was removed meanwhile
 
     # evidence
 

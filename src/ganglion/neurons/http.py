@@ -173,6 +173,8 @@ class NeuronHTTP:
     async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
         """Send and wait for the headers; raise for no answer or an error status."""
         url = f"{self.base_url}{path}"
+        if self._client.is_closed:  # its neuron was removed while this request was coming
+            raise NeuronUnreachable(f"{self.base_url} was removed from the fleet")
         request = self._client.build_request(method, url, json=body)
         try:
             response = await self._client.send(request, stream=True)
