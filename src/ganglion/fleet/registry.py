@@ -162,6 +162,7 @@ class Registry:
 
     async def _forget(self, neuron: Neuron) -> None:
         del self._neurons[neuron.name]
+        self._lost.pop(neuron.name, None)
         await neuron.adapter.aclose()
         neuron.status, neuron.reason = NeuronStatus.OFFLINE, "removed from the fleet"
         self._notify(neuron)

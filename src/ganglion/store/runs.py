@@ -51,13 +51,17 @@ def _write(
     return landed
 
 
+def _free(holder: str, now: float) -> ColumnElement[bool]:
+    """Nobody else carries the run: never claimed, ``holder``'s own, or its lease ran out."""
+    return or_(RunRow.owner.is_(None), RunRow.owner == holder, RunRow.lease_until < now)
+
+
 def claim_run(store: Store, run_id: str, holder: str, now: float, until: float) -> bool:
     """Take the run for ``holder`` when it is running and free: never claimed, already
     ``holder``'s (a restarted replica), or its lease ran out (its replica stopped renewing)."""
-    free = or_(RunRow.owner.is_(None), RunRow.owner == holder, RunRow.lease_until < now)
     query = (
         update(RunRow)
-        .where(RunRow.id == run_id, RunRow.status == "running", free)
+        .where(RunRow.id == run_id, RunRow.status == "running", _free(holder, now))
         .values(owner=holder, lease_until=until)
     )
     with store.session() as session:
@@ -93,10 +97,11 @@ def release_runs(store: Store, holder: str) -> None:
 def adoptable_runs(store: Store, holder: str, now: float) -> Sequence[str]:
     """Running runs nobody carries: unclaimed, ``holder``'s own from before a restart, or
     left by a replica whose lease ran out."""
-    free = or_(RunRow.owner.is_(None), RunRow.owner == holder, RunRow.lease_until < now)
     with store.session() as session:
         return session.scalars(
-            select(RunRow.id).where(RunRow.status == "running", free).order_by(RunRow.created_at)
+            select(RunRow.id)
+            .where(RunRow.status == "running", _free(holder, now))
+            .order_by(RunRow.created_at)
         ).all()
 
 
