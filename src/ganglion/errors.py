@@ -156,9 +156,13 @@ class BrokenMidStream(DispatchError):
 def phrase(name: str, message: str, value: object = None) -> str:
     """One pydantic validation message about ``name`` as a sentence: ``("port", "Input
     should be less than or equal to 65535", 70000)`` is ``port should be less than or
-    equal to 65535 (got 70000)``. ``value`` is shown when it is short and not ``None``."""
+    equal to 65535 (got 70000)``. ``value`` is shown when it is short and not ``None``.
+    Our own validators' messages start with ``must``: ``name must be ...``."""
+    message = message.removeprefix("Value error, ")
     said = message.replace("Input should", f"{name} should", 1)
-    if said == message:
+    if message.startswith("must "):
+        said = f"{name} {message}"
+    elif said == message:
         said = f"{name}: {message}"
     shown = repr(value)
     return f"{said} (got {shown})" if value is not None and len(shown) <= 40 else said

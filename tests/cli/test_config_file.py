@@ -69,6 +69,11 @@ MISTAKES = [
         id="bad-neuron-value",
     ),
     pytest.param(
+        "[[neuron]]\nurl = 'http://a:11434'\nname = 'gpu box'\n",
+        "ganglion.toml:3: neuron name must be letters, digits, '.', '_' and '-', starting",
+        id="bad-neuron-name",
+    ),
+    pytest.param(
         "[[neuron]]\nname = 'a'\n",
         "ganglion.toml:1: this [[neuron]] has no url",
         id="neuron-without-url",

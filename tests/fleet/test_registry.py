@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ganglion.errors import UnknownNeuron
+from ganglion.errors import FleetError, UnknownNeuron
 from ganglion.fleet.registry import Registry, accepts_connections
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect
@@ -86,4 +86,20 @@ async def test_a_neuron_removed_while_it_is_resumed_is_an_unknown_neuron_not_a_c
         await resuming
     await registry.probe(neuron)  # a probe that was already under way: a failure, no crash
     assert neuron.health.last_failure == "http://gpu:11434 was removed from the fleet"
+    await registry.aclose()
+
+
+async def test_the_registry_refuses_a_name_a_header_cannot_carry(tmp_path: Path) -> None:
+    """Callers in code (local fleet, discovery, the config file) meet the same rule as the
+    API: a name goes into the X-Ganglion-Neuron header of every answer."""
+    fake = FakeOllama()
+    registry = Registry(
+        Store.open(f"sqlite:///{tmp_path / 'r.db'}"),
+        transport=httpx.MockTransport(fake.handle),
+    )
+    with pytest.raises(FleetError, match="neuron name 'gpü' must be letters, digits"):
+        await registry.add("http://gpu:11434", name="gpü", api=Dialect.OLLAMA)
+    assert registry.neurons() == []
+    added = await registry.add("http://gpu:11434", name="gpu-0.lan_a", api=Dialect.OLLAMA)
+    assert [n.name for n in registry.neurons()] == [added.name]
     await registry.aclose()

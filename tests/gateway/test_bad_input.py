@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import ollama
@@ -15,6 +16,9 @@ import openai
 import pytest
 
 from ganglion.config import DEFAULT_MAX_BODY_BYTES
+from ganglion.fleet.model import NAME_PATTERN
+from ganglion.store import Store
+from ganglion.store.schema import NeuronRow
 from tests.conftest import Proc, Spawner
 
 LIMIT = 64 * 1024  # the test gateway's GANGLION_MAX_BODY_BYTES
@@ -273,7 +277,7 @@ def test_nul_characters_are_refused_before_they_reach_postgresql(
     gateway = spawn.gateway(fresh_postgres)
     sim = spawn.sim(500, model="llama3")
     cases = [
-        ("post", "/fleet/neurons", {"url": sim.url, "name": "a\x00b"}, 422, "name"),
+        ("post", "/fleet/neurons", {"url": sim.url, "name": "a\x00b"}, 422, "name must be"),
         ("post", "/fleet/neurons", {"url": sim.url, "node": "rack\x00"}, 422, "node"),
         ("post", "/fleet/runs", {"task": "plan\x00it"}, 422, "task"),
         ("post", "/fleet/runs", {"task": "t", "model": "m\x00"}, 422, "model"),
@@ -284,7 +288,53 @@ def test_nul_characters_are_refused_before_they_reach_postgresql(
         response = httpx.request(method, gateway.url + path, json=body, timeout=30)
         assert response.status_code == status, (path, body, response.text)
         assert words in message(response)
-        if status == 422:
+        if status == 422 and words != "name must be":
             assert "must not contain NUL characters" in message(response)
     added = httpx.post(f"{gateway.url}/fleet/neurons", json={"url": sim.url, "name": "ok"})
     assert added.status_code == 201  # the store is still fine
+
+
+# -- neuron names ------------------------------------------------------------------------------
+
+
+def test_a_neuron_name_is_refused_unless_it_fits_urls_headers_and_labels(gateway: Proc) -> None:
+    """A name goes into the X-Ganglion-Neuron header of every answer: one a header cannot
+    carry (schemathesis found '\U0008bd56' turned every answer of that neuron into a 500)."""
+    sim_url = httpx.get(f"{gateway.url}/fleet/neurons").json()[0]["url"]
+    for name in ["gpu\U0008bd56", "gpü", "gpu box", "gpu/box", "-gpu", "", "x" * 201]:
+        refused = httpx.post(f"{gateway.url}/fleet/neurons", json={"url": sim_url, "name": name})
+        assert refused.status_code == 422, (name, refused.text)
+        said = message(refused)
+        assert "invalid request: name must be letters, digits, '.', '_' and '-'" in said
+    schema = httpx.get(f"{gateway.url}/openapi.json").json()["components"]["schemas"]
+    assert schema["NewNeuron"]["properties"]["name"]["anyOf"][0]["pattern"] == NAME_PATTERN
+
+
+def test_a_name_stored_before_the_rule_still_answers(spawn: Spawner, tmp_path: Path) -> None:
+    """A store written before names were checked may hold any name: its answers carry the
+    name percent-encoded, and pinning with that value reaches it."""
+    sim = spawn.sim(500, model="llama3")
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    store = Store.open(url)
+    old = "gpü \U0008bd56"
+    store.add_neuron(
+        NeuronRow(
+            name=old, url=sim.url, api="ollama", node="box", models=["llama3"], status="active"
+        )
+    )
+    store.close()
+    gateway = spawn.gateway(url)
+    said = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    for path in ["/v1/chat/completions", "/api/chat"]:
+        answer = httpx.post(f"{gateway.url}{path}", json=said, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["X-Ganglion-Neuron"] == quote(old, safe="")
+        pinned = httpx.post(
+            f"{gateway.url}{path}",
+            json=said,
+            headers={"X-Ganglion-Neuron": answer.headers["X-Ganglion-Neuron"]},
+            timeout=30,
+        )
+        assert pinned.status_code == 200, pinned.text
+    with ollama.Client(host=gateway.url) as client:
+        assert client.embed(model="llama3", input="hi").embeddings

@@ -29,7 +29,9 @@ def register(app: typer.Typer) -> None:
 @neuron_app.command("add")
 def add(
     url: Annotated[str, typer.Argument(help="Server URL, e.g. http://gpu-box:11434")],
-    name: Annotated[str | None, typer.Option(help="Name; default HOST-PORT.")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Name: letters, digits, . _ - (default HOST-PORT).")
+    ] = None,
     api: Annotated[Dialect | None, typer.Option(help="Dialect; detected when not given.")] = None,
     node: Annotated[str | None, typer.Option(help="Machine it runs on; default its host.")] = None,
     slots: Annotated[

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated
@@ -22,12 +23,31 @@ def _no_nul(text: str) -> str:
 Text = Annotated[str, AfterValidator(_no_nul)]
 """A string the store can keep: PostgreSQL's text cannot hold NUL characters."""
 
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$"
+NAME_RULE = (
+    "must be letters, digits, '.', '_' and '-', starting with a letter or digit, at most "
+    "200 characters (e.g. gpu-box): a neuron's name goes into URLs, HTTP headers and metric labels"
+)
+
+
+def check_name(name: str) -> str:
+    """``name`` when it can name a neuron, else :class:`ValueError` saying what can."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(NAME_RULE)
+    return name
+
+
+NeuronName = Annotated[
+    str, AfterValidator(check_name), Field(json_schema_extra={"pattern": NAME_PATTERN})
+]
+"""A neuron's name, as :func:`check_name` allows."""
+
 
 class NewNeuron(BaseModel):
     """A neuron to register: ``POST /fleet/neurons``, and ``[[neuron]]`` in a config file."""
 
     url: Text = Field(description="Base URL of the server, e.g. http://127.0.0.1:11434")
-    name: Text | None = Field(default=None, description="Defaults to HOST-PORT")
+    name: NeuronName | None = Field(default=None, description="Defaults to HOST-PORT")
     api: Dialect | None = Field(default=None, description="Detected when not given")
     node: Text | None = Field(default=None, description="The machine it runs on; default: host")
     slots: int = Field(

@@ -27,7 +27,7 @@ from ganglion.errors import (
     NeuronUnreachable,
     UnknownNeuron,
 )
-from ganglion.fleet.model import Neuron
+from ganglion.fleet.model import Neuron, check_name
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
 from ganglion.neurons.base import Dialect, NeuronAdapter, ProbeResult, TokenStats
@@ -232,6 +232,10 @@ class Registry:
         """Register the neuron at ``url`` after checking that it answers in its dialect."""
         url = normalize_url(url)
         name = name or default_name(url)
+        try:
+            check_name(name)
+        except ValueError as error:
+            raise FleetError(f"neuron name {name!r} {error}") from None
         async with self._lock:
             for other in self._neurons.values():
                 if other.name == name:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import quote, unquote
 
 from fastapi import Request
 
@@ -26,11 +27,13 @@ COMMON_OPTIONS = frozenset(
 
 def pinned(request: Request) -> str | None:
     """The neuron the caller asked for by name (``X-Ganglion-Neuron``), if any."""
-    return request.headers.get(PIN_HEADER) or None
+    return unquote(request.headers.get(PIN_HEADER, "")) or None
 
 
 def served_by(neuron: Neuron) -> dict[str, str]:
-    return {PIN_HEADER: neuron.name}
+    """``X-Ganglion-Neuron``: the neuron that answered. Names are ASCII (``check_name``); one
+    stored before that rule is percent-encoded, since a header value cannot carry it."""
+    return {PIN_HEADER: quote(neuron.name, safe="")}
 
 
 def job(model: str, texts: Iterable[Any], max_tokens: int | None) -> Job:
