@@ -116,8 +116,9 @@ class Settings(BaseSettings):
     replica_id: str | None = Field(default=None, min_length=1, max_length=200)
     run_lease_s: float = Field(default=30.0, ge=1)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
-    neurons: list[NewNeuron] = Field(default_factory=list)
-    """Neurons to register at start (``[[neuron]]`` in the config file)."""
+    neurons: list[NewNeuron] | None = None
+    """Neurons to register at start (``[[neuron]]`` in the config file); ``None`` without a
+    config file, so the neurons an earlier file registered are left alone."""
 
     @field_validator("routing_policy")
     @classmethod

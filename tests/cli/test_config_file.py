@@ -193,6 +193,46 @@ url = "http://127.0.0.1:{sim_port}"
     assert log.count("neuron late: not registered yet") == 1, log  # said once, not per retry
 
 
+def test_the_file_manages_the_neurons_it_lists(spawn: Spawner, tmp_path: Path) -> None:
+    """A neuron taken out of the file is unregistered at the next start with a file; one
+    registered by hand stays until the file lists it; without a file, nothing is dropped."""
+    sims = {name: spawn.sim(500, model="llama3") for name in "abc"}
+    database = f"sqlite:///{tmp_path / 'managed.db'}"
+    port = free_port()
+
+    def start(*listed: str) -> Proc:
+        tables = "".join(f"[[neuron]]\nname = '{n}'\nurl = '{sims[n].url}'\n" for n in listed)
+        path = write(tmp_path, f"port = {port}\ndatabase_url = '{database}'\n{tables}")
+        return spawn.ganglion(
+            "serve", "--config", str(path), port=port, ready_path="/fleet/neurons"
+        )
+
+    def names(gateway: Proc) -> list[str]:
+        return sorted(n["name"] for n in httpx.get(f"{gateway.url}/fleet/neurons").json())
+
+    gateway = start("a", "b")
+    assert names(gateway) == ["a", "b"]
+    by_hand = {"url": sims["c"].url, "name": "c"}
+    assert httpx.post(f"{gateway.url}/fleet/neurons", json=by_hand).status_code == 201
+    gateway.stop()
+
+    gateway = start("a")
+    assert names(gateway) == ["a", "c"]  # b left the file; c was never the file's
+    assert "config file: neuron b is no longer listed: unregistered" in gateway.log.read_text()
+    gateway.stop()
+
+    gateway = spawn.ganglion(  # no file: the neurons an earlier file registered stay
+        "serve", "--port", "{port}", env={"GANGLION_DATABASE_URL": database}, ready_path="/"
+    )
+    assert names(gateway) == ["a", "c"]
+    gateway.stop()
+
+    gateway = start("c")  # the file takes over c, registered by hand
+    assert names(gateway) == ["c"]
+    gateway.stop()
+    assert names(start()) == []
+
+
 def wait_for_neurons(gateway: Proc, within: float = 60) -> list[dict[str, object]]:
     deadline = time.monotonic() + within
     while time.monotonic() < deadline:

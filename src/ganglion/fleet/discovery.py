@@ -3,6 +3,8 @@
 The config file's ``[[neuron]]`` tables are the simplest source (:class:`StaticDiscovery`):
 each is registered at start, and one that does not answer yet is tried again every
 ``retry_s`` until it does. A name already registered at another URL is moved to the file's.
+The file manages the neurons it lists (their ``origin`` is ``config``): one taken out of the
+file is unregistered at the next start with a config file.
 
 ``ganglion serve --discover kubernetes`` lists the Services labelled
 :data:`~ganglion.doctor.labels.NEURON_SELECTOR` (what ``ganglion enlist k3s`` writes), then
@@ -571,17 +573,29 @@ def _check(response: httpx.Response) -> None:
     raise ApiError(f"HTTP {response.status_code}: {message[:200]}{hint}", response.status_code)
 
 
-class StaticDiscovery:
-    """Registers the neurons a config file lists, retrying those that do not answer yet."""
+CONFIG_ORIGIN = "config"
+"""The ``origin`` of the neurons a config file registered."""
 
-    def __init__(self, registry: Registry, neurons: list[NewNeuron], *, retry_s: float) -> None:
+
+class StaticDiscovery:
+    """Registers the neurons a config file lists, retrying those that do not answer yet.
+
+    ``neurons`` is ``None`` when the gateway runs without a config file: then the neurons an
+    earlier file registered stay. With a file, those it no longer lists are unregistered."""
+
+    def __init__(
+        self, registry: Registry, neurons: list[NewNeuron] | None, *, retry_s: float
+    ) -> None:
         self.registry = registry
         self.retry_s = retry_s
-        self._pending = [_static_target(neuron) for neuron in neurons]
+        self._manages = neurons is not None
+        self._pending = [_static_target(neuron) for neuron in neurons or []]
         self._problems: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        if self._manages:
+            await self._drop_unlisted()
         await self._sync()
         if self._pending:
             self._task = asyncio.create_task(self._retry_loop(), name="ganglion-static-retry")
@@ -598,11 +612,21 @@ class StaticDiscovery:
             except Exception:  # a bug must not end the retries for good
                 log.exception("config file neurons: retrying failed")
 
+    async def _drop_unlisted(self) -> None:
+        listed = {want.name for want in self._pending}
+        for neuron in self.registry.neurons():
+            if neuron.origin == CONFIG_ORIGIN and neuron.name not in listed:
+                with contextlib.suppress(UnknownNeuron):  # another replica removed it first
+                    await self.registry.remove(neuron.name)
+                log.warning("config file: neuron %s is no longer listed: unregistered", neuron.name)
+
     async def _sync(self) -> None:
         waiting = []
         for want in self._pending:
             have = next((n for n in self.registry.neurons() if n.name == want.name), None)
             if have is not None and _matches(want, have.url, have.api, have.node):
+                if have.origin != CONFIG_ORIGIN:  # registered by hand first: the file has it now
+                    await self.registry.adopt(want.name, CONFIG_ORIGIN)
                 continue
             try:
                 if have is not None:
@@ -611,7 +635,12 @@ class StaticDiscovery:
                         "config file: neuron %s moves from %s to %s", want.name, have.url, want.url
                     )
                 await self.registry.add(
-                    want.url, name=want.name, api=want.api, node=want.node, slots=want.slots
+                    want.url,
+                    name=want.name,
+                    api=want.api,
+                    node=want.node,
+                    slots=want.slots,
+                    origin=CONFIG_ORIGIN,
                 )
             except GanglionError as error:
                 message = f"not registered yet ({error}); retrying every {self.retry_s:g} s"

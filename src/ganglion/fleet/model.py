@@ -93,6 +93,7 @@ class Neuron:
     loaded: list[str] | None = None
     in_flight: int = 0
     slots: int = 1
+    origin: str | None = None
 
     @property
     def is_active(self) -> bool:

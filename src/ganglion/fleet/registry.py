@@ -177,6 +177,7 @@ class Registry:
             api=api,
             node=row.node,
             slots=row.slots,
+            origin=row.origin,
             models=list(row.models),
             adapter=self._adapter(api, row.url),
             health=health,
@@ -228,8 +229,10 @@ class Registry:
         api: Dialect | None = None,
         node: str | None = None,
         slots: int = 1,
+        origin: str | None = None,
     ) -> Neuron:
-        """Register the neuron at ``url`` after checking that it answers in its dialect."""
+        """Register the neuron at ``url`` after checking that it answers in its dialect.
+        ``origin`` says who asked (``config`` for a config file; ``None``, the API)."""
         url = normalize_url(url)
         name = name or default_name(url)
         try:
@@ -255,6 +258,7 @@ class Registry:
                 api=probe.dialect.value,
                 node=node or urlsplit(url).hostname or "unknown",
                 slots=slots,
+                origin=origin,
                 models=probe.models,
                 status=NeuronStatus.ACTIVE.value,
                 last_seen=utcnow(),
@@ -289,6 +293,12 @@ class Registry:
             neuron = self.get(name)
             await asyncio.to_thread(self.store.remove_neuron, name)
             await self._forget(neuron)
+
+    async def adopt(self, name: str, origin: str | None) -> None:
+        """Record that ``origin`` (``config``) now manages the neuron ``name``."""
+        neuron = self.get(name)
+        await asyncio.to_thread(self.store.update_neuron, name, origin=origin)
+        neuron.origin = origin
 
     async def suspend(self, name: str) -> Neuron:
         neuron = self.get(name)

@@ -39,6 +39,8 @@ class NeuronRow(Base):
     models: Mapped[list[str]] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(20), default="active")
     suspended: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    origin: Mapped[str | None] = mapped_column(String(20), default=None)
+    """Who registered it: ``config`` for a config file's ``[[neuron]]``; null for the API."""
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     last_seen: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
