@@ -8,10 +8,13 @@ The predicted finish time of a job on a neuron (DESIGN.md, "Routing and scheduli
            + load_s                              when the model is not loaded (Ollama /api/ps)
 
 ``decode`` is the neuron's measured EWMA for the model (the fleet's median for that model,
-or :data:`PRIOR_DECODE_TPS`, before any measurement). ``backlog`` is the output tokens the
-neuron still owes its in-flight jobs (draining at slots x decode), known because every job
-passes through :meth:`Router.admit`. Policies are small strategy objects in :data:`POLICIES`; the
-:class:`Router` keeps the in-flight book, the cooldowns and the admission limits.
+or :data:`PRIOR_DECODE_TPS`, before any measurement). ``prefill`` and ``load_s`` are the
+neuron's measured ones for the model (:mod:`ganglion.fleet.speed`); before any measurement,
+prefill is :data:`PREFILL_FACTOR` times decode and a load :data:`DEFAULT_LOAD_S`.
+``backlog`` is the output tokens the neuron still owes its in-flight jobs (draining at
+slots x decode), known because every job passes through :meth:`Router.admit`. Policies
+are small strategy objects in :data:`POLICIES`; the :class:`Router` keeps the in-flight
+book, the cooldowns and the admission limits.
 """
 
 from __future__ import annotations
@@ -197,10 +200,12 @@ class Router:
         book = self.book(neuron)
         busy = len(book.tickets) >= neuron.slots
         wait = book.backlog(now) / (neuron.slots * decode) if busy else 0.0
-        prefill = job.prompt_tokens / (decode * PREFILL_FACTOR)
+        prefill_tps = _measured(neuron.speeds.prefill, job.model) or decode * PREFILL_FACTOR
+        prefill = job.prompt_tokens / prefill_tps
         loaded = neuron.loaded
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
-        load = DEFAULT_LOAD_S if cold and not book.tickets else 0.0
+        load_s = _measured(neuron.speeds.loads, job.model) or DEFAULT_LOAD_S
+        load = load_s if cold and not book.tickets else 0.0
         finish = wait + prefill + job.output_tokens / decode + load
         return Estimate(neuron, finish, wait, decode, len(book.tickets))
 
@@ -259,7 +264,12 @@ class Router:
 
 
 def _speed(neuron: Neuron, model: str) -> float | None:
-    for name, tps in neuron.speeds.by_model().items():
+    return _measured(neuron.speeds.by_model(), model)
+
+
+def _measured(by_model: dict[str, float], model: str) -> float | None:
+    """The figure measured for ``model`` (``llama3`` and ``llama3:latest`` alike), if any."""
+    for name, value in by_model.items():
         if same_model(name, model):
-            return tps
+            return value
     return None

@@ -21,6 +21,9 @@ CONTRACT = {
     "is_active",
     "reason",
     "tokens_per_second",
+    "speeds",
+    "prefill_speeds",
+    "load_seconds",
     "in_flight",
     "last_seen",
 }

@@ -10,7 +10,7 @@ from ganglion.errors import UnknownNeuron
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
-from ganglion.neurons.base import Dialect
+from ganglion.neurons.base import Dialect, TokenStats
 from ganglion.routing import POLICIES, Job, Router
 from ganglion.store import Store
 
@@ -165,3 +165,29 @@ def test_cold_model_costs_a_load(registry: Registry) -> None:
     warm.loaded, cold.loaded = ["llama3:latest"], []
     router, _ = router_with(registry, cold, warm)
     assert router.plan(Job("llama3", output_tokens=10))[0].neuron.name == "warm"
+
+
+def test_a_measured_load_time_replaces_the_default(registry: Registry) -> None:
+    """Cold but much faster wins while a load is assumed 5 s; not once its load is known
+    to take a minute."""
+    warm, cold = neuron("warm", 20), neuron("cold", 200)
+    warm.loaded, cold.loaded = ["llama3:latest"], []
+    router, _ = router_with(registry, warm, cold)
+    job = Job("llama3", output_tokens=200)  # warm: 10 s; cold: 1 s + the load
+    assert router.plan(job)[0].neuron.name == "cold"
+    cold.speeds.observe("llama3", TokenStats(load_s=60.0))
+    assert router.plan(job)[0].neuron.name == "warm"
+
+
+def test_a_measured_prefill_speed_replaces_the_estimate(registry: Registry) -> None:
+    """A long prompt goes to the neuron that reads it fastest once prefill is measured; before,
+    prefill is taken as ten times decode, so the faster decoder looked faster at both."""
+    decoder, reader = neuron("decoder", 100), neuron("reader", 60)
+    router, _ = router_with(registry, decoder, reader)
+    long_prompt = Job("llama3", prompt_tokens=4000, output_tokens=50)
+    assert router.plan(long_prompt)[0].neuron.name == "decoder"
+    decoder.speeds.observe("llama3:latest", TokenStats(prompt_tokens=500, prefill_s=10.0))
+    reader.speeds.observe("llama3:latest", TokenStats(prompt_tokens=500, prefill_s=0.25))
+    assert router.plan(long_prompt)[0].neuron.name == "reader"
+    short_prompt = Job("llama3", prompt_tokens=10, output_tokens=500)
+    assert router.plan(short_prompt)[0].neuron.name == "decoder"

@@ -68,6 +68,8 @@ class NeuronView(BaseModel):
     reason: str | None
     tokens_per_second: float | None
     speeds: dict[str, float]
+    prefill_speeds: dict[str, float]
+    load_seconds: dict[str, float]
     in_flight: int
     slots: int
     loaded: list[str] | None
@@ -111,6 +113,8 @@ class Neuron:
             reason=self.reason,
             tokens_per_second=_round(self.speeds.speed()),
             speeds={model: round(tps, 2) for model, tps in self.speeds.by_model().items()},
+            prefill_speeds={model: round(t, 2) for model, t in self.speeds.prefill.items()},
+            load_seconds={model: round(s, 2) for model, s in self.speeds.loads.items()},
             in_flight=self.in_flight,
             slots=self.slots,
             loaded=self.loaded,

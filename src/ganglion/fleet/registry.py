@@ -137,8 +137,14 @@ class Registry:
         """The neuron of ``row``, with its speed history."""
         neuron = self._from_row(row)
         for sample in await asyncio.to_thread(self.store.samples, row.id):
-            if sample.tokens_per_second:
-                neuron.speeds.add(sample.model, sample.tokens_per_second)
+            stats = TokenStats(
+                prompt_tokens=sample.prompt_tokens,
+                output_tokens=sample.output_tokens,
+                prefill_s=sample.prefill_s,
+                decode_s=sample.decode_s,
+                load_s=sample.load_s,
+            )
+            neuron.speeds.observe(sample.model, stats)
         return neuron
 
     async def sync(self) -> None:
@@ -354,9 +360,7 @@ class Registry:
         neuron.last_seen = utcnow()
         if neuron.loaded is not None and model not in neuron.loaded:
             neuron.loaded = [*neuron.loaded, model]  # it answered, so it is in memory now
-        tps = stats.decode_tps
-        if tps is not None:
-            neuron.speeds.add(model, tps)
+        neuron.speeds.observe(model, stats)
         await asyncio.to_thread(self.store.add_sample, neuron.id, model, source, stats)
         await self._reclassify(neuron, changed=True)
 

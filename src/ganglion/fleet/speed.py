@@ -1,8 +1,14 @@
-"""Measured decode speed per neuron and model: an EWMA of recent requests, and a baseline.
+"""Measured speeds per neuron and model: decode (an EWMA of recent requests, and a baseline),
+prefill, and the time a cold model takes to load.
 
 The baseline is the neuron's own typical best: the 90th percentile of its recent samples for
 that model. A neuron is compared only with itself, so a slow CPU box is not ``degraded``
 for being slow, only for being slower than it usually is.
+
+Prefill is measured only on prompts of :data:`MIN_PREFILL_TOKENS` or more (shorter ones
+measure a request's fixed overhead, not reading speed), and load time only from loads of
+:data:`COLD_LOAD_S` or more (a shorter one means the model was already in memory: Ollama
+reports a few milliseconds then). The router uses them where known (:mod:`ganglion.routing`).
 """
 
 from __future__ import annotations
@@ -10,9 +16,18 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from ganglion.neurons.base import TokenStats
+
 BASELINE_WINDOW = 50
 BASELINE_QUANTILE = 0.9
 MIN_SAMPLES_FOR_BASELINE = 3
+MIN_PREFILL_TOKENS = 16
+COLD_LOAD_S = 0.5
+
+
+def ewma(old: float | None, new: float, alpha: float) -> float:
+    """``new`` weighted ``alpha`` against the average so far (``new`` itself at first)."""
+    return new if old is None else alpha * new + (1 - alpha) * old
 
 
 @dataclass
@@ -25,10 +40,7 @@ class ModelSpeed:
 
     def add(self, tokens_per_second: float) -> None:
         self.samples.append(tokens_per_second)
-        if self.ewma is None:
-            self.ewma = tokens_per_second
-        else:
-            self.ewma = self.alpha * tokens_per_second + (1 - self.alpha) * self.ewma
+        self.ewma = ewma(self.ewma, tokens_per_second, self.alpha)
 
     @property
     def baseline(self) -> float | None:
@@ -45,6 +57,20 @@ class SpeedBook:
     alpha: float = 0.3
     models: dict[str, ModelSpeed] = field(default_factory=dict)
     last_model: str | None = None
+    prefill: dict[str, float] = field(default_factory=dict)
+    """Prompt tokens read per second, by model (an EWMA)."""
+    loads: dict[str, float] = field(default_factory=dict)
+    """Seconds a cold load of each model took (an EWMA)."""
+
+    def observe(self, model: str, stats: TokenStats) -> None:
+        """Take in what one request cost: its decode, prefill and load, where measurable."""
+        if (tps := stats.decode_tps) is not None:
+            self.add(model, tps)
+        prefill = stats.prefill_tps
+        if prefill is not None and (stats.prompt_tokens or 0) >= MIN_PREFILL_TOKENS:
+            self.prefill[model] = ewma(self.prefill.get(model), prefill, self.alpha)
+        if stats.load_s is not None and stats.load_s >= COLD_LOAD_S:
+            self.loads[model] = ewma(self.loads.get(model), stats.load_s, self.alpha)
 
     def add(self, model: str, tokens_per_second: float) -> None:
         self.models.setdefault(model, ModelSpeed(alpha=self.alpha)).add(tokens_per_second)

@@ -1,0 +1,66 @@
+"""Measured prefill speed and load time, through a real gateway and simulated neurons: the
+gateway learns them from the neurons' own timings, routes a long prompt by them, shows them in
+``GET /fleet/neurons``, and keeps them across a restart (from the store's samples)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import Spawner
+
+PIN = "X-Ganglion-Neuron"
+
+
+def generate(url: str, words: int, *, pin: str | None = None, out: int = 8) -> httpx.Response:
+    body = {
+        "model": "llama3",
+        "prompt": " ".join(["word"] * words),  # the sim reads a word as a token
+        "stream": False,
+        "options": {"num_predict": out},
+    }
+    answer = httpx.post(
+        f"{url}/api/generate", json=body, headers={PIN: pin} if pin else {}, timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    return answer
+
+
+def views(url: str) -> dict[str, dict[str, Any]]:
+    return {n["name"]: n for n in httpx.get(f"{url}/fleet/neurons").json()}
+
+
+def test_a_long_prompt_goes_to_the_neuron_measured_to_read_it_fastest(
+    spawn: Spawner, db_url: str
+) -> None:
+    decoder = spawn.sim(100, model="llama3", extra=("--prefill-tps", "50"))
+    reader = spawn.sim(60, model="llama3", extra=("--prefill-tps", "5000", "--load-s", "1"))
+    gateway = spawn.gateway(db_url)
+    for name, sim in (("decoder", decoder), ("reader", reader)):
+        added = httpx.post(f"{gateway.url}/fleet/neurons", json={"url": sim.url, "name": name})
+        assert added.status_code == 201, added.text
+
+    long_prompt = 1000
+    # before any measurement, prefill is taken as 10x decode: the faster decoder looks best
+    first = generate(gateway.url, long_prompt)
+    assert first.headers[PIN] == "decoder"
+    generate(gateway.url, 100, pin="reader")
+
+    seen = views(gateway.url)
+    assert seen["decoder"]["prefill_speeds"]["llama3"] == pytest.approx(50, rel=0.3)
+    assert seen["reader"]["prefill_speeds"]["llama3"] > 1000
+    assert seen["reader"]["load_seconds"]["llama3"] == pytest.approx(1.0, rel=0.3)
+    assert seen["decoder"]["load_seconds"] == {}  # loaded at once: nothing to measure
+
+    assert generate(gateway.url, long_prompt).headers[PIN] == "reader"
+    short = generate(gateway.url, 5, out=150)  # a short prompt, a long answer: decode decides
+    assert short.headers[PIN] == "decoder"
+
+    gateway.stop()
+    again = spawn.gateway(db_url)
+    restored = views(again.url)
+    assert restored["decoder"]["prefill_speeds"] == seen["decoder"]["prefill_speeds"]
+    assert restored["reader"]["load_seconds"] == seen["reader"]["load_seconds"]
+    assert generate(again.url, long_prompt).headers[PIN] == "reader"
