@@ -154,6 +154,21 @@ async def test_a_bench_shows_in_the_series(
         assert speed == pytest.approx(tps, rel=0.01)
 
 
+async def test_measured_prefill_and_load_show_in_the_series(
+    app_client: tuple[httpx.AsyncClient, Gateway],
+) -> None:
+    client, gateway = app_client
+    prefill, load = "ganglion_neuron_prefill_tokens_per_second", "ganglion_neuron_load_seconds"
+    assert value(await get_metrics(client), prefill, **GPU) is None  # nothing measured yet
+    gpu = gateway.registry.get("gpu")
+    cold = TokenStats(prompt_tokens=400, output_tokens=10, prefill_s=0.5, decode_s=0.1, load_s=3)
+    await gateway.registry.record_success(gpu, "llama3", cold)
+    samples = await get_metrics(client)
+    assert value(samples, prefill, **GPU) == pytest.approx(800.0)
+    assert value(samples, load, **GPU) == pytest.approx(3.0)
+    assert value(samples, load, neuron="cpu", model="llama3") is None
+
+
 async def test_a_failed_bench_counts_an_error(
     app_client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
 ) -> None:

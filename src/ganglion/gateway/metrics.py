@@ -42,14 +42,18 @@ class FleetCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        status, active, speed = self._families()
+        status, active, speed, prefill, load = families = self._families()
         for neuron in self.neurons():
             for each in NeuronStatus:
                 status.add_metric([neuron.name, each.value], float(neuron.status == each))
             active.add_metric([neuron.name], float(neuron.is_active))
             for model, tps in sorted(neuron.speeds.by_model().items()):
                 speed.add_metric([neuron.name, model], tps)
-        return [status, active, speed]
+            for model, tps in sorted(neuron.speeds.prefill.items()):
+                prefill.add_metric([neuron.name, model], tps)
+            for model, seconds in sorted(neuron.speeds.loads.items()):
+                load.add_metric([neuron.name, model], seconds)
+        return families
 
     @staticmethod
     def _families() -> list[GaugeMetricFamily]:
@@ -67,6 +71,17 @@ class FleetCollector(Collector):
             GaugeMetricFamily(
                 "ganglion_neuron_tokens_per_second",
                 "Measured decode speed (moving average of recent requests), output tokens/s.",
+                labels=list(NEURON_MODEL),
+            ),
+            GaugeMetricFamily(
+                "ganglion_neuron_prefill_tokens_per_second",
+                "Measured prefill speed (moving average, prompts of 16 tokens or more), "
+                "prompt tokens/s.",
+                labels=list(NEURON_MODEL),
+            ),
+            GaugeMetricFamily(
+                "ganglion_neuron_load_seconds",
+                "Measured time to load the model when it was not in memory (moving average).",
                 labels=list(NEURON_MODEL),
             ),
         ]
