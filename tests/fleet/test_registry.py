@@ -73,15 +73,26 @@ async def test_a_neuron_removed_while_it_is_resumed_is_an_unknown_neuron_not_a_c
     tmp_path: Path,
 ) -> None:
     fake = FakeOllama()
+    gate = {"closed": False}
+    probing, go_on = asyncio.Event(), asyncio.Event()
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if gate["closed"]:  # resume's probe waits here until the neuron is removed
+            probing.set()
+            await go_on.wait()
+        return fake.handle(request)
+
     registry = Registry(
         Store.open(f"sqlite:///{tmp_path / 'r.db'}"),
-        transport=httpx.MockTransport(fake.handle),
+        transport=httpx.MockTransport(handle),
     )
     neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
     await registry.suspend("gpu")
+    gate["closed"] = True
     resuming = asyncio.create_task(registry.resume("gpu"))
-    await asyncio.sleep(0)  # resume is now writing to the store
+    await asyncio.wait_for(probing.wait(), 10)  # resume is now probing the neuron
     await registry.remove("gpu")
+    go_on.set()
     with pytest.raises(UnknownNeuron, match="no neuron named 'gpu'"):
         await resuming
     await registry.probe(neuron)  # a probe that was already under way: a failure, no crash
