@@ -204,8 +204,9 @@ class Router:
         prefill = job.prompt_tokens / prefill_tps
         loaded = neuron.loaded
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
-        load_s = _measured(neuron.speeds.loads, job.model) or DEFAULT_LOAD_S
-        load = load_s if cold and not book.tickets else 0.0
+        load = 0.0
+        if cold and not book.tickets:
+            load = _measured(neuron.speeds.loads, job.model) or DEFAULT_LOAD_S
         finish = wait + prefill + job.output_tokens / decode + load
         return Estimate(neuron, finish, wait, decode, len(book.tickets))
 

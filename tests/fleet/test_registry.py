@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -16,6 +18,12 @@ from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect
 from ganglion.store import Store
 from tests.fakes import FakeOllama
+
+
+def registry_on(tmp_path: Path, handler: Callable[..., Any], **settings: Any) -> Registry:
+    """A registry on a fresh SQLite file whose neurons are answered by ``handler``."""
+    store = Store.open(f"sqlite:///{tmp_path / 'r.db'}")
+    return Registry(store, transport=httpx.MockTransport(handler), **settings)
 
 
 async def test_a_busy_neuron_is_excused_slow_probes_until_it_stops_accepting_connections(
@@ -32,10 +40,10 @@ async def test_a_busy_neuron_is_excused_slow_probes_until_it_stops_accepting_con
     async def reachable(url: str, timeout_s: float) -> bool:
         return now["connects"]
 
-    registry = Registry(
-        Store.open(f"sqlite:///{tmp_path / 'r.db'}"),
+    registry = registry_on(
+        tmp_path,
+        handle,
         probe_timeout_s=0.05,
-        transport=httpx.MockTransport(handle),
         reachable=reachable,
     )
     neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
@@ -82,10 +90,7 @@ async def test_a_neuron_removed_while_it_is_resumed_is_an_unknown_neuron_not_a_c
             await go_on.wait()
         return fake.handle(request)
 
-    registry = Registry(
-        Store.open(f"sqlite:///{tmp_path / 'r.db'}"),
-        transport=httpx.MockTransport(handle),
-    )
+    registry = registry_on(tmp_path, handle)
     neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
     await registry.suspend("gpu")
     gate["closed"] = True
@@ -104,10 +109,7 @@ async def test_the_registry_refuses_a_name_a_header_cannot_carry(tmp_path: Path)
     """Callers in code (local fleet, discovery, the config file) meet the same rule as the
     API: a name goes into the X-Ganglion-Neuron header of every answer."""
     fake = FakeOllama()
-    registry = Registry(
-        Store.open(f"sqlite:///{tmp_path / 'r.db'}"),
-        transport=httpx.MockTransport(fake.handle),
-    )
+    registry = registry_on(tmp_path, fake.handle)
     with pytest.raises(FleetError, match="neuron name 'gpü' must be letters, digits"):
         await registry.add("http://gpu:11434", name="gpü", api=Dialect.OLLAMA)
     assert registry.neurons() == []

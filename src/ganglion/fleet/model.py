@@ -112,14 +112,18 @@ class Neuron:
             is_active=self.is_active,
             reason=self.reason,
             tokens_per_second=_round(self.speeds.speed()),
-            speeds={model: round(tps, 2) for model, tps in self.speeds.by_model().items()},
-            prefill_speeds={model: round(t, 2) for model, t in self.speeds.prefill.items()},
-            load_seconds={model: round(s, 2) for model, s in self.speeds.loads.items()},
+            speeds=_rounded(self.speeds.by_model()),
+            prefill_speeds=_rounded(self.speeds.prefill),
+            load_seconds=_rounded(self.speeds.loads),
             in_flight=self.in_flight,
             slots=self.slots,
             loaded=self.loaded,
             last_seen=self.last_seen,
         )
+
+
+def _rounded(by_model: dict[str, float]) -> dict[str, float]:
+    return {model: round(figure, 2) for model, figure in by_model.items()}
 
 
 def _round(value: float | None) -> float | None:

@@ -47,12 +47,14 @@ class FleetCollector(Collector):
             for each in NeuronStatus:
                 status.add_metric([neuron.name, each.value], float(neuron.status == each))
             active.add_metric([neuron.name], float(neuron.is_active))
-            for model, tps in sorted(neuron.speeds.by_model().items()):
-                speed.add_metric([neuron.name, model], tps)
-            for model, tps in sorted(neuron.speeds.prefill.items()):
-                prefill.add_metric([neuron.name, model], tps)
-            for model, seconds in sorted(neuron.speeds.loads.items()):
-                load.add_metric([neuron.name, model], seconds)
+            book = neuron.speeds
+            for family, by_model in (
+                (speed, book.by_model()),
+                (prefill, book.prefill),
+                (load, book.loads),
+            ):
+                for model, figure in sorted(by_model.items()):
+                    family.add_metric([neuron.name, model], figure)
         return families
 
     @staticmethod
