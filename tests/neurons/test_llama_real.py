@@ -203,7 +203,7 @@ def test_a_server_that_cannot_start_says_why(tmp_path: Path, llama_model: Path) 
     bogus = tmp_path / "not-a-model.gguf"
     bogus.write_bytes(b"this is not a GGUF file")
     server = LlamaServer(bogus, log_dir=tmp_path, startup_timeout_s=60)
-    with pytest.raises(LocalFleetError, match="exited with status") as caught:
+    with pytest.raises(LocalFleetError, match="exited while starting: exit status") as caught:
         server.start()
     assert str(server.log_path) in str(caught.value)
     assert not server.running

@@ -15,6 +15,7 @@ from ganglion.doctor import k3s, render
 from ganglion.doctor.report import doctor as run_doctor
 from ganglion.doctor.sysfs import HostPaths
 from ganglion.doctor.vfio import DEFAULT_CPUS, DEFAULT_MEMORY_GIB, plan
+from ganglion.llamacpp import read_build
 
 doctor_app = typer.Typer(
     name="doctor",
@@ -66,10 +67,11 @@ def doctor(
     pci_ids: PciIdsOption = None,
     kernel: KernelOption = None,
 ) -> None:
-    """Find the NVIDIA GPUs and say which driver path works for each, and why."""
+    """Find the NVIDIA GPUs and say which driver path works for each, and why; check the CPU
+    against the installed llama.cpp build (a build using features this CPU lacks crashes)."""
     if ctx.invoked_subcommand is not None:
         return
-    report = run_doctor(_paths(sysfs, proc, pci_ids), pci_id or (), kernel)
+    report = run_doctor(_paths(sysfs, proc, pci_ids), pci_id or (), kernel, llama=read_build)
     if as_json:
         _print_json(report.as_json())
     else:

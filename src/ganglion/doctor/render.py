@@ -7,6 +7,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from ganglion.doctor.cpu import CpuCheck
 from ganglion.doctor.facts import ARCHITECTURES
 from ganglion.doctor.iommu import describe
 from ganglion.doctor.report import GpuReport, Report
@@ -64,8 +65,28 @@ def _gpu(console: Console, gpu: GpuReport) -> None:
     console.print(f"[bold]→[/] {escape(gpu.recommendation.text)}\n")
 
 
+VERDICT_MARKS = {"ok": "[green]✓[/]", "warn": "[yellow]![/]", "error": "[red]✗[/]", "absent": "-"}
+
+
+def _cpu(console: Console, cpu: CpuCheck) -> None:
+    build = cpu.build
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    facts.add_row("CPU", escape(cpu.model or "unknown"))
+    facts.add_row("it has", " ".join(cpu.features) or "none of llama.cpp's features")
+    if build.installed:
+        uses = " ".join(sorted(build.features)) or ("?" if build.error else "no extensions")
+        facts.add_row("llama.cpp", f"llama-cpp-python {build.version} uses {uses}")
+    verdict, message = cpu.verdict
+    console.print(facts)
+    console.print(f"{VERDICT_MARKS[verdict]} {escape(message)}\n")
+
+
 def print_report(console: Console, report: Report) -> None:
     console.print(f"[dim]{escape(_host_line(report))}[/]\n")
+    if report.cpu:
+        _cpu(console, report.cpu)
     for gpu in report.gpus:
         _gpu(console, gpu)
     for unknown in report.unknown:

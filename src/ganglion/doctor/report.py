@@ -6,20 +6,31 @@
                "guessed", "note", "paths": {...}, "cuda": {"max_major"}, "engines": {...},
                "recommended_path", "recommendation"}],
      "host": {"kernel", "distribution", "iommu": {"enabled", "groups"}, "nvidia_driver"},
+     "cpu": {"model", "features", "llama_cpp": {"installed", "version", "features", "missing",
+             "beyond_baseline", "wheel", "verdict", "message"}} or null,
      "message"}
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ganglion.doctor import DoctorError
 from ganglion.doctor.catalog import Catalog, GpuModel, default_catalog
+from ganglion.doctor.cpu import CpuCheck
 from ganglion.doctor.iommu import GroupCheck, check_group
 from ganglion.doctor.pciid import parse_nvidia_id, system_pci_ids
-from ganglion.doctor.sysfs import HostInfo, HostPaths, PciDevice, iommu_groups, read_host, scan
+from ganglion.doctor.sysfs import (
+    HostInfo,
+    HostPaths,
+    PciDevice,
+    cpuinfo,
+    iommu_groups,
+    read_host,
+    scan,
+)
 from ganglion.doctor.verdicts import (
     Diagnosis,
     Nouveau,
@@ -33,6 +44,7 @@ from ganglion.doctor.verdicts import (
     recommend,
     vfio_passthrough,
 )
+from ganglion.llamacpp import InstalledBuild, PortableBuild, cpu_flags, cpu_model
 
 
 @dataclass(frozen=True)
@@ -77,12 +89,14 @@ class GpuReport:
 
 @dataclass(frozen=True)
 class Report:
-    """The GPUs diagnosed, the host, and the NVIDIA GPUs the catalog could not place."""
+    """The GPUs diagnosed, the host, its CPU against the llama.cpp build, and the NVIDIA GPUs
+    the catalog could not place."""
 
     gpus: list[GpuReport]
     host: HostInfo
     message: str | None = None
     unknown: tuple[str, ...] = ()
+    cpu: CpuCheck | None = None
 
     def as_json(self) -> dict[str, Any]:
         host = self.host
@@ -94,6 +108,7 @@ class Report:
                 "iommu": {"enabled": host.iommu_enabled, "groups": host.iommu_groups},
                 "nvidia_driver": host.nvidia_driver,
             },
+            "cpu": self.cpu.as_json() if self.cpu else None,
             "unknown": list(self.unknown),
             "message": self.message,
         }
@@ -177,8 +192,10 @@ def doctor(
     pci_ids: Sequence[str] = (),
     kernel: str | None = None,
     catalog: Catalog | None = None,
+    llama: Callable[[], InstalledBuild] | None = None,
 ) -> Report:
-    """Diagnose the NVIDIA GPUs in ``paths.sysfs``, or the ``pci_ids`` given instead."""
+    """Diagnose the NVIDIA GPUs in ``paths.sysfs``, or the ``pci_ids`` given instead; with
+    ``llama`` (:func:`ganglion.llamacpp.read_build`), check the CPU against that build too."""
     catalog = catalog or default_catalog()
     names = system_pci_ids(paths.pci_ids)
     wanted = [parse_nvidia_id(text) for text in pci_ids]
@@ -195,4 +212,10 @@ def doctor(
     by_bdf = {device.bdf: device for device in devices}
     gpus = [_diagnose(f, found, host, by_bdf, groups) for f in found]
     message = None if gpus or unknown else _no_gpu_message(devices, paths)
-    return Report(gpus, host, message, tuple(unknown))
+    return Report(gpus, host, message, tuple(unknown), check_cpu(paths, llama) if llama else None)
+
+
+def check_cpu(paths: HostPaths, llama: Callable[[], InstalledBuild]) -> CpuCheck:
+    """This CPU (from ``paths.procfs``) against the llama.cpp build ``llama`` reports."""
+    text = cpuinfo(paths.procfs)
+    return CpuCheck(cpu_model(text), cpu_flags(text), llama(), PortableBuild.for_machine())

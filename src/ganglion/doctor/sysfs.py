@@ -171,8 +171,12 @@ def os_release(paths: tuple[Path, ...]) -> dict[str, str]:
     return {}
 
 
+def cpuinfo(procfs: Path) -> str:
+    return _read(procfs / "cpuinfo") or ""
+
+
 def cpu_vendor(procfs: Path) -> str | None:
-    text = _read(procfs / "cpuinfo") or ""
+    text = cpuinfo(procfs)
     vendors = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
     return next((name for key, name in vendors.items() if key in text), None)
 

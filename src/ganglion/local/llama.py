@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Self
 import httpx
 
 from ganglion.errors import LocalFleetError
+from ganglion.llamacpp import exit_reason, rebuild_command, tail
 
 #: The name the local neuron serves its model under (``--model_alias``).
 LOCAL_MODEL = "smollm2-135m-instruct"
@@ -38,6 +40,10 @@ STARTUP_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 POLL_INTERVAL_S = 0.2
 LOG_TAIL_LINES = 20
+#: How long a server whose warm-up connection broke gets to show that it died.
+EXIT_GRACE_S = 2.0
+#: Deaths that mean the llama.cpp build does not suit this CPU (or is broken), not bad input.
+CRASH_SIGNALS = frozenset({-signal.SIGSEGV, -signal.SIGILL, -signal.SIGBUS, -signal.SIGABRT})
 
 
 def model_path() -> Path:
@@ -167,10 +173,7 @@ class LlamaServer:
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The last lines of the server's log, for error messages."""
-        if self.log_path is None or not self.log_path.exists():
-            return "(no log)"
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:]) or "(empty log)"
+        return "(no log)" if self.log_path is None else tail(self.log_path, lines)
 
     def __enter__(self) -> Self:
         self.start()
@@ -196,26 +199,42 @@ class LlamaServer:
         self.log_path = self.log_dir / f"{name}.log"
         return os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
 
-    def _warm_up(self) -> None:
+    def _warm_up(self, process: subprocess.Popen[bytes]) -> None:
         """One tiny generation before the server counts as up: llama-cpp-python's very first
         chat answer on a fresh server can come back empty, and a neuron's first real
-        request should not pay for that (nor for warming the caches)."""
+        request should not pay for that (nor for warming the caches). A server that dies
+        on it raises :class:`LocalFleetError`; one that merely answers badly is let be."""
         body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
-        with contextlib.suppress(httpx.HTTPError):
+        try:
             httpx.post(f"{self.url}/v1/chat/completions", json=body, timeout=60.0)
+        except httpx.HTTPError:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(EXIT_GRACE_S)
+        if (code := process.poll()) is not None:
+            raise self._died(code, "on its first generation (the warm-up)")
+
+    def _died(self, code: int, when: str) -> LocalFleetError:
+        """The error for a server that exited: how, the tail of its log, and the fix."""
+        said = f"the llama.cpp server exited {when}: {exit_reason(code)}"
+        log = f"its log ({self.log_path}) ends:\n{self.log_tail()}"
+        if code not in CRASH_SIGNALS:
+            return LocalFleetError(f"{said}; {log}")
+        return LocalFleetError(
+            f"{said}. That is how a llama.cpp build compiled for a different CPU crashes "
+            "(a natively tuned one did so on an AVX-512/AMX Xeon). Rebuild it portable and "
+            f"install it here:\n"
+            f"  {rebuild_command()}\n{log}"
+        )
 
     def _wait_ready(self, process: subprocess.Popen[bytes]) -> None:
         deadline = time.monotonic() + self.startup_timeout_s
         with httpx.Client(timeout=httpx.Timeout(2.0)) as client:
             while time.monotonic() < deadline:
                 if (code := process.poll()) is not None:
-                    raise LocalFleetError(
-                        f"the llama.cpp server exited with status {code} while starting "
-                        f"(log {self.log_path}):\n{self.log_tail()}"
-                    )
+                    raise self._died(code, "while starting")
                 try:
                     if client.get(f"{self.url}/v1/models").is_success:
-                        self._warm_up()
+                        self._warm_up(process)
                         return
                 except httpx.TransportError:
                     pass
