@@ -246,6 +246,8 @@ def test_command_is_loopback_one_thread_with_the_alias(tmp_path: Path) -> None:
     ]
     elsewhere = LlamaServer(tmp_path / "m.gguf", port=1, launcher=["ip", "netns", "exec", "h1"])
     assert elsewhere.command()[:6] == ["ip", "netns", "exec", "h1", *command[:2]]
+    other_build = LlamaServer(tmp_path / "m.gguf", python="/opt/native/bin/python")
+    assert other_build.command()[:3] == ["/opt/native/bin/python", "-m", "llama_cpp.server"]
 
 
 def test_start_without_llama_cpp_says_how_to_install(monkeypatch, tmp_path: Path) -> None:

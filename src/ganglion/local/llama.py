@@ -80,6 +80,7 @@ class LlamaServer:
     ``/v1/embeddings``; with a chat model such as SmolLM2 it answers one vector per token.
     ``launcher`` is a command the server runs under (``ip netns exec NS`` puts it on
     another network namespace's host; give that host's address as ``host``, and a ``port``).
+    ``python`` is the interpreter whose llama-cpp-python serves (another build's environment).
     """
 
     def __init__(
@@ -95,6 +96,7 @@ class LlamaServer:
         log_dir: Path | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         launcher: Sequence[str] = (),
+        python: str = sys.executable,
     ) -> None:
         self.model = model
         self.host = host
@@ -107,6 +109,7 @@ class LlamaServer:
         self.log_path: Path | None = None
         self.startup_timeout_s = startup_timeout_s
         self.launcher = list(launcher)
+        self.python = python
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,7 +126,7 @@ class LlamaServer:
         model = self.model or model_path()
         command = [
             *self.launcher,
-            sys.executable, "-m", "llama_cpp.server",
+            self.python, "-m", "llama_cpp.server",
             "--model", str(model),
             "--model_alias", self.alias,
             "--host", self.host,
@@ -143,7 +146,7 @@ class LlamaServer:
         """Start the server and wait until it answers; raise LocalFleetError if it cannot."""
         if self.running:
             return
-        if importlib.util.find_spec("llama_cpp") is None:
+        if self.python == sys.executable and importlib.util.find_spec("llama_cpp") is None:
             raise LocalFleetError(f"llama-cpp-python is not installed: {INSTALL_HINT}")
         command = self.command()
         log = self._open_log()
