@@ -1,23 +1,23 @@
-"""Orchestrator policies side by side: the same task, the same scripted plan, on two fleets.
+"""The orchestrator against the fastest neuron answering alone, on three fleets, in one run.
 
-For each fleet (the seed fleet of 90, 13, 5.8 and 5.5 tok/s, and an even fleet of four
-20 tok/s neurons) simulated neurons are started on loopback, each answering the brain's
-planning request with the same scripted plan (``ganglion sim --structured-reply``:
-``--subtasks`` subtasks of ``--tokens`` tokens each). A fresh gateway registers and benches
-them, then runs the task four times, one after the other:
+Each fleet is simulated neurons on loopback: workers serving ``bench-model``, and a brain of
+its own serving ``brain-model`` that answers the planning request with a scripted outline
+(``ganglion sim --structured-reply``: ``--sections`` headings). A fresh gateway registers and
+benches them, then runs the same task (an answer of ``--answer-tokens``) one way after the
+other:
 
-- ``speed``, ``round-robin`` and ``fastest`` with ``decompose: "always"``: the same plan
-  scheduled three ways;
-- ``auto``: ``policy: "speed"`` with ``decompose: "auto"``, the default, which answers
-  directly (the fastest neuron, a 512-token budget) when splitting cannot win.
+- ``direct``: ``decompose: "never"``, the fastest worker answers alone: the reference;
+- ``stitch``: ``decompose: "always"``, the pipeline (outline streamed, parts sized to speed,
+  the answer stitched);
+- ``auto``: the default, which splits only when the pipeline is predicted to win.
 
-The table shows each run's record as the gateway wrote it (decompose, parallel, synthesize
-and total seconds; the lower bound LB and the predicted parallel phase; efficiency =
-LB / parallel), its total as a ratio of ``speed``'s total, and as a ratio of
-``baseline.estimated_solo_s`` (the fastest neuron producing the same output tokens alone).
+The table shows each run's record as the gateway wrote it: the outline (decompose), the
+parts (parallel), the wait for the closing after the last part (synth), the total, the
+first answer token, the lower bound LB of the parts and efficiency = LB / parallel, and the
+direct run's total and first token as ratios of this run's (x direct > 1: faster).
 
     .venv/bin/python benchmarks/orchestra.py
-    .venv/bin/python benchmarks/orchestra.py --subtasks 8 --tokens 40 --json
+    .venv/bin/python benchmarks/orchestra.py --fleet even4 --answer-tokens 360 --json
 """
 
 from __future__ import annotations
@@ -34,17 +34,24 @@ import httpx
 from _fleet import Fleet, Gateway, heading, machine_note, run_main
 
 MODEL = "bench-model"
-FLEETS: dict[str, dict[str, float]] = {
-    "seed": {"gpu": 90.0, "cpu": 13.0, "quadro": 5.8, "old": 5.5},
-    "even": {"w0": 20.0, "w1": 20.0, "w2": 20.0, "w3": 20.0},
+BRAIN = "brain-model"
+# name -> (the brain's speed, the workers' speeds)
+FLEETS: dict[str, tuple[float, dict[str, float]]] = {
+    "even4": (20.0, {f"w{i}": 20.0 for i in range(4)}),
+    "even8": (20.0, {f"w{i}": 20.0 for i in range(8)}),
+    "seed": (90.0, {"gpu": 90.0, "cpu": 13.0, "quadro": 5.8, "old": 5.5}),
 }
-# name -> (policy, decompose)
-RUNS: dict[str, tuple[str, str]] = {
-    "speed": ("speed", "always"),
-    "round-robin": ("round-robin", "always"),
-    "fastest": ("fastest", "always"),
-    "auto": ("speed", "auto"),
-}
+RUNS: dict[str, str] = {"direct": "never", "stitch": "always", "auto": "auto"}
+SECTIONS = [
+    "The inner planets: Mercury, Venus, Earth and Mars",
+    "The gas giants: Jupiter and Saturn",
+    "The ice giants: Uranus and Neptune",
+    "The dwarf planets and the Kuiper belt",
+    "Moons worth knowing",
+    "Rings and what they are made of",
+    "How the planets formed",
+    "How we explore them",
+]
 RUN_TIMEOUT_S = 600.0
 
 
@@ -52,8 +59,6 @@ RUN_TIMEOUT_S = 600.0
 class Outcome:
     fleet: str
     run: str
-    policy: str
-    decompose_mode: str
     status: str
     mode: str | None
     reason: str | None
@@ -61,29 +66,28 @@ class Outcome:
     parallel_s: float | None
     synthesize_s: float | None
     total_s: float | None
-    lower_bound_s: float | None
+    first_token_s: float | None
     predicted_s: float | None
+    lower_bound_s: float | None
     efficiency: float | None
-    solo_s: float | None
-    solo_neuron: str | None
     delegations: dict[str, int]
-    vs_speed: float | None = None
-    vs_solo: float | None = None
+    x_direct: float | None = None
+    first_vs_direct: float | None = None
 
 
-def scripted_plan(subtasks: int, tokens: int) -> str:
-    items = [{"task": f"Describe planet {n}", "expected_tokens": tokens} for n in range(subtasks)]
-    return json.dumps({"subtasks": items})
+def outline(sections: int) -> str:
+    return json.dumps({"subtasks": SECTIONS[:sections]})
 
 
-def run_once(gateway: Gateway, policy: str, decompose: str, max_subtasks: int) -> dict[str, Any]:
+def run_once(gateway: Gateway, decompose: str, args: argparse.Namespace) -> dict[str, Any]:
     """Start a run, wait for its end, and return its record."""
     body = {
         "task": "Describe the planets of the solar system",
         "model": MODEL,
-        "policy": policy,
+        "brain": BRAIN,
         "decompose": decompose,
-        "max_subtasks": max_subtasks,
+        "max_subtasks": args.sections,
+        "answer_tokens": args.answer_tokens,
     }
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
         started = http.post("/fleet/runs", json=body)
@@ -99,59 +103,50 @@ def run_once(gateway: Gateway, policy: str, decompose: str, max_subtasks: int) -
 
 
 def outcome(fleet: str, name: str, view: dict[str, Any]) -> Outcome:
-    policy, decompose = RUNS[name]
-    timings, schedule, baseline = view["timings"], view["schedule"], view["baseline"]
+    timings, schedule = view["timings"], view["schedule"]
     used: dict[str, int] = {}
     for delegation in view.get("delegations") or []:
         neuron = delegation["neuron"] or "?"
         used[neuron] = used.get(neuron, 0) + 1
-    total, solo = timings.get("total_s"), baseline.get("estimated_solo_s")
     return Outcome(
         fleet=fleet,
         run=name,
-        policy=policy,
-        decompose_mode=decompose,
         status=view["status"],
         mode=view["mode"],
         reason=view["reason"],
         decompose_s=timings.get("decompose_s"),
         parallel_s=timings.get("parallel_s"),
         synthesize_s=timings.get("synthesize_s"),
-        total_s=total,
+        total_s=timings.get("total_s"),
+        first_token_s=timings.get("first_token_s"),
+        predicted_s=timings.get("predicted_finish_s"),
         lower_bound_s=schedule.get("lower_bound_s"),
-        predicted_s=schedule.get("predicted_s"),
         efficiency=schedule.get("efficiency"),
-        solo_s=solo,
-        solo_neuron=baseline.get("neuron"),
         delegations=used,
-        vs_solo=round(total / solo, 2) if total and solo else None,
     )
 
 
 def measure(fleet: Fleet, name: str, args: argparse.Namespace) -> list[Outcome]:
-    plan = scripted_plan(args.subtasks, args.tokens)
-    sims = {
-        neuron: fleet.sim(tps, model=MODEL, name=neuron, extra=["--structured-reply", plan])
-        for neuron, tps in FLEETS[name].items()
-    }
+    brain_tps, speeds = FLEETS[name]
+    sims = {neuron: fleet.sim(tps, model=MODEL, name=neuron) for neuron, tps in speeds.items()}
+    script = ["--structured-reply", outline(args.sections)]
+    sims["brain"] = fleet.sim(brain_tps, model=BRAIN, name="brain", extra=script)
     gateway = fleet.gateway()
     try:
         for neuron, sim in sims.items():
             gateway.add(sim.url, neuron)
         gateway.bench()
-        outcomes = []
-        for run in args.runs:
-            policy, decompose = RUNS[run]
-            view = run_once(gateway, policy, decompose, args.subtasks)
-            outcomes.append(outcome(name, run, view))
+        outcomes = [outcome(name, run, run_once(gateway, RUNS[run], args)) for run in args.runs]
     finally:
         gateway.stop()
         for sim in sims.values():
             sim.stop()
-    reference = next((o.total_s for o in outcomes if o.run == "speed"), None)
+    direct = next((o for o in outcomes if o.run == "direct"), None)
     for o in outcomes:
-        if o.total_s and reference:
-            o.vs_speed = round(o.total_s / reference, 2)
+        if direct and direct.total_s and o.total_s:
+            o.x_direct = round(direct.total_s / o.total_s, 2)
+        if direct and direct.first_token_s and o.first_token_s:
+            o.first_vs_direct = round(o.first_token_s - direct.first_token_s, 2)
     return outcomes
 
 
@@ -159,26 +154,9 @@ def _s(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _x(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
 def table(outcomes: list[Outcome]) -> str:
-    head = [
-        "run",
-        "mode",
-        "decomp s",
-        "parallel s",
-        "synth s",
-        "total s",
-        "LB s",
-        "pred s",
-        "eff",
-        "solo s",
-        "x speed",
-        "x solo",
-        "delegations",
-    ]
+    head = ["run", "mode", "decomp s", "parallel s", "synth s", "total s", "first tok s"]
+    head += ["pred s", "LB s", "eff", "x direct", "first - direct s", "delegations"]
     rows = [
         [
             o.run,
@@ -187,12 +165,12 @@ def table(outcomes: list[Outcome]) -> str:
             _s(o.parallel_s),
             _s(o.synthesize_s),
             _s(o.total_s),
-            _s(o.lower_bound_s),
+            _s(o.first_token_s),
             _s(o.predicted_s),
+            _s(o.lower_bound_s),
             "-" if o.efficiency is None else f"{o.efficiency:.0%}",
-            _s(o.solo_s),
-            _x(o.vs_speed),
-            _x(o.vs_solo),
+            "-" if o.x_direct is None else f"{o.x_direct:.2f}x",
+            "-" if o.first_vs_direct is None else f"{o.first_vs_direct:+.2f}",
             " ".join(f"{n}:{c}" for n, c in sorted(o.delegations.items())) or "-",
         ]
         for o in outcomes
@@ -210,10 +188,14 @@ def table(outcomes: list[Outcome]) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--subtasks", type=int, default=6, help="subtasks in the plan (6)")
-    parser.add_argument("--tokens", type=int, default=60, help="expected tokens each (60)")
     parser.add_argument(
-        "--fleet", action="append", choices=FLEETS, help="a fleet to measure (repeat; default both)"
+        "--sections", type=int, default=8, help="headings in the brain's outline (8)"
+    )
+    parser.add_argument(
+        "--answer-tokens", type=int, default=360, help="the answer's budget in tokens (360)"
+    )
+    parser.add_argument(
+        "--fleet", action="append", choices=FLEETS, help="a fleet to measure (repeat; default all)"
     )
     parser.add_argument(
         "--run", dest="runs", action="append", choices=RUNS, help="a run (repeat; default all)"
@@ -221,11 +203,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--logs", type=Path, help="keep process logs and databases here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     args = parser.parse_args(argv)
-    if not 2 <= args.subtasks <= 32:
-        parser.error("--subtasks must be between 2 and 32")
+    if not 2 <= args.sections <= len(SECTIONS):
+        parser.error(f"--sections must be between 2 and {len(SECTIONS)}")
     args.runs = args.runs or list(RUNS)
-    if "speed" not in args.runs:
-        args.runs.insert(0, "speed")  # the reference for the ratios
+    if "direct" not in args.runs:
+        args.runs.insert(0, "direct")  # the reference for the ratios
     return args
 
 
@@ -236,13 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     with Fleet(args.logs) as fleet:
         for name in args.fleet or list(FLEETS):
             if not args.json:
-                print(f"{name} fleet {FLEETS[name]}: starting, benching, running", file=sys.stderr)
+                print(f"{name} fleet: starting, benching, running", file=sys.stderr)
             results[name] = measure(fleet, name, args)
     wall = round(time.perf_counter() - started, 1)
     if args.json:
         report = {
             **heading("orchestra"),
-            "plan": {"subtasks": args.subtasks, "expected_tokens": args.tokens},
+            "sections": args.sections,
+            "answer_tokens": args.answer_tokens,
             "fleets": {name: FLEETS[name] for name in results},
             "wall_s": wall,
             "results": {name: [asdict(o) for o in rows] for name, rows in results.items()},
@@ -250,13 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         for name, rows in results.items():
-            print(f"{name} fleet {FLEETS[name]} tok/s; plan {args.subtasks} x {args.tokens} tokens")
+            brain_tps, speeds = FLEETS[name]
+            print(f"{name}: brain {brain_tps:g} tok/s, workers {speeds} tok/s")
             print(table(rows))
             for o in rows:
                 if o.reason:
                     print(f"  {o.run}: {o.reason}")
             print()
-        print(f"({machine_note()}; whole benchmark {wall} s)")
+        print(f"({machine_note()}; answers of {args.answer_tokens} tokens; {wall} s in all)")
     failed = [o for rows in results.values() for o in rows if o.status != "completed"]
     return 1 if failed else 0
 

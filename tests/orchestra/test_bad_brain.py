@@ -27,6 +27,12 @@ GARBAGE = {  # the brain's model: (its scripted answer to every plan request, wh
     "huge": (HUGE, "300 subtasks: at most 4"),
     "infinite": (INFINITE, "subtask 1 has expected_tokens inf: give a count"),
 }
+#: What a streamed outline says of the same garbage; a huge plan is no garbage there: its
+#: first sections run, and the rest are skipped with the reason.
+OUTLINE_WHY = GARBAGE | {
+    "empty": (GARBAGE["empty"][0], "0 sections: an outline needs at least 1"),
+    "huge": (HUGE, None),
+}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +71,7 @@ def finished(gateway: Proc, run_id: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", list(GARBAGE))
 def test_a_garbage_plan_is_answered_directly_with_the_reason(gateway: Proc, kind: str) -> None:
-    run = start(gateway, model="llama3", brain=f"brain-{kind}")
+    run = start(gateway, model="llama3", brain=f"brain-{kind}", synthesis="rewrite")
     view = finished(gateway, run["id"])
     assert (view["status"], view["mode"]) == ("completed", "direct"), view
     why = GARBAGE[kind][1]
@@ -74,6 +80,28 @@ def test_a_garbage_plan_is_answered_directly_with_the_reason(gateway: Proc, kind
     assert view["answer"]
     assert view["delegations"] == []
     assert view["plan"] == {"subtasks": []}
+
+
+@pytest.mark.parametrize("kind", list(OUTLINE_WHY))
+def test_a_garbage_outline_is_answered_directly_with_the_reason(gateway: Proc, kind: str) -> None:
+    run = start(gateway, model="llama3", brain=f"brain-{kind}")
+    view = finished(gateway, run["id"])
+    why = OUTLINE_WHY[kind][1]
+    assert view["status"] == "completed", view
+    assert view["answer"]
+    if why is None:  # the first sections run; the rest are skipped, each with the reason
+        assert view["mode"] == "decomposed"
+        planned = view["plan"]["planned"]
+        assert 1 <= len(view["delegations"]) <= planned
+        skipped = view["plan"]["skipped"]
+        assert len(skipped) == 300 - planned
+        assert skipped[0]["reason"] == f"subtask {planned + 1} is one too many: at most {planned}"
+        return
+    assert view["mode"] == "direct"
+    assert view["reason"].startswith("the brain's outline was unusable twice ("), view["reason"]
+    assert view["reason"].count(why) == 2, view["reason"]  # the first answer and the repair
+    assert view["delegations"] == []
+    assert view["plan"]["subtasks"] == []
 
 
 def test_garbage_and_then_no_neuron_able_to_answer_fails_with_the_reasons(gateway: Proc) -> None:

@@ -41,15 +41,27 @@ def run(
             help="auto: split only when it beats the fastest neuron alone; always; never."
         ),
     ] = "auto",
+    synthesis: Annotated[
+        str,
+        typer.Option(
+            help="stitch: the parts in order under headings, with an opening and a closing "
+            "(default); rewrite: the brain rewrites the whole answer from the parts."
+        ),
+    ] = "stitch",
+    answer_tokens: Annotated[
+        int, typer.Option(min=64, max=8192, help="How long the whole answer may be, in tokens.")
+    ] = 512,
     gateway: GatewayOption = DEFAULT_GATEWAY,
     api_key: ApiKeyOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run TASK on the whole fleet: split it, work in parallel, combine.
 
-    The brain splits the task (when that can beat the fastest neuron alone), neurons work
-    in parallel, the brain combines. Shows each delegation live, then the answer and where
-    the time went."""
+    The brain streams an outline, and each section goes to a neuron the moment its heading
+    is written, sized to that neuron's speed so all finish together; the answer is the
+    sections in order, with an opening and a closing, streamed as they complete. When
+    splitting cannot beat the fastest neuron alone, one neuron answers directly. Shows each
+    delegation live, then the answer and where the time went."""
     body = {
         "task": task,
         "brain": brain,
@@ -57,6 +69,8 @@ def run(
         "policy": policy,
         "max_subtasks": max_subtasks,
         "decompose": decompose,
+        "synthesis": synthesis,
+        "answer_tokens": answer_tokens,
     }
     with GatewayClient(gateway, api_key=api_key) as client:
         started = client.request("POST", "/fleet/runs", json_body=body)

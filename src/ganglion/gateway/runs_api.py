@@ -25,6 +25,10 @@ class NewRun(BaseModel):
     policy: str = Field(default="speed", description="speed | round-robin | fastest")
     max_subtasks: int = Field(default=4, ge=2, le=32)
     decompose: str = Field(default="auto", description="auto | always | never")
+    synthesis: str = Field(
+        default="stitch", description="stitch (parts in order, default) | rewrite (brain rewrites)"
+    )
+    answer_tokens: int = Field(default=512, ge=64, le=8192, description="The answer's budget")
 
 
 @router.post("", status_code=202)

@@ -60,9 +60,11 @@ SYNTHESIZE_SYSTEM = (
 class Subtask:
     task: str
     expected_tokens: int
+    heading: str = ""  # the answer shows a stitched part under it
 
     def as_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "expected_tokens": self.expected_tokens}
+        shown = {"task": self.task, "expected_tokens": self.expected_tokens}
+        return shown | {"heading": self.heading} if self.heading else shown
 
 
 class PlanError(ValueError):

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -42,6 +42,7 @@ from ganglion.gateway.dispatch import Dispatcher, Stream
 from ganglion.neurons.base import ChatRequest, TokenStats
 from ganglion.orchestra import plan as planning
 from ganglion.orchestra.events import RunEvents
+from ganglion.orchestra.pipeline import NotWorthIt, StitchedRun
 from ganglion.orchestra.schedule import POLICIES, Schedule, lower_bound, schedule, workers
 from ganglion.routing import Job, Router
 from ganglion.store import Store
@@ -56,6 +57,7 @@ DIRECT_TOKENS = 512  # the budget of a direct answer when no plan says better
 SYNTHESIS_SHARE = 4  # the synthesis is budgeted a quarter of the parts it combines
 SYNTHESIS_TOKENS = (64, 512)
 DECOMPOSE_MODES = ("auto", "always", "never")
+SYNTHESES = ("stitch", "rewrite")
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,8 @@ class RunRequest:
     policy: str = "speed"
     max_subtasks: int = 4
     decompose: str = "auto"
+    synthesis: str = "stitch"
+    answer_tokens: int = DIRECT_TOKENS
 
     def check(self) -> None:
         if not self.task.strip():
@@ -81,6 +85,12 @@ class RunRequest:
             )
         if not 2 <= self.max_subtasks <= 32:
             raise ConfigError(f"max_subtasks is {self.max_subtasks}: give 2 to 32")
+        if self.synthesis not in SYNTHESES:
+            raise ConfigError(
+                f"unknown synthesis {self.synthesis!r}: choose one of {', '.join(SYNTHESES)}"
+            )
+        if not 64 <= self.answer_tokens <= 8192:
+            raise ConfigError(f"answer_tokens is {self.answer_tokens}: give 64 to 8192")
 
 
 class Direct(Exception):
@@ -124,6 +134,8 @@ class Orchestra:
         self.events = RunEvents()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._held: set[str] = set()  # runs claimed by this replica, their leases renewed
+        # when each run carried here sent its first answer text (popped as the run ends)
+        self._first_answer: dict[str, float] = {}
         self._keeper: asyncio.Task[None] | None = None
 
     # lifecycle
@@ -140,7 +152,12 @@ class Orchestra:
             model=model,
             policy=request.policy,
             plan=None,
-            timings={"max_subtasks": request.max_subtasks, "decompose_mode": request.decompose},
+            timings={
+                "max_subtasks": request.max_subtasks,
+                "decompose_mode": request.decompose,
+                "synthesis": request.synthesis,
+                "answer_tokens": request.answer_tokens,
+            },
             owner=self.replica,
             lease_until=time.time() + self.lease_s,
         )
@@ -309,15 +326,20 @@ class Orchestra:
             await self._publish(run_id)
             answer, extra = await self._work(row, timings)
         except (asyncio.CancelledError, LostRun):
+            self._first_answer.pop(run_id, None)
             raise
         except Exception as error:  # the run fails; the gateway does not
+            self._first_answer.pop(run_id, None)
             log.exception("run %s failed", run_id)
             reason = str(error) if isinstance(error, GanglionError) else repr(error)
             await self._save(run_id, status="failed", reason=reason, finished_at=utcnow())
             await self._publish(run_id, done=True)
             return
         # wall time from the request, so a run resumed after a restart counts its downtime
-        timings["total_s"] = round((utcnow() - _aware(row.created_at)).total_seconds(), 3)
+        created = _aware(row.created_at)
+        timings["total_s"] = round((utcnow() - created).total_seconds(), 3)
+        if (first := self._first_answer.pop(run_id, None)) is not None:
+            timings.setdefault("first_token_s", round(first - created.timestamp(), 3))
         await self._save(
             run_id,
             timings=timings,
@@ -336,8 +358,12 @@ class Orchestra:
             policy=row.policy or "speed",
             max_subtasks=int(timings.get("max_subtasks", 4)),
             decompose=str(timings.get("decompose_mode", "auto")),
+            synthesis=str(timings.get("synthesis", "rewrite")),  # runs from before stitching
+            answer_tokens=int(timings.get("answer_tokens", DIRECT_TOKENS)),
         )
         model = row.model or self.default_model()
+        if request.synthesis == "stitch":
+            return await self._stitched(row, request, model, timings)
         subtasks: list[planning.Subtask] = []
         try:
             if row.plan is None:
@@ -358,6 +384,19 @@ class Orchestra:
             budget = sum(s.expected_tokens for s in subtasks)
             return await self._direct(row.id, request, model, str(why), timings, budget)
         return await self._decomposed(row.id, request, model, subtasks, plan, timings)
+
+    async def _stitched(
+        self, row: RunRow, request: RunRequest, model: str, timings: dict[str, Any]
+    ) -> tuple[str, dict[str, Any]]:
+        """The pipeline: outline streamed, parts sized to speed, the answer stitched."""
+        try:
+            if request.decompose == "never":
+                raise NotWorthIt("decomposition was turned off (--decompose never)")
+            return await StitchedRun(self, row, request, model, timings).run()
+        except NotWorthIt as why:
+            return await self._direct(
+                row.id, request, model, str(why), timings, request.answer_tokens
+            )
 
     def _worth_splitting(self, request: RunRequest, model: str) -> None:
         """Before asking the brain: could splitting win even if the work split perfectly?
@@ -467,6 +506,37 @@ class Orchestra:
                     self.events.publish(answer_of, restart)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
+    async def stream_text(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        schema: dict[str, Any] | None = None,
+        *,
+        pinned: str | None = None,
+    ) -> AsyncIterator[str]:
+        """One answer from the fleet, its text as it streams. Failover happens before the
+        first byte; a neuron that breaks after it raises :class:`BrokenMidStream`."""
+        request = ChatRequest(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            format=schema,
+            options={"temperature": 0.2} if schema else {},
+        )
+        job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)
+        stream = await self.dispatcher.open(
+            job, lambda a: a.chat_stream(request), endpoint="orchestra", pinned=pinned
+        )
+        try:
+            if stream.first.text:
+                yield stream.first.text
+            async for chunk in stream:
+                if chunk.text:
+                    yield chunk.text
+        finally:
+            await stream.aclose()
+
     async def _read(
         self, stream: Stream, answer_of: str | None
     ) -> tuple[str, tuple[str, TokenStats]]:
@@ -486,6 +556,7 @@ class Orchestra:
 
     def _tell(self, run_id: str | None, text: str) -> None:
         if run_id is not None and text:
+            self._first_answer.setdefault(run_id, time.time())
             self.events.publish(run_id, {"type": "answer", "text": text})
 
     async def _direct(
@@ -632,10 +703,18 @@ class Orchestra:
         )
 
     async def _delegate(
-        self, run_id: str, model: str, index: int, subtask: planning.Subtask, neuron: str
-    ) -> None:
+        self,
+        run_id: str,
+        model: str,
+        index: int,
+        subtask: planning.Subtask,
+        neuron: str | None,
+        messages: list[dict[str, str]] | None = None,
+    ) -> str | None:
+        """Have ``neuron`` answer the subtask, moving it on failure; its output, or None
+        when every attempt failed."""
         tried: list[str] = []
-        target: str | None = neuron
+        target = neuron or self._next_neuron(model, subtask, tried)
         attempts = 0
         while target is not None and attempts < self.max_attempts:
             attempts += 1
@@ -652,7 +731,7 @@ class Orchestra:
             try:
                 output, (_, stats) = await self._ask(
                     model,
-                    [{"role": "user", "content": subtask.task}],
+                    messages or [{"role": "user", "content": subtask.task}],
                     subtask.expected_tokens,
                     pinned=target,
                 )
@@ -671,8 +750,9 @@ class Orchestra:
                 finished_at=utcnow(),
                 error=None,
             )
-            return
+            return output
         await self._save_delegation(run_id, index, status="failed", finished_at=utcnow())
+        return None
 
     def _next_neuron(self, model: str, subtask: planning.Subtask, tried: list[str]) -> str | None:
         """Where a failed subtask now finishes earliest, among neurons not yet tried."""
@@ -737,8 +817,16 @@ def run_view(row: RunRow, rows: list[DelegationRow], now: datetime | None = None
         "plan": row.plan or {"subtasks": []},
         "timings": {
             key: timings.get(key)
-            for key in ("decompose_s", "parallel_s", "synthesize_s", "total_s")
+            for key in (
+                "decompose_s",
+                "parallel_s",
+                "synthesize_s",
+                "total_s",
+                "first_token_s",
+                "predicted_finish_s",
+            )
         },
+        "synthesis": timings.get("synthesis", "rewrite"),
         "schedule": row.schedule
         or {"policy": row.policy, "lower_bound_s": None, "predicted_s": None, "efficiency": None},
         "baseline": baseline,

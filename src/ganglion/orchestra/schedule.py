@@ -153,3 +153,71 @@ def schedule(sizes: Sequence[float], pool: Sequence[Worker], policy: str = "spee
         lower_bound_s=lower_bound(sizes, [w.tokens_per_second for w in pool]),
         predicted_s=max((lane.load_s for lane in lanes), default=0.0),
     )
+
+
+# --- parts sized to speed: divisible work, released as the plan streams ------------------
+
+
+@dataclass(frozen=True)
+class Share:
+    """One part's budget on one worker: it starts when its plan entry arrives (or when the
+    worker is free, if later) and is sized to end at the common finish."""
+
+    index: int
+    neuron: str
+    slot: int
+    tokens: int
+    start_s: float
+    finish_s: float
+
+
+@dataclass(frozen=True)
+class Sizing:
+    shares: list[Share]
+    finish_s: float  # when every part is predicted done, from the plan's start
+
+    @property
+    def first_start_s(self) -> float:
+        return min((s.start_s for s in self.shares), default=0.0)
+
+
+def size_parts(
+    total: float,
+    pool: Sequence[Worker],
+    arrivals: Sequence[float],
+    free_at: dict[str, float] | None = None,
+    min_tokens: int = 32,
+) -> Sizing:
+    """Split ``total`` tokens into parts that all finish together (Q|pmtn|Cmax with release
+    times). Part j's plan entry arrives at ``arrivals[j]``; ``free_at`` says when a busy
+    neuron (the one writing the opening) can start. The fastest workers take the earliest
+    entries; a part of worker i gets s_i (F - start_i) tokens, where F is the smallest common
+    finish over every count of parts whose shares all reach ``min_tokens``. A worker too slow
+    to finish ``min_tokens`` before the others are done gets nothing."""
+    if not pool or not arrivals:
+        raise ValueError("no workers or no plan entries to size parts for")
+    busy = free_at or {}
+    lanes = sorted(pool, key=lambda w: (-w.tokens_per_second, w.neuron, w.slot))
+    best: Sizing | None = None
+    for count in range(1, min(len(lanes), len(arrivals)) + 1):
+        chosen = lanes[:count]
+        # the earliest entries to the workers free soonest, the fastest first among equals
+        order = sorted(chosen, key=lambda w: (busy.get(w.neuron, 0.0), -w.tokens_per_second))
+        starts = [max(arrivals[j], busy.get(w.neuron, 0.0)) for j, w in enumerate(order)]
+        speed = sum(w.tokens_per_second for w in order)
+        finish = (
+            total + sum(w.tokens_per_second * s for w, s in zip(order, starts, strict=True))
+        ) / speed
+        shares = [
+            Share(j, w.neuron, w.slot, round(w.tokens_per_second * (finish - s)), s, finish)
+            for j, (w, s) in enumerate(zip(order, starts, strict=True))
+        ]
+        if all(share.tokens >= min_tokens for share in shares) and (
+            best is None or finish < best.finish_s
+        ):
+            best = Sizing(shares, finish)
+    if best is None:  # not even one part reaches min_tokens: the fastest does it all
+        worker, start = lanes[0], max(arrivals[0], busy.get(lanes[0].neuron, 0.0))
+        finish = start + total / worker.tokens_per_second
+        best = Sizing([Share(0, worker.neuron, worker.slot, round(total), start, finish)], finish)
+    return best
