@@ -226,6 +226,10 @@ class Gateway:
             "policy": "round-robin",
             "max_subtasks": SUBTASKS,
             "decompose": "always",
+            # round-robin puts work on every neuron, the faulty ones too: the rewrite path
+            # schedules by policy (the stitched one sizes by speed; its faults are in
+            # tests/orchestra/test_stitch_e2e.py)
+            "synthesis": "rewrite",
         }
         response = self.client.post("/fleet/runs", json=request | body)
         assert response.status_code == 202, response.text

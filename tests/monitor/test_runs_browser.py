@@ -69,6 +69,7 @@ def test_a_run_is_followed_live_from_plan_to_answer(
     assert page.is_visible("#runs-empty")
 
     body = {"task": "Describe the planets", "max_subtasks": SUBTASKS, "decompose": "always"}
+    body["synthesis"] = "rewrite"  # the chart of the rewrite path: queued bars, synthesis
     started: dict[str, Any] = httpx.post(f"{gateway.url}/fleet/runs", json=body).json()
     row = f'.run-row[data-run="{started["id"]}"]'
     page.wait_for_selector(row, timeout=5000)

@@ -2,7 +2,9 @@
 
 Everything is real: gateway processes, simulated neurons, SQLite files and PostgreSQL. Each
 run's plan names its subtasks uniquely, so the neurons' request logs (``GET /sim/log``) count
-how many times each piece of work was asked for.
+how many times each piece of work was asked for. These runs rewrite their answers (the
+leases and the resumption are the same for both syntheses); the stitched pipeline's restart
+is in ``test_stitch_e2e.py``.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def enlist(gateway: Proc, sims: list[Proc]) -> None:
 
 def start(gateway: Proc, brain: str, subtasks: int) -> str:
     body: dict[str, Any] = {"task": f"task for {brain}", "brain": brain, "model": "llama3"}
-    body |= {"decompose": "always", "max_subtasks": subtasks}
+    body |= {"decompose": "always", "max_subtasks": subtasks, "synthesis": "rewrite"}
     answer = httpx.post(f"{gateway.url}/fleet/runs", json=body)
     assert answer.status_code == 202, answer.text
     run_id: str = answer.json()["id"]

@@ -69,8 +69,8 @@ def part_messages(
         "conclusion, and nothing the other sections cover."
     )
     user = (
-        f"Task: {task}\n\nThe answer's sections{more}:\n{outline}\n\n"
-        f"Write section {index + 1}, {headings[index]!r}, in about {words} words."
+        f"Write section {index + 1}, {headings[index]!r}, in about {words} words.\n\n"
+        f"Task: {task}\n\nThe answer's sections{more}:\n{outline}"
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
