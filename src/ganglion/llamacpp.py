@@ -188,6 +188,7 @@ def build_wheel(build: PortableBuild, root: Path, log: Path, run: Runner = subpr
         (staging / "build.json").write_text(
             json.dumps({**manifest, "cmake_args": list(build.cmake_args)}, indent=2) + "\n"
         )
+        staging.chmod(0o755)  # mkdtemp makes it private; the cache is read by every clone
         target = build.directory(root)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)  # all at once: a wheel in the cache is always a whole one
