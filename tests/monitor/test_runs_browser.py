@@ -162,3 +162,39 @@ def test_a_direct_run_shows_its_reason(
     assert page.locator('#gantt [data-phase="parallel"]').count() == 1
     page.locator("#runs").screenshot(path=ARTIFACTS / "run-direct.png")
     assert console.errors == []
+
+
+def test_a_stitched_run_shows_its_parts_overlapping_the_plan(
+    spawn: Spawner, db_url: str, browser_page: tuple[Page, Console]
+) -> None:
+    gateway = sim_fleet(spawn, db_url)
+    body = {"task": "Describe the planets", "max_subtasks": 4, "decompose": "always"}
+    started: dict[str, Any] = httpx.post(f"{gateway.url}/fleet/runs", json=body).json()
+    deadline = time.monotonic() + 120
+    while (view := httpx.get(f"{gateway.url}/fleet/runs/{started['id']}").json())[
+        "status"
+    ] == "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert (view["status"], view["synthesis"]) == ("completed", "stitch")
+    first_part = min(d["start_s"] for d in view["delegations"])
+    assert first_part < view["timeline"]["decompose"]["end_s"]  # the record says they overlap
+
+    page, console = browser_page
+    page.set_viewport_size(TALL)
+    page.goto(gateway.url)
+    page.wait_for_selector(f'.run-row[data-run="{started["id"]}"][aria-current="true"]')
+    page.wait_for_selector(f"{BARS}", state="attached")
+    plan = page.locator('#gantt [data-phase="decompose"] .body')
+    plan_end = float(plan.get_attribute("x") or 0) + float(plan.get_attribute("width") or 0)
+    starts = [
+        float(page.get_attribute(f'{BARS}[data-delegation="{d["index"]}"] .body', "x") or 0)
+        for d in view["delegations"]
+    ]
+    assert min(starts) < plan_end  # and the chart draws them overlapping
+    page.wait_for_selector("#gantt .mark-first", state="attached")
+    shown = re.search(r"first token (\d+\.?\d*) s", page.inner_text("#gantt"))
+    assert shown is not None
+    assert float(shown[1]) == pytest.approx(view["timings"]["first_token_s"], abs=0.051)
+    page.locator("#runs").screenshot(path=ARTIFACTS / "run-stitched.png")
+    assert console.errors == []

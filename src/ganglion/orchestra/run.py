@@ -888,6 +888,7 @@ def timeline(row: RunRow, rows: list[DelegationRow], now: datetime) -> dict[str,
             synthesize = {"start_s": end, "end_s": _since(row.created_at, row.finished_at)}
     return {
         "elapsed_s": _since(row.created_at, row.finished_at or now),
+        "first_token_s": timings.get("first_token_s"),
         "decompose": decompose,
         "parallel": parallel,
         "synthesize": synthesize,

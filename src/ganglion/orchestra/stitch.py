@@ -76,12 +76,8 @@ def part_messages(
 
 
 def opening_messages(task: str) -> list[dict[str, str]]:
-    system = (
-        "Write one or two sentences that open the answer to the user's task. The body of the "
-        "answer follows under headings, written by others: do not start it, and write no "
-        "heading or list."
-    )
-    return [{"role": "system", "content": system}, {"role": "user", "content": task}]
+    """Short on purpose: the answer's first token waits for this prompt to be read."""
+    return [{"role": "user", "content": f"{task}\n\nOnly open the answer: 1-2 sentences."}]
 
 
 def closing_messages(task: str, headings: Sequence[str]) -> list[dict[str, str]]:

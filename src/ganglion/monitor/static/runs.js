@@ -492,6 +492,12 @@
       signs.push(s("line", { class: "mark-achieved", x1: at, x2: at, y1: neuronTop - 4, y2: bottom + 6 }));
       signs.push(s("text", { class: "mark-label achieved", x: at + 5, y: bottom + 19, text: `achieved ${secs(achieved)}` }));
     }
+    const first = view.timings?.first_token_s ?? line.first_token_s;
+    if (first != null) {
+      const at = x(first);
+      signs.push(s("line", { class: "mark-first", x1: at, x2: at, y1: AXIS_H - 4, y2: bottom + 6 }));
+      signs.push(s("text", { class: "mark-label first", x: at + 5, y: AXIS_H + 10, text: `first token ${secs(first)}` }));
+    }
     if (running) {
       const at = x(now);
       signs.push(s("line", { class: "mark-now", x1: at, x2: at, y1: AXIS_H - 4, y2: bottom }));
