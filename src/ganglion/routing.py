@@ -194,14 +194,18 @@ class Router:
         known = [s for n in self.serving(model) if (s := _speed(n, model))]
         return statistics.median(known) if known else PRIOR_DECODE_TPS
 
+    def prefill_tps(self, neuron: Neuron, model: str, decode: float | None = None) -> float:
+        """How fast ``neuron`` reads a prompt for ``model``: measured, or a multiple of decode."""
+        measured = _measured(neuron.speeds.prefill, model)
+        return measured or (decode or self.decode_tps(neuron, model)) * PREFILL_FACTOR
+
     def estimate(self, neuron: Neuron, job: Job) -> Estimate:
         now = self.clock()
         decode = self.decode_tps(neuron, job.model)
         book = self.book(neuron)
         busy = len(book.tickets) >= neuron.slots
         wait = book.backlog(now) / (neuron.slots * decode) if busy else 0.0
-        prefill_tps = _measured(neuron.speeds.prefill, job.model) or decode * PREFILL_FACTOR
-        prefill = job.prompt_tokens / prefill_tps
+        prefill = job.prompt_tokens / self.prefill_tps(neuron, job.model, decode)
         loaded = neuron.loaded
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
         load = 0.0

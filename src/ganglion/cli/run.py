@@ -137,11 +137,17 @@ def show(view: dict[str, Any]) -> None:
 
 def time_table(view: dict[str, Any]) -> Table:
     timings, schedule, baseline = view["timings"], view["schedule"], view["baseline"]
-    table = Table(title=f"run {view['id'][:8]}: {view['mode']}", box=None, show_header=False)
+    how = (
+        f"{view['mode']}, {view.get('synthesis')}" if view["mode"] == "decomposed" else view["mode"]
+    )
+    table = Table(title=f"run {view['id'][:8]}: {how}", box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    for name in ("decompose_s", "parallel_s", "synthesize_s", "total_s"):
-        table.add_row(name.removesuffix("_s"), _seconds(timings.get(name)))
+    for name in ("decompose_s", "parallel_s", "synthesize_s", "total_s", "first_token_s"):
+        label = "first token" if name == "first_token_s" else name.removesuffix("_s")
+        table.add_row(label, _seconds(timings.get(name)))
+    if timings.get("predicted_finish_s") is not None:
+        table.add_row("predicted total", _seconds(timings["predicted_finish_s"]))
     table.add_row("lower bound", _seconds(schedule.get("lower_bound_s")))
     table.add_row("predicted", _seconds(schedule.get("predicted_s")))
     efficiency = schedule.get("efficiency")

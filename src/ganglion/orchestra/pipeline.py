@@ -53,11 +53,17 @@ class Forecast:
 
 
 def forecast(
-    total: int, pool: list[Worker], brain_tps: float, brain_neuron: str | None, max_parts: int
+    total: int,
+    pool: list[Worker],
+    brain_tps: float,
+    brain_neuron: str | None,
+    max_parts: int,
+    reading: dict[str, float] | None = None,
 ) -> Forecast:
     """Size the parts and predict the split run's end (from its start): the outline streams
     at ``brain_tps``; the opening is written by the fastest worker that is not the brain's
-    neuron; the closing by the brain after the outline."""
+    neuron; the closing by the brain after the outline. ``reading`` is each worker's time to
+    read a part's prompt."""
     per_entry = stitch.OUTLINE_ENTRY_TOKENS / brain_tps
     first = stitch.OUTLINE_PREFIX_TOKENS / brain_tps
     arrivals = [first + per_entry * (j + 1) for j in range(max_parts)]
@@ -66,7 +72,7 @@ def forecast(
     if brain_neuron is not None:
         busy[brain_neuron] = max(busy.get(brain_neuron, 0.0), arrivals[-1])
     body = total - stitch.OPENING_TOKENS - stitch.CLOSING_TOKENS
-    sizing = size_parts(max(body, len(pool) * 32), pool, arrivals, busy)
+    sizing = size_parts(max(body, len(pool) * 32), pool, arrivals, busy, delay=reading)
     parts = len(sizing.shares)
     outline_end = arrivals[parts - 1] + 1 / brain_tps
     closing_end = outline_end + stitch.CLOSING_TOKENS / brain_tps
@@ -133,9 +139,14 @@ class StitchedRun:
         _, brain_tps, brain_neuron = self._brain()
         if not pool:
             raise o.dispatcher.unavailable(self.model)
-        ahead = forecast(
-            self.request.answer_tokens, pool, brain_tps, brain_neuron, self.request.max_subtasks
-        )
+        parts = self.request.max_subtasks
+        sample = stitch.part_messages(self.row.task, ["a heading"] * parts, 0, parts, 100)
+        prompt = sum(len(m["content"]) for m in sample) // 4
+        reading = {
+            n.name: prompt / o.router.prefill_tps(n, self.model)
+            for n in o.router.serving(self.model)
+        }
+        ahead = forecast(self.request.answer_tokens, pool, brain_tps, brain_neuron, parts, reading)
         if self.request.decompose == "auto":
             if ahead.parts < 2:
                 raise NotWorthIt(

@@ -187,23 +187,29 @@ def size_parts(
     arrivals: Sequence[float],
     free_at: dict[str, float] | None = None,
     min_tokens: int = 32,
+    delay: dict[str, float] | None = None,
 ) -> Sizing:
     """Split ``total`` tokens into parts that all finish together (Q|pmtn|Cmax with release
     times). Part j's plan entry arrives at ``arrivals[j]``; ``free_at`` says when a busy
-    neuron (the one writing the opening) can start. The fastest workers take the earliest
+    neuron (the one writing the opening) can start, ``delay`` how long a neuron takes to
+    read the part's prompt before its first token. The fastest workers take the earliest
     entries; a part of worker i gets s_i (F - start_i) tokens, where F is the smallest common
     finish over every count of parts whose shares all reach ``min_tokens``. A worker too slow
     to finish ``min_tokens`` before the others are done gets nothing."""
     if not pool or not arrivals:
         raise ValueError("no workers or no plan entries to size parts for")
     busy = free_at or {}
+    reading = delay or {}
     lanes = sorted(pool, key=lambda w: (-w.tokens_per_second, w.neuron, w.slot))
     best: Sizing | None = None
     for count in range(1, min(len(lanes), len(arrivals)) + 1):
         chosen = lanes[:count]
         # the earliest entries to the workers free soonest, the fastest first among equals
         order = sorted(chosen, key=lambda w: (busy.get(w.neuron, 0.0), -w.tokens_per_second))
-        starts = [max(arrivals[j], busy.get(w.neuron, 0.0)) for j, w in enumerate(order)]
+        starts = [
+            max(arrivals[j], busy.get(w.neuron, 0.0)) + reading.get(w.neuron, 0.0)
+            for j, w in enumerate(order)
+        ]
         speed = sum(w.tokens_per_second for w in order)
         finish = (
             total + sum(w.tokens_per_second * s for w, s in zip(order, starts, strict=True))
@@ -217,7 +223,8 @@ def size_parts(
         ):
             best = Sizing(shares, finish)
     if best is None:  # not even one part reaches min_tokens: the fastest does it all
-        worker, start = lanes[0], max(arrivals[0], busy.get(lanes[0].neuron, 0.0))
+        worker = lanes[0]
+        start = max(arrivals[0], busy.get(worker.neuron, 0.0)) + reading.get(worker.neuron, 0.0)
         finish = start + total / worker.tokens_per_second
         best = Sizing([Share(0, worker.neuron, worker.slot, round(total), start, finish)], finish)
     return best
