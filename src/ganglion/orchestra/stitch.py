@@ -97,8 +97,10 @@ def heading_text(heading: str) -> str:
 @dataclass
 class Stitcher:
     """Pieces of the answer keyed ``OPENING``, ``part_key(i)``, ``CLOSING``, written out in
-    that order: a piece's text leaves as soon as every piece before it is done. Parts are
-    known one by one; :meth:`seal` says there will be no more."""
+    that order: the opening as it grows, each part whole (under its heading) once it and
+    everything before it are done, then the closing. Parts are announced one by one
+    (:meth:`expect`); one that fails for good is left out (:meth:`drop`); :meth:`seal` says
+    no more will come."""
 
     emit: Callable[[str], None]
     _text: dict[tuple[str, int], list[str]] = field(default_factory=dict)
@@ -150,6 +152,8 @@ class Stitcher:
             key = order[self._out]
             if key == CLOSING and not self._sealed:
                 return
+            if key[0] == "part" and key not in self._done:
+                return  # a part goes out whole, heading and all: it may yet fail for good
             text = "".join(self._text.get(key, []))
             if len(text) > self._sent:
                 self._write(text[self._sent :])
