@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ganglion.gateway.events import FleetEvents, RunFeed, compact_run
-from ganglion.orchestra.run import run_view
+from ganglion.orchestra.view import run_view
 from ganglion.store.schema import DelegationRow, RunRow
 from tests.monitor.conftest import EventStream, InProcess
 
@@ -121,6 +121,7 @@ def test_while_the_brain_plans_only_the_decomposition_is_under_way() -> None:
     line = run_view(run_row(), [], now=at(1.5))["timeline"]
     assert line == {
         "elapsed_s": 1.5,
+        "first_token_s": None,
         "decompose": {"start_s": 0.0, "end_s": None},
         "parallel": None,
         "synthesize": None,

@@ -11,6 +11,7 @@ from fastapi import Depends, FastAPI
 
 from ganglion import __version__
 from ganglion.config import Settings
+from ganglion.dispatch import Dispatcher, Timeouts
 from ganglion.fleet.discovery import Discovery, StaticDiscovery, make_discovery
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
@@ -26,7 +27,6 @@ from ganglion.gateway import (
     openai_api,
     runs_api,
 )
-from ganglion.gateway.dispatch import Dispatcher, Timeouts
 from ganglion.gateway.metrics import Metrics
 from ganglion.gateway.state import Gateway
 from ganglion.monitor import dashboard, history

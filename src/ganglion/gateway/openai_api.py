@@ -14,9 +14,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from ganglion.dispatch import Stream
 from ganglion.errors import BrokenMidStream
 from ganglion.gateway import relay
-from ganglion.gateway.dispatch import Stream
 from ganglion.gateway.state import GatewayDep
 from ganglion.neurons.base import ChatRequest, Chunk, Dialect, GenerateRequest, TokenStats
 from ganglion.routing import same_model

@@ -9,9 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from ganglion.config import Settings
+from ganglion.dispatch import Dispatcher
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
-from ganglion.gateway.dispatch import Dispatcher
 from ganglion.gateway.metrics import Metrics
 from ganglion.orchestra.run import Orchestra
 from ganglion.routing import Router

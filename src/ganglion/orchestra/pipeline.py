@@ -19,7 +19,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ganglion.errors import BrokenMidStream, DispatchError, GanglionError, NeuronError
@@ -27,6 +27,7 @@ from ganglion.orchestra import stitch
 from ganglion.orchestra.plan import MIN_EXPECTED_TOKENS, Subtask
 from ganglion.orchestra.plan_stream import Part, PlanReader, Skipped, outline_problem
 from ganglion.orchestra.schedule import Sizing, Worker, lower_bound, size_parts, workers
+from ganglion.orchestra.view import aware
 from ganglion.routing import Job
 from ganglion.store import runs as records
 from ganglion.store.schema import DelegationRow, RunRow
@@ -114,7 +115,7 @@ class StitchedRun:
         self.orchestra.events.publish(self.run_id, {"type": "answer", "text": text})
 
     def _created(self) -> float:
-        return _stamp(self.row.created_at)
+        return _epoch(self.row.created_at)
 
     # planning ahead
 
@@ -386,7 +387,7 @@ class StitchedRun:
             raise GanglionError(f"subtasks {failed} failed after {o.max_attempts} attempts each")
         began = float(self.timings.get("parallel_started_at") or time.time())
         ends = [d.finished_at for d in rows if d.finished_at is not None]
-        last = max((_stamp(e) for e in ends), default=time.time())
+        last = max((_epoch(e) for e in ends), default=time.time())
         parallel = max(last - began, 0.0)
         self.timings["parallel_s"] = round(parallel, 3)
         self.timings["synthesize_s"] = round(max(time.time() - last, 0.0), 3)
@@ -431,11 +432,10 @@ def _headings(plan: dict[str, Any]) -> list[str]:
     return [entry.get("heading") or entry["task"] for entry in plan.get("subtasks") or []]
 
 
-def _stamp(moment: datetime) -> float:
-    """Seconds since the epoch; SQLite hands back naive datetimes, all of them UTC."""
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
-
-
 def _tokens(text: object) -> int:
     """About how many tokens a piece of text is (four characters a token)."""
     return len(text) // 4 if isinstance(text, str) else 0
+
+
+def _epoch(moment: datetime) -> float:
+    return aware(moment).timestamp()
