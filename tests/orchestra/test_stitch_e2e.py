@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import signal
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -231,3 +232,45 @@ def test_auto_splits_only_when_the_pipeline_is_predicted_to_win(
         assert view["mode"] == "direct"
         assert view["reason"].startswith("splitting would take about")
         assert "alone" in view["reason"]
+
+
+def test_a_restart_between_an_entry_and_its_delegation_still_runs_that_part(
+    spawn: Spawner, tmp_path: Path
+) -> None:
+    """The plan is saved before each entry's delegation: a run the gateway left with outline
+    entries but no delegation rows for them runs those parts when it is adopted."""
+    from ganglion.store import Store
+    from ganglion.store import runs as records
+    from ganglion.store.schema import RunRow
+
+    db_url = f"sqlite:///{tmp_path / 'left.db'}"
+    gateway, _ = fleet(spawn, db_url, {"w0": 40, "w1": 40})
+    entries = [{"task": s, "heading": s, "expected_tokens": 40} for s in SECTIONS[:2]]
+    plan = {"subtasks": entries, "planned": 2, "complete": False, "opener": "w0"}
+    timings = {"synthesis": "stitch", "answer_tokens": 200, "max_subtasks": 2}
+    store = Store.open(db_url)
+    try:
+        records.add_run(
+            store,
+            RunRow(
+                id="left-by-a-crash",
+                task="Describe the planets",
+                status="running",
+                brain="brain-model",
+                model="llama3",
+                policy="speed",
+                mode="decomposed",
+                plan=plan,
+                timings=timings,
+                owner="a-replica-that-died",
+                lease_until=0.0,
+            ),
+        )
+    finally:
+        store.close()
+    view = finished(gateway, "left-by-a-crash")
+    assert view["status"] == "completed", view["reason"]
+    assert [d["index"] for d in view["delegations"]] == [0, 1]
+    assert all(d["status"] == "completed" and d["output"] for d in view["delegations"])
+    for section in SECTIONS[:2]:
+        assert view["answer"].count(f"## {section}") == 1

@@ -47,7 +47,6 @@ class Forecast:
     sizing: Sizing
     opener: str
     parts: int
-    outline_end_s: float
     finish_s: float
     solo_s: float
     fastest: str
@@ -82,7 +81,6 @@ def forecast(
         sizing,
         opener.neuron,
         parts,
-        outline_end,
         max(sizing.finish_s, closing_end),
         total / fastest.tokens_per_second,
         fastest.neuron,
@@ -99,7 +97,6 @@ class StitchedRun:
     model: str
     timings: dict[str, Any]
     stitcher: stitch.Stitcher = field(init=False)
-    _began: float = field(init=False, default=0.0)
     _parts: list[asyncio.Task[None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -123,21 +120,21 @@ class StitchedRun:
         o = self.orchestra
         return workers(o._speeds(self.model), o._slots(self.model))
 
-    def _brain(self) -> tuple[str, float, str | None]:
-        """The brain model, its speed, and the neuron its outline will be written on."""
+    def _brain(self) -> tuple[float, str]:
+        """The brain's speed, and the neuron its outline will be written on."""
         o = self.orchestra
         brain = self.request.brain or self.model
         estimates = o.router.plan(Job(brain, 0, 64))
         if not estimates:
             raise o.dispatcher.unavailable(brain)
         neuron = estimates[0].neuron
-        return brain, o.router.decode_tps(neuron, brain), neuron.name
+        return o.router.decode_tps(neuron, brain), neuron.name
 
     def decide(self) -> Forecast:
         """The forecast; :class:`NotWorthIt` when ``auto`` finds that splitting would lose."""
         o = self.orchestra
         pool = self._pool()
-        _, brain_tps, brain_neuron = self._brain()
+        brain_tps, brain_neuron = self._brain()
         if not pool:
             raise o.dispatcher.unavailable(self.model)
         parts = self.request.max_subtasks
@@ -166,10 +163,9 @@ class StitchedRun:
 
     async def run(self) -> tuple[str, dict[str, Any]]:
         o = self.orchestra
-        self._began = o.clock()
         plan = dict(self.row.plan or {})
         ahead = None
-        if not plan:
+        if not plan.get("subtasks"):  # nothing dispatched yet: start from the decision
             ahead = self.decide()
             plan = {
                 "subtasks": [],
@@ -185,7 +181,8 @@ class StitchedRun:
             await o._save(self.run_id, mode="decomposed", reason=None, plan=plan)
             await o._save(self.run_id, schedule=early, timings=self.timings)
             await o._publish(self.run_id)
-        rows = await asyncio.to_thread(records.delegations, o.store, self.run_id)
+        rows = [*await asyncio.to_thread(records.delegations, o.store, self.run_id)]
+        rows += await self._unrecorded(plan, {d.index for d in rows})
         existing = {d.index: d for d in rows}
         resumed = [self._subtask(plan, d) for d in rows]
         for d, subtask in zip(rows, resumed, strict=True):
@@ -195,8 +192,10 @@ class StitchedRun:
             else:
                 self._start_part(d.index, subtask, d.neuron, plan)
         try:
-            if not plan.get("complete"):
+            if ahead is not None:
                 await self._outline(plan, ahead, existing)
+            else:  # resumed: the outline is what had arrived, even if it was cut short
+                plan["complete"] = True
             closing = asyncio.create_task(self._closing(plan))
             self.stitcher.seal()
             await asyncio.gather(opening, closing, *self._parts)
@@ -209,6 +208,26 @@ class StitchedRun:
             raise
         return await self._finish(plan)
 
+    async def _unrecorded(self, plan: dict[str, Any], recorded: set[int]) -> list[DelegationRow]:
+        """Rows for the outline's entries a restart caught before their delegation was
+        written (the plan is saved first); the router picks their neurons."""
+        missing = [
+            DelegationRow(
+                run_id=self.run_id,
+                index=index,
+                subtask=entry["task"],
+                expected_tokens=entry["expected_tokens"],
+                neuron=None,
+                status="pending",
+                attempts=0,
+            )
+            for index, entry in enumerate(plan.get("subtasks") or [])
+            if index not in recorded
+        ]
+        if missing:
+            await asyncio.to_thread(records.add_delegations, self.orchestra.store, missing)
+        return missing
+
     @staticmethod
     def _subtask(plan: dict[str, Any], row: DelegationRow) -> Subtask:
         listed = plan.get("subtasks") or []
@@ -217,11 +236,11 @@ class StitchedRun:
         return Subtask(row.subtask, tokens, entry.get("heading") or row.subtask)
 
     async def _outline(
-        self, plan: dict[str, Any], ahead: Forecast | None, existing: dict[int, DelegationRow]
+        self, plan: dict[str, Any], ahead: Forecast, existing: dict[int, DelegationRow]
     ) -> None:
         """Stream the outline from the brain; dispatch each entry the moment it is whole."""
         o = self.orchestra
-        shares = ahead.sizing.shares if ahead else []
+        shares = ahead.sizing.shares
         started = o.clock()
         first = await self._stream_outline(plan, shares, existing, None)
         if first is not None and not plan["subtasks"]:
@@ -304,8 +323,8 @@ class StitchedRun:
             status="pending",
             attempts=0,
         )
+        await o._save(self.run_id, plan=plan)  # first: a resumed run rebuilds rows from it
         await asyncio.to_thread(records.add_delegations, o.store, [row])
-        await o._save(self.run_id, plan=plan)
         existing[index] = row
         self.stitcher.expect(index, subtask.heading)
         self.timings.setdefault("parallel_started_at", time.time())
