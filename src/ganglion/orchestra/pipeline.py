@@ -205,6 +205,7 @@ class StitchedRun:
             if self.stitcher.written:  # the answer began: say it starts again, or stops
                 restart = {"type": "answer_restart", "reason": str(error) or repr(error)}
                 o.events.publish(self.run_id, restart)
+                self.timings.pop("first_token_s", None)  # that text is void
             raise
         return await self._finish(plan)
 
