@@ -481,18 +481,8 @@ class Orchestra:
         ``max_attempts`` times; a pinned one raises, for :meth:`_delegate` to move it.
         ``answer_of`` names the run whose answer this is: its text streams out as
         ``answer`` events, and an ``answer_restart`` event says when it starts again."""
-        request = ChatRequest(
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            format=schema,
-            options={"temperature": 0.2} if schema else {},
-        )
-        job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)
         for attempt in range(1, self.max_attempts + 1):
-            stream = await self.dispatcher.open(
-                job, lambda a: a.chat_stream(request), endpoint="orchestra", pinned=pinned
-            )
+            stream = await self._open(model, messages, max_tokens, schema, pinned)
             try:
                 return await self._read(stream, answer_of)
             except BrokenMidStream as error:
@@ -514,17 +504,7 @@ class Orchestra:
     ) -> AsyncIterator[str]:
         """One answer from the fleet, its text as it streams. Failover happens before the
         first byte; a neuron that breaks after it raises :class:`BrokenMidStream`."""
-        request = ChatRequest(
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            format=schema,
-            options={"temperature": 0.2} if schema else {},
-        )
-        job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)
-        stream = await self.dispatcher.open(
-            job, lambda a: a.chat_stream(request), endpoint="orchestra", pinned=pinned
-        )
+        stream = await self._open(model, messages, max_tokens, schema, pinned)
         try:
             if stream.first.text:
                 yield stream.first.text
@@ -533,6 +513,27 @@ class Orchestra:
                     yield chunk.text
         finally:
             await stream.aclose()
+
+    async def _open(
+        self,
+        model: str,
+        messages: list[dict[str, str]],
+        max_tokens: int,
+        schema: dict[str, Any] | None,
+        pinned: str | None,
+    ) -> Stream:
+        """A chat answer streaming from the neuron the router picks (or ``pinned``)."""
+        request = ChatRequest(
+            model=model,
+            messages=messages,
+            max_tokens=max_tokens,
+            format=schema,
+            options={"temperature": 0.2} if schema else {},
+        )
+        job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)
+        return await self.dispatcher.open(
+            job, lambda a: a.chat_stream(request), endpoint="orchestra", pinned=pinned
+        )
 
     async def _read(
         self, stream: Stream, answer_of: str | None
