@@ -16,8 +16,8 @@ resumed after a restart keeps the outline it had, and computes no finished part 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from ganglion.errors import BrokenMidStream, DispatchError, GanglionError, Neuro
 from ganglion.orchestra import stitch
 from ganglion.orchestra.plan import MIN_EXPECTED_TOKENS, Subtask
 from ganglion.orchestra.plan_stream import Part, PlanReader, Skipped, outline_problem
-from ganglion.orchestra.schedule import Sizing, Worker, lower_bound, size_parts, workers
+from ganglion.orchestra.schedule import Share, Sizing, Worker, lower_bound, size_parts, workers
 from ganglion.orchestra.view import aware
 from ganglion.routing import Job
 from ganglion.store import runs as records
@@ -176,7 +176,10 @@ class StitchedRun:
         # the opening first: the answer starts while the rest is written down
         opening = asyncio.create_task(self._opening(plan))
         if ahead is not None:
-            early = self._schedule(ahead.sizing, None)
+            sizing = ahead.sizing
+            predicted = sizing.finish_s - sizing.first_start_s
+            early = self._schedule([float(s.tokens) for s in sizing.shares], predicted)
+            self.timings["predicted_parallel_s"] = round(predicted, 3)
             self.timings["predicted_finish_s"] = round(ahead.finish_s, 3)
             await o._save(self.run_id, mode="decomposed", reason=None, plan=plan)
             await o._save(self.run_id, schedule=early, timings=self.timings)
@@ -243,23 +246,24 @@ class StitchedRun:
         o = self.orchestra
         shares = ahead.sizing.shares
         started = o.clock()
-        first = await self._stream_outline(plan, shares, existing, None)
-        if first is not None and not plan["subtasks"]:
-            o.events.publish(self.run_id, {"type": "plan_repair", "error": first[1]})
-            second = await self._stream_outline(plan, shares, existing, first)
-            if second is not None and not plan["subtasks"]:
-                self.timings["decompose_s"] = round(o.clock() - started, 3)
-                raise NotWorthIt(
-                    f"the brain's outline was unusable twice ({first[1]}; then {second[1]})"
-                )
-        self.timings["decompose_s"] = round(o.clock() - started, 3)
+        try:
+            first = await self._stream_outline(plan, shares, existing, None)
+            if first is not None and not plan["subtasks"]:
+                o.events.publish(self.run_id, {"type": "plan_repair", "error": first[1]})
+                second = await self._stream_outline(plan, shares, existing, first)
+                if second is not None and not plan["subtasks"]:
+                    raise NotWorthIt(
+                        f"the brain's outline was unusable twice ({first[1]}; then {second[1]})"
+                    )
+        finally:
+            self.timings["decompose_s"] = round(o.clock() - started, 3)
         plan["complete"] = True
         await o._save(self.run_id, plan=plan, timings=self.timings)
 
     async def _stream_outline(
         self,
         plan: dict[str, Any],
-        shares: list[Any],
+        shares: list[Share],
         existing: dict[int, DelegationRow],
         repair: tuple[str, str] | None,
     ) -> tuple[str, str] | None:
@@ -301,7 +305,7 @@ class StitchedRun:
         self,
         entry: Part | Skipped,
         plan: dict[str, Any],
-        shares: list[Any],
+        shares: list[Share],
         existing: dict[int, DelegationRow],
     ) -> None:
         o = self.orchestra
@@ -380,22 +384,15 @@ class StitchedRun:
         model: str | None = None,
         pinned: str | None = None,
     ) -> str:
-        """A short piece around the parts; one that cannot be written is left out."""
+        """A short piece around the parts, streamed into the answer under ``live`` when given.
+        One that cannot be written (or only in part) is left at what arrived."""
         pieces: list[str] = []
-
-        def take(text: str) -> None:
-            pieces.append(text)
-            if live is not None:
-                self.stitcher.add(live, text)
-
-        try:
-            stream = self.orchestra.stream_text(
-                model or self.model, messages, tokens, pinned=pinned
-            )
+        stream = self.orchestra.stream_text(model or self.model, messages, tokens, pinned=pinned)
+        with contextlib.suppress(DispatchError, NeuronError, BrokenMidStream):
             async for text in stream:
-                take(text)
-        except (DispatchError, NeuronError, BrokenMidStream):
-            return "".join(pieces)  # what arrived stays; the answer goes on without the rest
+                pieces.append(text)
+                if live is not None:
+                    self.stitcher.add(live, text)
         return "".join(pieces)
 
     async def _finish(self, plan: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -415,12 +412,10 @@ class StitchedRun:
         fastest = max(speeds.values(), default=0.0)
         around = sum(_tokens(plan.get(key)) for key in ("opening", "closing"))
         solo = (sum(d.tokens or 0 for d in rows) + around) / fastest if fastest else parallel
-        sizing_free = self._schedule(None, rows)
-        sizing_free["efficiency"] = (
-            round(sizing_free["lower_bound_s"] / parallel, 3) if parallel else None
-        )
+        produced = [float(d.tokens or d.expected_tokens or 0) for d in rows]
+        predicted = float(self.timings.get("predicted_parallel_s") or 0.0)
         extra = {
-            "schedule": sizing_free,
+            "schedule": self._schedule(produced, predicted, parallel),
             "baseline": {
                 "neuron": max(speeds, key=speeds.__getitem__, default=None),
                 "estimated_solo_s": round(solo, 3),
@@ -429,22 +424,16 @@ class StitchedRun:
         return self.stitcher.text, extra
 
     def _schedule(
-        self, sizing: Sizing | None, rows: Sequence[DelegationRow] | None
+        self, sizes: list[float], predicted: float, parallel: float | None = None
     ) -> dict[str, Any]:
-        pool = self._pool()
-        speeds = [w.tokens_per_second for w in pool]
-        if sizing is not None:
-            sizes = [float(s.tokens) for s in sizing.shares]
-            predicted = sizing.finish_s - sizing.first_start_s
-            self.timings["predicted_parallel_s"] = round(predicted, 3)
-        else:
-            sizes = [float(d.tokens or d.expected_tokens or 0) for d in rows or []]
-            predicted = float(self.timings.get("predicted_parallel_s") or 0.0)
+        """The run's ``schedule`` record: LB of ``sizes`` on the workers, the prediction,
+        and, once the parts are done, efficiency = LB / ``parallel``."""
+        bound = round(lower_bound(sizes, [w.tokens_per_second for w in self._pool()]), 3)
         return {
             "policy": "speed",
-            "lower_bound_s": round(lower_bound(sizes, speeds), 3),
+            "lower_bound_s": bound,
             "predicted_s": round(predicted, 3),
-            "efficiency": None,
+            "efficiency": round(bound / parallel, 3) if parallel else None,
         }
 
 
