@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ import httpx
 from _fleet import Fleet, run_main
 
 from ganglion.errors import LocalFleetError
-from ganglion.llamacpp import SYSTEM_INFO_SCRIPT
+from ganglion.llamacpp import system_info
 from ganglion.local.llama import LlamaServer, model_path
 
 NODE = "localhost"
@@ -41,10 +40,12 @@ def parse_builds(given: list[str]) -> dict[str, str]:
     return builds
 
 
-def system_info(python: str) -> str:
-    """What the build in ``python``'s environment says it uses (llama.cpp's system info)."""
-    done = subprocess.run([python, "-c", SYSTEM_INFO_SCRIPT], capture_output=True, check=False)
-    return done.stdout.decode().strip() or f"(died: {done.returncode})"
+def described(python: str) -> str:
+    """What the build in ``python``'s environment says it uses, or how asking failed."""
+    try:
+        return system_info(python)
+    except LocalFleetError as error:
+        return f"({error})"
 
 
 def measure(builds: dict[str, str], rounds: int, tokens: int, logs: Path | None) -> dict[str, Any]:
@@ -54,7 +55,7 @@ def measure(builds: dict[str, str], rounds: int, tokens: int, logs: Path | None)
         servers: list[LlamaServer] = []
         try:
             for name, python in builds.items():
-                results[name]["system_info"] = system_info(python)
+                results[name]["system_info"] = described(python)
                 server = LlamaServer(model_path(), python=python, log_dir=fleet.root / name)
                 try:
                     server.start()

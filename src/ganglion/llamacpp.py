@@ -270,27 +270,36 @@ def cpu_flags(cpuinfo: str) -> frozenset[str]:
     return frozenset(match.group(1).split()) if match else frozenset()
 
 
-@cache
-def read_build() -> InstalledBuild:
-    """Ask the installed llama-cpp-python what it was compiled to use, in a child process
-    (cached: the installed build does not change under a running process)."""
-    try:
-        version = metadata.version(DISTRIBUTION)
-    except metadata.PackageNotFoundError:
-        return InstalledBuild(None)
-    command = [sys.executable, "-c", SYSTEM_INFO_SCRIPT]
+def system_info(python: str = sys.executable) -> str:
+    """llama.cpp's system info from the llama-cpp-python of ``python``'s environment, asked
+    in a child process; :class:`LocalFleetError` says how it died if it could not answer."""
+    command = [python, "-c", SYSTEM_INFO_SCRIPT]
     try:
         done = subprocess.run(
             command, capture_output=True, timeout=SYSTEM_INFO_TIMEOUT_S, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as error:
-        return InstalledBuild(version, error=f"could not ask it: {error}")
+        raise LocalFleetError(f"could not ask it: {error}") from error
     if done.returncode != 0:
         said = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
         why = ": ".join([exit_reason(done.returncode), *said])
-        return InstalledBuild(version, error=f"loading it died with {why}")
-    text = done.stdout.decode(errors="replace")
-    return InstalledBuild(version, parse_system_info(text), text.strip(), installed_wheel())
+        raise LocalFleetError(f"loading it died with {why}")
+    return done.stdout.decode(errors="replace").strip()
+
+
+@cache
+def read_build() -> InstalledBuild:
+    """What the installed llama-cpp-python was compiled to use (cached: the installed build
+    does not change under a running process)."""
+    try:
+        version = metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return InstalledBuild(None)
+    try:
+        text = system_info()
+    except LocalFleetError as error:
+        return InstalledBuild(version, error=str(error))
+    return InstalledBuild(version, parse_system_info(text), text, installed_wheel())
 
 
 def missing_features(features: Iterable[str], flags: frozenset[str]) -> list[str]:
