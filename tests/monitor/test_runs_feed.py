@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from ganglion.gateway.events import FleetEvents, RunFeed, compact_run
-from ganglion.orchestra.view import run_view
+from ganglion.orchestra.view import RunView, run_view, view_of
 from ganglion.store.schema import DelegationRow, RunRow
 from tests.monitor.conftest import EventStream, InProcess
 
@@ -125,6 +125,8 @@ def test_while_the_brain_plans_only_the_decomposition_is_under_way() -> None:
         "decompose": {"start_s": 0.0, "end_s": None},
         "parallel": None,
         "synthesize": None,
+        "opening": None,
+        "closing": None,
     }
 
 
@@ -178,6 +180,49 @@ def test_a_direct_run_has_no_decomposition_and_no_synthesis() -> None:
     assert line["decompose"] is None
     assert line["parallel"] == {"start_s": 0.0, "end_s": 3.0}
     assert line["synthesize"] is None
+
+
+def test_a_stitched_run_shows_its_opening_and_closing_beside_the_parts() -> None:
+    timings = {
+        "decompose_s": 3.0,
+        "parallel_started_at": at(0.8).timestamp(),
+        "first_token_s": 0.9,
+        "opening": {"start_s": 0.5, "end_s": 1.4, "neuron": "w1"},
+        "closing": {"start_s": 3.0, "end_s": None, "neuron": None},
+        "synthesis": "stitch",
+    }
+    row = run_row(mode="decomposed", plan=PLAN, timings=timings)
+    rows = [delegation(0, "completed", 0.8, 2.5), delegation(1, "active", 1.6, None)]
+    view = run_view(row, rows, now=at(3.5))
+    line = view["timeline"]
+    assert line["opening"] == {"start_s": 0.5, "end_s": 1.4, "neuron": "w1"}
+    assert line["closing"] == {"start_s": 3.0, "end_s": None, "neuron": None}
+    assert line["decompose"] == {"start_s": 0.0, "end_s": 3.0}  # the outline, overlapping
+    assert line["first_token_s"] == 0.9
+    assert view["synthesis"] == "stitch"
+    assert "opening" not in view["timings"]  # the spans are the timeline's, not timings'
+
+
+def test_a_rewrite_run_has_no_opening_or_closing() -> None:
+    row = run_row(mode="decomposed", plan=PLAN, timings={"decompose_s": 2.0})
+    line = run_view(row, [delegation(0, "active", 2.1, None)], now=at(3.0))["timeline"]
+    assert (line["opening"], line["closing"]) == (None, None)
+
+
+def test_the_view_is_one_typed_model_and_its_json_keeps_every_key() -> None:
+    row = run_row(status="completed", mode="direct", finished_at=at(1.0))
+    typed = view_of(row, [], now=at(9))
+    assert isinstance(typed, RunView)
+    assert typed.timeline.elapsed_s == 1.0
+    keys = set(run_view(row, []))
+    assert keys >= {"id", "status", "timings", "schedule", "baseline", "timeline", "plan"}
+    assert run_view(row, [])["schedule"] == {
+        "policy": None,
+        "lower_bound_s": None,
+        "predicted_s": None,
+        "efficiency": None,
+    }
+    assert RunView.model_validate(run_view(row, [])) == typed
 
 
 def test_times_without_a_zone_are_read_as_utc() -> None:

@@ -14,6 +14,7 @@ from ganglion.errors import UnknownRun
 from ganglion.fleet.model import Text
 from ganglion.gateway.state import GatewayDep
 from ganglion.orchestra.run import RunRequest
+from ganglion.orchestra.view import RunView
 
 router = APIRouter(prefix="/fleet/runs", tags=["runs"])
 
@@ -31,26 +32,26 @@ class NewRun(BaseModel):
     answer_tokens: int = Field(default=512, ge=64, le=8192, description="The answer's budget")
 
 
-@router.post("", status_code=202)
+@router.post("", status_code=202, response_model=RunView)
 async def start_run(new: NewRun, gateway: GatewayDep) -> dict[str, Any]:
     """Start a run; it goes on in the gateway. Follow it at ``/fleet/runs/{id}/events``."""
     run_id = await gateway.orchestra.start(RunRequest(**new.model_dump()))
     return await _view(gateway, run_id)
 
 
-@router.get("")
+@router.get("", response_model=list[RunView])
 async def list_runs(
     gateway: GatewayDep, limit: Annotated[int, Query(ge=1, le=1000)] = 50
 ) -> list[dict[str, Any]]:
     return await gateway.orchestra.recent(limit)
 
 
-@router.get("/{run_id}")
+@router.get("/{run_id}", response_model=RunView)
 async def get_run(run_id: str, gateway: GatewayDep) -> dict[str, Any]:
     return await _view(gateway, run_id)
 
 
-@router.post("/{run_id}/cancel")
+@router.post("/{run_id}/cancel", response_model=RunView)
 async def cancel_run(run_id: str, gateway: GatewayDep) -> dict[str, Any]:
     """Stop a running run; unfinished delegations become ``cancelled``."""
     return await gateway.orchestra.cancel((await _view(gateway, run_id))["id"])

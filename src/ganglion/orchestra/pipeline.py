@@ -108,7 +108,7 @@ class StitchedRun:
 
     def _emit(self, text: str) -> None:
         if "first_token_s" not in self.timings:
-            self.timings["first_token_s"] = round(time.time() - self._created(), 3)
+            self.timings["first_token_s"] = self._since()
         self.orchestra.events.publish(self.run_id, {"type": "answer", "text": text})
 
     def _created(self) -> float:
@@ -361,7 +361,9 @@ class StitchedRun:
         if text is None:
             messages = stitch.opening_messages(self.row.task)
             opener = plan.get("opener")
-            text = await self._aside(messages, stitch.OPENING_TOKENS, stitch.OPENING, None, opener)
+            text = await self._aside(
+                "opening", messages, stitch.OPENING_TOKENS, stitch.OPENING, None, opener
+            )
             plan["opening"] = text
         else:
             self.stitcher.add(stitch.OPENING, text)
@@ -372,12 +374,13 @@ class StitchedRun:
         if text is None:
             messages = stitch.closing_messages(self.row.task, _headings(plan))
             brain = self.request.brain or self.model
-            text = await self._aside(messages, stitch.CLOSING_TOKENS, None, brain)
+            text = await self._aside("closing", messages, stitch.CLOSING_TOKENS, None, brain)
             plan["closing"] = text
         self.stitcher.add(stitch.CLOSING, f"\n\n{text.strip()}" if text.strip() else "", done=True)
 
     async def _aside(
         self,
+        name: str,
         messages: list[dict[str, str]],
         tokens: int,
         live: tuple[str, int] | None,
@@ -385,15 +388,30 @@ class StitchedRun:
         pinned: str | None = None,
     ) -> str:
         """A short piece around the parts, streamed into the answer under ``live`` when given.
-        One that cannot be written (or only in part) is left at what arrived."""
+        One that cannot be written (or only in part) is left at what arrived. Its span, in
+        seconds from the run's creation, and its neuron go into ``timings[name]``."""
+        span: dict[str, Any] = {"start_s": self._since(), "end_s": None, "neuron": None}
+        self.timings[name] = span
         pieces: list[str] = []
-        stream = self.orchestra.stream_text(model or self.model, messages, tokens, pinned=pinned)
-        with contextlib.suppress(DispatchError, NeuronError, BrokenMidStream):
-            async for text in stream:
-                pieces.append(text)
-                if live is not None:
-                    self.stitcher.add(live, text)
+        stream = self.orchestra.stream_text(
+            model or self.model,
+            messages,
+            tokens,
+            pinned=pinned,
+            answered_by=lambda neuron: span.update(neuron=neuron),
+        )
+        try:
+            with contextlib.suppress(DispatchError, NeuronError, BrokenMidStream):
+                async for text in stream:
+                    pieces.append(text)
+                    if live is not None:
+                        self.stitcher.add(live, text)
+        finally:
+            span["end_s"] = self._since()
         return "".join(pieces)
+
+    def _since(self) -> float:
+        return round(time.time() - self._created(), 3)
 
     async def _finish(self, plan: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         o = self.orchestra

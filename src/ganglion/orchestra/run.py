@@ -501,10 +501,14 @@ class Orchestra:
         schema: dict[str, Any] | None = None,
         *,
         pinned: str | None = None,
+        answered_by: Callable[[str], None] | None = None,
     ) -> AsyncIterator[str]:
         """One answer from the fleet, its text as it streams. Failover happens before the
-        first byte; a neuron that breaks after it raises :class:`BrokenMidStream`."""
+        first byte; a neuron that breaks after it raises :class:`BrokenMidStream`.
+        ``answered_by`` is told the neuron's name once it has answered."""
         stream = await self._open(model, messages, max_tokens, schema, pinned)
+        if answered_by is not None:
+            answered_by(stream.neuron.name)
         try:
             if stream.first.text:
                 yield stream.first.text
