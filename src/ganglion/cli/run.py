@@ -4,7 +4,7 @@ record of past runs."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, JsonOption
 from ganglion.client import GatewayClient
+
+if TYPE_CHECKING:
+    from ganglion.orchestra.view import RunView
 
 runs_app = typer.Typer(help="The record of orchestrated runs.", no_args_is_help=True)
 
@@ -126,39 +129,44 @@ def follow(client: GatewayClient, run_id: str, *, quiet: bool) -> dict[str, Any]
     return final
 
 
-def show(view: dict[str, Any]) -> None:
+def show(record: dict[str, Any]) -> None:
+    view = read_view(record)
     console = Console(soft_wrap=True)
-    if view["status"] != "completed":
-        console.print(f"[red]run {view['status']}:[/] {view.get('reason')}", highlight=False)
+    if view.status != "completed":
+        console.print(f"[red]run {view.status}:[/] {view.reason}", highlight=False)
         return
     console.print()
     console.print(time_table(view))
 
 
-def time_table(view: dict[str, Any]) -> Table:
-    timings, schedule, baseline = view["timings"], view["schedule"], view["baseline"]
-    how = (
-        f"{view['mode']}, {view.get('synthesis')}" if view["mode"] == "decomposed" else view["mode"]
-    )
-    table = Table(title=f"run {view['id'][:8]}: {how}", box=None, show_header=False)
+def read_view(record: dict[str, Any]) -> RunView:
+    """The gateway's JSON as the typed run view (pydantic is loaded here, not at start)."""
+    from ganglion.orchestra.view import RunView
+
+    return RunView.model_validate(record)
+
+
+def time_table(view: RunView) -> Table:
+    timings, schedule, baseline = view.timings, view.schedule, view.baseline
+    how = f"{view.mode}, {view.synthesis}" if view.mode == "decomposed" else view.mode
+    table = Table(title=f"run {view.id[:8]}: {how}", box=None, show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
-    for name in ("decompose_s", "parallel_s", "synthesize_s", "total_s", "first_token_s"):
-        label = "first token" if name == "first_token_s" else name.removesuffix("_s")
-        table.add_row(label, _seconds(timings.get(name)))
-    if timings.get("predicted_finish_s") is not None:
-        table.add_row("predicted total", _seconds(timings["predicted_finish_s"]))
-    table.add_row("lower bound", _seconds(schedule.get("lower_bound_s")))
-    table.add_row("predicted", _seconds(schedule.get("predicted_s")))
-    efficiency = schedule.get("efficiency")
-    table.add_row("efficiency", f"{efficiency:.0%}" if efficiency else "-")
-    table.add_row(
-        f"solo on {baseline.get('neuron') or '?'}", _seconds(baseline.get("estimated_solo_s"))
-    )
-    speedup = view.get("speedup_estimate")
+    table.add_row("decompose", _seconds(timings.decompose_s))
+    table.add_row("parallel", _seconds(timings.parallel_s))
+    table.add_row("synthesize", _seconds(timings.synthesize_s))
+    table.add_row("total", _seconds(timings.total_s))
+    table.add_row("first token", _seconds(timings.first_token_s))
+    if timings.predicted_finish_s is not None:
+        table.add_row("predicted total", _seconds(timings.predicted_finish_s))
+    table.add_row("lower bound", _seconds(schedule.lower_bound_s))
+    table.add_row("predicted", _seconds(schedule.predicted_s))
+    table.add_row("efficiency", f"{schedule.efficiency:.0%}" if schedule.efficiency else "-")
+    table.add_row(f"solo on {baseline.neuron or '?'}", _seconds(baseline.estimated_solo_s))
+    speedup = view.speedup_estimate
     table.add_row("speed-up", f"{speedup:.2f}x" if speedup else "-")
-    if view.get("reason"):
-        table.add_row("why", view["reason"])
+    if view.reason:
+        table.add_row("why", view.reason)
     return table
 
 
@@ -184,15 +192,14 @@ def list_runs(
     table = Table(box=None, header_style="bold")
     for column in ("ID", "STATUS", "MODE", "TOTAL", "SPEED-UP", "TASK"):
         table.add_column(column, overflow="fold")
-    for v in views:
-        speedup = v.get("speedup_estimate")
+    for v in map(read_view, views):
         table.add_row(
-            v["id"][:8],
-            v["status"],
-            v["mode"] or "-",
-            _seconds(v["timings"].get("total_s")),
-            f"{speedup:.2f}x" if speedup else "-",
-            v["task"][:60],
+            v.id[:8],
+            v.status,
+            v.mode or "-",
+            _seconds(v.timings.total_s),
+            f"{v.speedup_estimate:.2f}x" if v.speedup_estimate else "-",
+            v.task[:60],
         )
     Console().print(table)
 
@@ -210,26 +217,27 @@ def show_run(
     if as_json:
         print(json.dumps(view, indent=2))
         return
+    run = read_view(view)
     console = Console(soft_wrap=True)
-    console.print(f"[bold]task:[/] {view['task']}", highlight=False)
-    if view.get("answer"):
-        console.print(view["answer"], highlight=False)
+    console.print(f"[bold]task:[/] {run.task}", highlight=False)
+    if run.answer:
+        console.print(run.answer, highlight=False)
     table = Table(box=None, header_style="bold")
     for column in ("#", "NEURON", "STATUS", "ATTEMPTS", "TOKENS", "SECONDS", "TOK/S"):
         table.add_column(column)
-    for d in view["delegations"] or []:
+    for d in run.delegations or []:
         table.add_row(
-            str(d["index"]),
-            d["neuron"] or "-",
-            d["status"],
-            str(d["attempts"]),
-            str(d["tokens"] or "-"),
-            _seconds(d["seconds"]),
-            f"{d['tokens_per_second']:.1f}" if d["tokens_per_second"] else "-",
+            str(d.index),
+            d.neuron or "-",
+            d.status,
+            str(d.attempts),
+            str(d.tokens or "-"),
+            _seconds(d.seconds),
+            f"{d.tokens_per_second:.1f}" if d.tokens_per_second else "-",
         )
-    if view["delegations"]:
+    if run.delegations:
         console.print(table)
-    console.print(time_table(view))
+    console.print(time_table(run))
 
 
 @runs_app.command("cancel")
