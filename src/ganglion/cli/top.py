@@ -1,4 +1,5 @@
-"""``ganglion top``: the fleet's minimap in the terminal, live, until ``q`` or Ctrl-C."""
+"""``ganglion top``: the fleet's minimap in the terminal, live, until ``q`` or Ctrl-C; below
+it the recent runs and the newest one's timeline (:mod:`ganglion.cli.runs_panel`)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ import sys
 import termios
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.columns import Columns
@@ -23,8 +24,12 @@ from rich.text import Text
 
 from ganglion.cli.neuron import STATUS_STYLE
 from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption
+from ganglion.cli.runs_panel import RUNS_SHOWN, runs_panel
 from ganglion.client import GatewayClient
 from ganglion.errors import GatewayError
+
+if TYPE_CHECKING:
+    from ganglion.orchestra.view import RunView
 
 BAR_WIDTH = 16
 REASONS_SHOWN = 8
@@ -42,9 +47,12 @@ def top(
         float, typer.Option(min=0.2, help="Seconds between refreshes.", show_default=True)
     ] = 1.0,
 ) -> None:
-    """Watch the fleet live: every neuron by node, its status, speed and load. q quits."""
+    """Watch the fleet live: every neuron by node, its status, speed and load, then the
+    recent runs and the newest one's timeline. q quits."""
     console = Console()
     views: list[dict[str, Any]] = []
+    runs: list[RunView] = []
+    latest: RunView | None = None
     with (
         GatewayClient(gateway, api_key=api_key) as client,
         keypresses() as read_key,
@@ -55,11 +63,25 @@ def top(
             error = None
             try:
                 views = client.request("GET", "/fleet/neurons")
+                runs, latest = recent_runs(client)
             except GatewayError as failure:
                 error = str(failure)
-            live.update(render(views, gateway=client.url, error=error), refresh=True)
+            frame = render(views, gateway=client.url, error=error, runs=runs, latest=latest)
+            live.update(frame, refresh=True)
             if read_key(interval) in ("q", "Q"):
                 return
+
+
+def recent_runs(client: GatewayClient) -> tuple[list[RunView], RunView | None]:
+    """The newest runs, and the newest one whole (a listing leaves its delegations out)."""
+    from ganglion.orchestra.view import RunView
+
+    runs = [
+        RunView.model_validate(r) for r in client.request("GET", f"/fleet/runs?limit={RUNS_SHOWN}")
+    ]
+    if not runs:
+        return runs, None
+    return runs, RunView.model_validate(client.request("GET", f"/fleet/runs/{runs[0].id}"))
 
 
 @contextlib.contextmanager
@@ -96,6 +118,8 @@ def render(
     gateway: str,
     error: str | None = None,
     now: datetime | None = None,
+    runs: Sequence[RunView] = (),
+    latest: RunView | None = None,
 ) -> RenderableType:
     scale = max((view.get("tokens_per_second") or 0.0 for view in views), default=0.0)
     parts: list[RenderableType] = [header(views, gateway, now or datetime.now())]
@@ -106,6 +130,7 @@ def render(
     parts.extend(problems(views))
     panels = [node_panel(node, group, scale) for node, group in by_node(views).items()]
     parts.append(Columns(panels, padding=(0, 1)))
+    parts.extend(runs_panel(runs, latest))
     return Group(*parts)
 
 
