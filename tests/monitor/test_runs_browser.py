@@ -58,6 +58,16 @@ def bar_width(page: Page, index: int) -> float:
     return float(width)
 
 
+def bar_span(page: Page, bar: str) -> tuple[float, float]:
+    """Where a bar (``opening``, ``closing``, ``d0``…) begins and ends on the chart, in px."""
+    where = (
+        f'#gantt [data-phase="{bar}"]' if bar[0] != "d" else f'{BARS}[data-delegation="{bar[1:]}"]'
+    )
+    body = page.locator(f"{where} .body")
+    left = float(body.get_attribute("x") or 0)
+    return left, left + float(body.get_attribute("width") or 0)
+
+
 def test_a_run_is_followed_live_from_plan_to_answer(
     spawn: Spawner, db_url: str, browser_page: tuple[Page, Console]
 ) -> None:
@@ -192,6 +202,17 @@ def test_a_stitched_run_shows_its_parts_overlapping_the_plan(
         for d in view["delegations"]
     ]
     assert min(starts) < plan_end  # and the chart draws them overlapping
+    opening, closing = bar_span(page, "opening"), bar_span(page, "closing")
+    assert opening[0] < plan_end  # the opening is written while the outline streams
+    assert closing[0] < max(bar_span(page, f"d{d['index']}")[1] for d in view["delegations"])
+    line = view["timeline"]
+    assert line["opening"]["start_s"] < line["decompose"]["end_s"]
+    assert line["closing"]["start_s"] < max(d["end_s"] for d in view["delegations"])
+    outline = page.get_attribute('#gantt [data-phase="decompose"]', "aria-label") or ""
+    assert outline.startswith("Outline")
+    assert (page.get_attribute('#gantt [data-phase="opening"]', "aria-label") or "").startswith(
+        "Opening"
+    )
     page.wait_for_selector("#gantt .mark-first", state="attached")
     shown = re.search(r"first token (\d+\.?\d*) s", page.inner_text("#gantt"))
     assert shown is not None

@@ -1,7 +1,9 @@
 // Synapse, the Runs section: the orchestrator's recent runs and, for the one selected,
-// its timeline as a Gantt chart: the brain's lane (decompose, synthesize), one lane per
-// neuron with a bar per delegation, the lower bound (LB) against the achieved parallel
-// phase, and the figures (efficiency, speed-up).
+// its timeline as a Gantt chart: the brain's lane (the outline or plan, the closing, the
+// synthesis), one lane per neuron with a bar per delegation (and the opening, on the
+// worker that writes it), the first answer token, the lower bound (LB) against the
+// achieved parallel phase, and the figures (efficiency, speed-up). A stitched run's bars
+// overlap in time: the parts start while the brain still writes the outline.
 //
 // The list comes from GET /fleet/runs, a run from GET /fleet/runs/ID; after that "run"
 // events on the shared stream (app.js) carry each run's view as it changes. Times are
@@ -28,7 +30,7 @@
     pending: "Pending",
     active: "Running",
   };
-  const PHASES = { decompose: "Decompose", synthesize: "Synthesize", parallel: "Direct answer" };
+  const PHASES = { decompose: "Decompose", synthesize: "Synthesize", parallel: "Direct answer", opening: "Opening", closing: "Closing" };
 
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -58,6 +60,11 @@
 
   function percent(value) {
     return value == null ? "–" : `${Math.round(value * 100)}%`;
+  }
+
+  // A stitched run's decomposition is the brain's outline.
+  function phaseName(phase, view) {
+    return phase === "decompose" && view?.synthesis === "stitch" ? "Outline" : PHASES[phase];
   }
 
   function niceStep(span, room) {
@@ -326,13 +333,21 @@
   function layout(view, now) {
     const line = view.timeline || {};
     const brain = { key: "brain", label: "Brain", sub: view.brain || view.model || "", bars: [] };
-    for (const name of ["decompose", "synthesize"]) {
+    const phaseBar = (name) => {
       const phase = line[name];
-      if (!phase) continue;
+      if (!phase) return null;
       const end = phase.end_s ?? now;
-      if (end - phase.start_s <= 0 && phase.end_s != null) continue;
-      brain.bars.push({ id: name, kind: "phase", phase: name, start: phase.start_s, end, live: phase.end_s == null });
+      if (end - phase.start_s <= 0 && phase.end_s != null) return null;
+      return { id: name, kind: "phase", phase: name, start: phase.start_s, end, live: phase.end_s == null };
+    };
+    // the pieces around the parts: the closing is the brain's, the opening its worker's
+    const opening = phaseBar("opening");
+    if (opening && !line.opening.neuron) brain.bars.push(opening);
+    for (const name of ["decompose", "closing", "synthesize"]) {
+      const bar = phaseBar(name);
+      if (bar) brain.bars.push(bar);
     }
+    pack(brain.bars);
     const lanes = brain.bars.length || view.mode !== "direct" ? [brain] : [];
     if (view.mode === "direct" && line.parallel) {
       const phase = line.parallel;
@@ -350,6 +365,8 @@
       if (!byNeuron.has(name)) byNeuron.set(name, []);
       byNeuron.get(name).push(d);
     }
+    const opener = opening && line.opening.neuron;
+    if (opener && !byNeuron.has(opener)) byNeuron.set(opener, []);
     const parallelStart = line.parallel?.start_s ?? line.decompose?.end_s ?? now;
     for (const name of [...byNeuron.keys()].sort()) {
       const tps = laneSpeed(name, view);
@@ -368,6 +385,7 @@
         bars.push({ id: `d${d.index}`, kind: "delegation", d, start: d.start_s, end, projected, live });
         cursor = Math.max(cursor, projected);
       }
+      if (name === opener) bars.push(opening);
       cursor = Math.max(cursor, now);
       for (const d of queued) {
         const length = (d.expected_tokens || 100) / tps;
@@ -508,7 +526,7 @@
 
   function describeBar(bar, view) {
     if (bar.kind === "phase") {
-      const what = PHASES[bar.phase];
+      const what = phaseName(bar.phase, view);
       return `${what}: ${bar.live ? `under way for ${secs(bar.end - bar.start)}` : secs(bar.end - bar.start)}.`;
     }
     const d = bar.d;
@@ -557,14 +575,14 @@
     head.setAttribute("visibility", bar.live ? "visible" : "hidden");
     label.setAttribute("x", left + 8);
     label.setAttribute("y", top + BAR_H / 2 + 4);
-    label.textContent = barText(bar, w);
+    label.textContent = barText(bar, w, view);
   }
 
-  function barText(bar, width) {
+  function barText(bar, width, view) {
     const room = Math.floor((width - 14) / 6.6); // characters that fit
     let options;
     if (bar.kind === "phase") {
-      const name = PHASES[bar.phase];
+      const name = phaseName(bar.phase, view);
       options = [`${name} · ${secs(bar.end - bar.start)}`, name, name.slice(0, 3)];
     } else {
       const d = bar.d;
@@ -611,8 +629,9 @@
     } else {
       const phase = g.dataset.phase;
       const span = phase === "parallel" ? view.timeline?.parallel : view.timeline?.[phase];
-      title = h("div", { class: "tt-name" }, PHASES[phase]);
-      add("On", phase === "parallel" ? view.baseline?.neuron || "the fastest neuron" : `the brain (${view.brain || view.model})`);
+      title = h("div", { class: "tt-name" }, phaseName(phase, view));
+      const writer = span?.neuron ? `${span.neuron}${phase === "closing" ? ` (the brain, ${view.brain || view.model})` : ""}` : null;
+      add("On", phase === "parallel" ? view.baseline?.neuron || "the fastest neuron" : writer || `the brain (${view.brain || view.model})`);
       add("Took", span?.end_s != null ? secs(span.end_s - span.start_s) : "under way");
     }
     tooltip.show(g, key, title, facts, extra);
