@@ -47,8 +47,11 @@ def top(
         float, typer.Option(min=0.2, help="Seconds between refreshes.", show_default=True)
     ] = 1.0,
 ) -> None:
-    """Watch the fleet live: every neuron by node, its status, speed and load, then the
-    recent runs and the newest one's timeline. q quits."""
+    """Watch the fleet and its runs live. q quits.
+
+    Every neuron by node, its status, speed and load; below them the recent runs, and the
+    newest run's timeline: the outline, the opening, each part and the closing as bars on
+    one time axis, and the first answer token."""
     console = Console()
     views: list[dict[str, Any]] = []
     runs: list[RunView] = []
