@@ -2,7 +2,8 @@
 
 Each fleet is simulated neurons on loopback: workers serving ``bench-model``, and a brain of
 its own serving ``brain-model`` that answers the planning request with a scripted outline
-(``ganglion sim --structured-reply``: ``--sections`` headings). A fresh gateway registers and
+(``ganglion sim --structured-reply``: ``--sections`` headings of 2 to 5 words, as the
+outline prompt asks; ``--long-headings`` for longer ones). A fresh gateway registers and
 benches them, then runs the same task (an answer of ``--answer-tokens``) one way after the
 other:
 
@@ -14,7 +15,12 @@ other:
 The table shows each run's record as the gateway wrote it: the outline (decompose), the
 parts (parallel), the wait for the closing after the last part (synth), the total, the
 first answer token, the lower bound LB of the parts and efficiency = LB / parallel, and the
-direct run's total and first token as ratios of this run's (x direct > 1: faster).
+direct run's total as a ratio of this run's (x direct > 1: faster). One first token is too
+noisy to compare by a few hundredths of a second, so each kind of run is then started
+``--first-token-samples`` more times, interleaved with the others, and cancelled at its
+first answer event (seen by a client following the run's events): the table gives the
+median and its difference from the direct run's (negative: the split run's answer starts
+sooner).
 
     .venv/bin/python benchmarks/orchestra.py
     .venv/bin/python benchmarks/orchestra.py --fleet even4 --answer-tokens 360 --json
@@ -24,9 +30,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +49,19 @@ FLEETS: dict[str, tuple[float, dict[str, float]]] = {
     "seed": (90.0, {"gpu": 90.0, "cpu": 13.0, "quadro": 5.8, "old": 5.5}),
 }
 RUNS: dict[str, str] = {"direct": "never", "stitch": "always", "auto": "auto"}
+# The outline the brain is scripted to write: headings of 2 to 5 words, as the outline
+# prompt asks (stitch.HEADING_WORDS); ``--long-headings`` scripts headings twice as long.
 SECTIONS = [
+    "The inner planets",
+    "The gas giants",
+    "The ice giants",
+    "Dwarf planets",
+    "Moons worth knowing",
+    "Planetary rings",
+    "How planets formed",
+    "How we explore them",
+]
+LONG_SECTIONS = [
     "The inner planets: Mercury, Venus, Earth and Mars",
     "The gas giants: Jupiter and Saturn",
     "The ice giants: Uranus and Neptune",
@@ -53,6 +72,7 @@ SECTIONS = [
     "How we explore them",
 ]
 RUN_TIMEOUT_S = 600.0
+SETTLE_S = 0.5  # after a cancelled run, for the neurons to see their streams closed
 
 
 @dataclass
@@ -73,15 +93,16 @@ class Outcome:
     delegations: dict[str, int]
     x_direct: float | None = None
     first_vs_direct: float | None = None
+    first_token_samples: list[float] = field(default_factory=list)
+    first_token_median_s: float | None = None
 
 
-def outline(sections: int) -> str:
-    return json.dumps({"subtasks": SECTIONS[:sections]})
+def outline(sections: int, long: bool = False) -> str:
+    return json.dumps({"subtasks": (LONG_SECTIONS if long else SECTIONS)[:sections]})
 
 
-def run_once(gateway: Gateway, decompose: str, args: argparse.Namespace) -> dict[str, Any]:
-    """Start a run, wait for its end, and return its record."""
-    body = {
+def run_body(decompose: str, args: argparse.Namespace) -> dict[str, Any]:
+    return {
         "task": "Describe the planets of the solar system",
         "model": MODEL,
         "brain": BRAIN,
@@ -89,8 +110,33 @@ def run_once(gateway: Gateway, decompose: str, args: argparse.Namespace) -> dict
         "max_subtasks": args.sections,
         "answer_tokens": args.answer_tokens,
     }
+
+
+def first_token(gateway: Gateway, decompose: str, args: argparse.Namespace) -> float:
+    """Seconds from sending a run to its first ``answer`` event, seen by a client following
+    the run's events; the run is then cancelled, and the fleet given time to settle."""
     with httpx.Client(base_url=gateway.url, timeout=30) as http:
-        started = http.post("/fleet/runs", json=body)
+        began = time.perf_counter()
+        started = http.post("/fleet/runs", json=run_body(decompose, args))
+        started.raise_for_status()
+        run_id = started.json()["id"]
+        try:
+            with http.stream("GET", f"/fleet/runs/{run_id}/events") as events:
+                for line in events.iter_lines():
+                    if line == "event: answer":
+                        return time.perf_counter() - began
+                    if line == "event: done":
+                        break
+            raise RuntimeError(f"run {run_id} ended without an answer")
+        finally:
+            http.post(f"/fleet/runs/{run_id}/cancel")
+            time.sleep(SETTLE_S)
+
+
+def run_once(gateway: Gateway, decompose: str, args: argparse.Namespace) -> dict[str, Any]:
+    """Start a run, wait for its end, and return its record."""
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        started = http.post("/fleet/runs", json=run_body(decompose, args))
         started.raise_for_status()
         run_id = started.json()["id"]
         deadline = time.monotonic() + RUN_TIMEOUT_S
@@ -129,7 +175,7 @@ def outcome(fleet: str, name: str, view: dict[str, Any]) -> Outcome:
 def measure(fleet: Fleet, name: str, args: argparse.Namespace) -> list[Outcome]:
     brain_tps, speeds = FLEETS[name]
     sims = {neuron: fleet.sim(tps, model=MODEL, name=neuron) for neuron, tps in speeds.items()}
-    script = ["--structured-reply", outline(args.sections)]
+    script = ["--structured-reply", outline(args.sections, args.long_headings)]
     sims["brain"] = fleet.sim(brain_tps, model=BRAIN, name="brain", extra=script)
     gateway = fleet.gateway()
     try:
@@ -137,26 +183,32 @@ def measure(fleet: Fleet, name: str, args: argparse.Namespace) -> list[Outcome]:
             gateway.add(sim.url, neuron)
         gateway.bench()
         outcomes = [outcome(name, run, run_once(gateway, RUNS[run], args)) for run in args.runs]
+        for _ in range(args.first_token_samples):  # interleaved, so drift hits every run alike
+            for o in outcomes:
+                o.first_token_samples.append(round(first_token(gateway, RUNS[o.run], args), 3))
     finally:
         gateway.stop()
         for sim in sims.values():
             sim.stop()
+    for o in outcomes:
+        o.first_token_median_s = statistics.median(o.first_token_samples or [o.first_token_s or 0])
     direct = next((o for o in outcomes if o.run == "direct"), None)
     for o in outcomes:
         if direct and direct.total_s and o.total_s:
             o.x_direct = round(direct.total_s / o.total_s, 2)
-        if direct and direct.first_token_s and o.first_token_s:
-            o.first_vs_direct = round(o.first_token_s - direct.first_token_s, 2)
+        if direct and direct.first_token_median_s and o.first_token_median_s:
+            o.first_vs_direct = round(o.first_token_median_s - direct.first_token_median_s, 3)
     return outcomes
 
 
-def _s(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
+def _s(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def table(outcomes: list[Outcome]) -> str:
     head = ["run", "mode", "decomp s", "parallel s", "synth s", "total s", "first tok s"]
-    head += ["pred s", "LB s", "eff", "x direct", "first - direct s", "delegations"]
+    head += ["pred s", "LB s", "eff", "x direct", "first tok p50 s", "p50 - direct"]
+    head += ["delegations"]
     rows = [
         [
             o.run,
@@ -170,7 +222,8 @@ def table(outcomes: list[Outcome]) -> str:
             _s(o.lower_bound_s),
             "-" if o.efficiency is None else f"{o.efficiency:.0%}",
             "-" if o.x_direct is None else f"{o.x_direct:.2f}x",
-            "-" if o.first_vs_direct is None else f"{o.first_vs_direct:+.2f}",
+            _s(o.first_token_median_s, 3),
+            "-" if o.first_vs_direct is None else f"{o.first_vs_direct:+.3f}",
             " ".join(f"{n}:{c}" for n, c in sorted(o.delegations.items())) or "-",
         ]
         for o in outcomes
@@ -192,6 +245,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--sections", type=int, default=8, help="headings in the brain's outline (8)"
     )
     parser.add_argument(
+        "--long-headings",
+        action="store_true",
+        help="script headings of 4 to 9 words, longer than the outline prompt asks for",
+    )
+    parser.add_argument(
         "--answer-tokens", type=int, default=360, help="the answer's budget in tokens (360)"
     )
     parser.add_argument(
@@ -199,6 +257,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--run", dest="runs", action="append", choices=RUNS, help="a run (repeat; default all)"
+    )
+    parser.add_argument(
+        "--first-token-samples",
+        type=int,
+        default=7,
+        help="runs of each kind started and cancelled at their first answer token, "
+        "interleaved, for the median time to first token (7)",
     )
     parser.add_argument("--logs", type=Path, help="keep process logs and databases here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -225,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             **heading("orchestra"),
             "sections": args.sections,
+            "long_headings": args.long_headings,
             "answer_tokens": args.answer_tokens,
             "fleets": {name: FLEETS[name] for name in results},
             "wall_s": wall,

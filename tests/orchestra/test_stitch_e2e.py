@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from ganglion.local.sim_engine import json_pieces
 from tests.conftest import Proc, Spawner, run_cli
 from tests.orchestra.test_runs_e2e import wait_for
 
@@ -141,6 +142,21 @@ def test_a_bad_entry_is_skipped_and_the_others_run(spawn: Spawner, db_url: str) 
     assert view["plan"]["skipped"] == [{"index": 1, "reason": "subtask 2 has no task text"}]
     assert [s["heading"] for s in view["plan"]["subtasks"]] == ["Inner planets", "Gas giants"]
     assert "## Gas giants" in view["answer"]
+
+
+def test_the_brain_is_let_go_once_every_planned_part_runs(spawn: Spawner, db_url: str) -> None:
+    """The brain writes eight headings where two were asked for: the outline is read only
+    until both parts are dispatched, and its stream is closed, so the brain is free for the
+    closing instead of writing six entries nobody reads."""
+    long_outline = outline([f"Section number {n} of a long outline" for n in range(1, 9)])
+    gateway, sims = fleet(spawn, db_url, {"w0": 20, "w1": 20}, script=long_outline)
+    view = finished(gateway, start(gateway, decompose="always", max_subtasks=2, answer_tokens=200))
+    assert (view["status"], view["mode"]) == ("completed", "decomposed")
+    assert len(view["plan"]["subtasks"]) == 2
+    assert "skipped" not in view["plan"]  # the six extra entries were never read
+    brain = httpx.get(f"{sims['brain'].url}/sim/stats").json()["totals"]
+    whole = len(json_pieces(json.loads(long_outline)))
+    assert brain["output_tokens"] < whole  # the outline cut short, and the closing, together
 
 
 def test_killing_a_worker_mid_run_moves_its_part(spawn: Spawner, db_url: str) -> None:

@@ -283,12 +283,19 @@ class StitchedRun:
             ]
         schema = stitch.outline_schema(planned)
         budget = stitch.OUTLINE_PREFIX_TOKENS + 4 * stitch.OUTLINE_ENTRY_TOKENS * planned
+        whole = False
         for attempt in range(1, o.max_attempts + 1):
             reader = PlanReader(planned)
             try:
-                async for text in o.stream_text(brain, messages, budget, schema):
-                    for entry in reader.feed(text)[1]:
-                        await self._arrived(entry, plan, shares, existing)
+                async with contextlib.aclosing(
+                    o.stream_text(brain, messages, budget, schema)
+                ) as texts:
+                    async for text in texts:
+                        for entry in reader.feed(text)[1]:
+                            await self._arrived(entry, plan, shares, existing)
+                        whole = len(plan["subtasks"]) >= len(shares)
+                        if whole:  # every planned part runs: free the brain for the closing
+                            break
             except BrokenMidStream as error:
                 if reader.parts:  # the parts already running are the plan
                     plan["cut_short"] = str(error)
@@ -297,7 +304,7 @@ class StitchedRun:
                 else:
                     raise
             break
-        for entry in reader.finish():
+        for entry in [] if whole else reader.finish():
             await self._arrived(entry, plan, shares, existing)
         return None if reader.parts else (reader.text, outline_problem(reader))
 
@@ -387,7 +394,8 @@ class StitchedRun:
         model: str | None = None,
         pinned: str | None = None,
     ) -> str:
-        """A short piece around the parts, streamed into the answer under ``live`` when given.
+        """A short piece around the parts, streamed into the answer under ``live`` when given
+        (the opening: it ends at its first paragraph).
         One that cannot be written (or only in part) is left at what arrived. Its span, in
         seconds from the run's creation, and its neuron go into ``timings[name]``."""
         span: dict[str, Any] = {"start_s": self._since(), "end_s": None, "neuron": None}
@@ -399,6 +407,7 @@ class StitchedRun:
             tokens,
             pinned=pinned,
             answered_by=lambda neuron: span.update(neuron=neuron),
+            stop=stitch.OPENING_STOP if live == stitch.OPENING else None,
         )
         try:
             with contextlib.suppress(DispatchError, NeuronError, BrokenMidStream):

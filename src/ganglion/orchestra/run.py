@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -502,11 +502,13 @@ class Orchestra:
         *,
         pinned: str | None = None,
         answered_by: Callable[[str], None] | None = None,
-    ) -> AsyncIterator[str]:
+        stop: list[str] | None = None,
+    ) -> AsyncGenerator[str, None]:
         """One answer from the fleet, its text as it streams. Failover happens before the
         first byte; a neuron that breaks after it raises :class:`BrokenMidStream`.
-        ``answered_by`` is told the neuron's name once it has answered."""
-        stream = await self._open(model, messages, max_tokens, schema, pinned)
+        ``answered_by`` is told the neuron's name once it has answered; ``stop`` ends the
+        answer at any of its strings."""
+        stream = await self._open(model, messages, max_tokens, schema, pinned, stop)
         if answered_by is not None:
             answered_by(stream.neuron.name)
         try:
@@ -525,14 +527,14 @@ class Orchestra:
         max_tokens: int,
         schema: dict[str, Any] | None,
         pinned: str | None,
+        stop: list[str] | None = None,
     ) -> Stream:
         """A chat answer streaming from the neuron the router picks (or ``pinned``)."""
+        options: dict[str, Any] = {"temperature": 0.2} if schema else {}
+        if stop:
+            options["stop"] = stop
         request = ChatRequest(
-            model=model,
-            messages=messages,
-            max_tokens=max_tokens,
-            format=schema,
-            options={"temperature": 0.2} if schema else {},
+            model=model, messages=messages, max_tokens=max_tokens, format=schema, options=options
         )
         job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)
         return await self.dispatcher.open(

@@ -1,6 +1,7 @@
 """The stitched answer: an opening, the parts in plan order under their headings, a closing.
 
-The opening is written from the task by a worker while the brain writes the outline; the
+The opening is written from the task by a worker while the brain writes the outline (the
+first paragraph of what a direct answer would say, from the same prompt); the
 closing by the brain from the outline while the parts are being written. Nothing rewrites
 the parts, so the answer costs no second pass. :class:`Stitcher` puts the pieces in order as
 they come, and hands out each piece of text the moment everything before it is out.
@@ -16,10 +17,15 @@ from ganglion.orchestra.plan import MIN_EXPECTED_TOKENS
 
 #: What the pieces around the parts cost, in tokens: together at most about 15% of an answer.
 OPENING_TOKENS = 32
+OPENING_STOP = ["\n\n"]
 CLOSING_TOKENS = 24
-#: What writing the outline costs the brain: ``{"subtasks": [`` and then each entry.
-OUTLINE_PREFIX_TOKENS = 6
-OUTLINE_ENTRY_TOKENS = 10
+#: What writing the outline costs the brain: ``{"subtasks": [`` and then each entry, a
+#: heading of at most :data:`HEADING_WORDS` words between quotes. Every entry's part waits for
+#: the entries before it, so a short heading starts every part sooner.
+OUTLINE_PREFIX_TOKENS = 5
+OUTLINE_ENTRY_TOKENS = 6
+HEADING_WORDS = 5
+HEADING_CHARS = 48
 WORDS_PER_TOKEN = 0.75
 
 OPENING = ("opening", 0)
@@ -31,8 +37,8 @@ def part_key(index: int) -> tuple[str, int]:
 
 
 def outline_schema(parts: int) -> dict[str, Any]:
-    """The outline: a list of section headings, each naming what its section covers."""
-    heading = {"type": "string", "minLength": 1, "maxLength": 120}
+    """The outline: a list of short section headings, each naming what its section covers."""
+    heading = {"type": "string", "minLength": 1, "maxLength": HEADING_CHARS}
     return {
         "type": "object",
         "properties": {
@@ -46,8 +52,8 @@ def outline_messages(task: str, parts: int) -> list[dict[str, str]]:
     system = (
         f"You plan an answer that {parts} writers will write at the same time, one section "
         f"each. Give exactly {parts} section headings, in the order the answer should have "
-        "them. Each heading says what its section covers, so that no two sections overlap "
-        "and together they answer the task. Answer only with JSON."
+        f"them, each of 2 to {HEADING_WORDS} words naming what its section covers, so that "
+        "no two sections overlap and together they answer the task. Answer only with JSON."
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": task}]
 
@@ -57,16 +63,11 @@ def part_messages(
 ) -> list[dict[str, str]]:
     """Section ``index`` of the answer, with the outline so far and the section's place."""
     outline = "\n".join(f"{n}. {heading}" for n, heading in enumerate(headings, 1))
-    more = (
-        f" (of {planned} planned; the rest are still being planned)"
-        if planned > len(headings)
-        else ""
-    )
+    more = f" (of {planned}; more to come)" if planned > len(headings) else ""
     words = max(int(tokens * WORDS_PER_TOKEN), MIN_EXPECTED_TOKENS)
-    system = (
-        "You write one section of a longer answer; other writers write the other sections "
-        "at the same time. Write only your section: no heading, no introduction, no "
-        "conclusion, and nothing the other sections cover."
+    system = (  # short: every part waits for its prompt to be read
+        "Others write the other sections at the same time. Write only yours: no heading, "
+        "no introduction or conclusion, nothing another section covers."
     )
     user = (
         f"Write section {index + 1}, {headings[index]!r}, in about {words} words.\n\n"
@@ -76,8 +77,10 @@ def part_messages(
 
 
 def opening_messages(task: str) -> list[dict[str, str]]:
-    """Short on purpose: the answer's first token waits for this prompt to be read."""
-    return [{"role": "user", "content": f"{task}\n\nOnly open the answer: 1-2 sentences."}]
+    """The direct answer's prompt, word for word: the answer's first token waits for this
+    prompt to be read, so it is read no slower than a direct answer's. The opening is that
+    answer's first paragraph (:data:`OPENING_STOP`), at most :data:`OPENING_TOKENS`."""
+    return [{"role": "user", "content": task}]
 
 
 def closing_messages(task: str, headings: Sequence[str]) -> list[dict[str, str]]:
