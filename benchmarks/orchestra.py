@@ -261,9 +261,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--first-token-samples",
         type=int,
-        default=7,
+        default=11,
         help="runs of each kind started and cancelled at their first answer token, "
-        "interleaved, for the median time to first token (7)",
+        "interleaved, for the median time to first token (11)",
     )
     parser.add_argument("--logs", type=Path, help="keep process logs and databases here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")

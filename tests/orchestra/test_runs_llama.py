@@ -8,11 +8,9 @@ import json
 from pathlib import Path
 
 import httpx
-import jsonschema
 import pytest
 
 from ganglion.local.llama import LlamaServer
-from ganglion.orchestra.plan import plan_schema
 from tests.conftest import Spawner, need, run_cli
 
 pytestmark = pytest.mark.llama
@@ -44,12 +42,15 @@ def test_a_run_with_smollm2_as_brain_and_workers(
     assert view["status"] == "completed"
     assert view["answer"].strip()
     assert view["mode"] in ("decomposed", "direct")
-    if view["mode"] == "decomposed":
-        jsonschema.validate(view["plan"], plan_schema(3))
+    if view["mode"] == "decomposed":  # stitched: the parts under their headings, in order
+        headings = [entry["heading"] for entry in view["plan"]["subtasks"]]
+        assert 1 <= len(headings) <= 3
+        at = [view["answer"].index(f"## {heading}") for heading in headings]
+        assert at == sorted(at)
         assert all(d["status"] == "completed" for d in view["delegations"])
         assert view["schedule"]["lower_bound_s"] <= view["timings"]["parallel_s"]
-    else:  # SmolLM2's plan was unusable twice: the reason says so
-        assert "plan was unusable" in view["reason"]
+    else:  # SmolLM2's outline was unusable twice: the reason says so
+        assert "outline was unusable" in view["reason"]
     for key in ("decompose_s", "parallel_s", "synthesize_s", "total_s"):
         assert view["timings"][key] is not None
     assert view["baseline"]["estimated_solo_s"] is not None

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from ganglion.errors import BrokenMidStream, DispatchError, GanglionError, NeuronError
 from ganglion.orchestra import stitch
-from ganglion.orchestra.plan import MIN_EXPECTED_TOKENS, Subtask
+from ganglion.orchestra.plan import MIN_EXPECTED_TOKENS, NotWorthIt, Subtask
 from ganglion.orchestra.plan_stream import Part, PlanReader, Skipped, outline_problem
 from ganglion.orchestra.schedule import Share, Sizing, Worker, lower_bound, size_parts, workers
 from ganglion.orchestra.view import aware
@@ -34,10 +34,6 @@ from ganglion.store.schema import DelegationRow, RunRow
 
 if TYPE_CHECKING:
     from ganglion.orchestra.run import Orchestra, RunRequest
-
-
-class NotWorthIt(Exception):
-    """Splitting is predicted to lose: answer directly, for the reason given."""
 
 
 @dataclass(frozen=True)
@@ -282,7 +278,7 @@ class StitchedRun:
                 },
             ]
         schema = stitch.outline_schema(planned)
-        budget = stitch.OUTLINE_PREFIX_TOKENS + 4 * stitch.OUTLINE_ENTRY_TOKENS * planned
+        budget = stitch.outline_budget(planned)
         whole = False
         for attempt in range(1, o.max_attempts + 1):
             reader = PlanReader(planned)

@@ -67,6 +67,16 @@ class Subtask:
         return shown | {"heading": self.heading} if self.heading else shown
 
 
+class NotWorthIt(Exception):
+    """Splitting is predicted to lose, or cannot go on: answer directly, for the reason
+    given, with ``budget`` tokens when a plan said how much the answer needs (0: the run's
+    ``answer_tokens``)."""
+
+    def __init__(self, reason: str, budget: int = 0) -> None:
+        super().__init__(reason)
+        self.budget = budget
+
+
 class PlanError(ValueError):
     """The brain's plan is unusable; the message says why (it is shown to the brain)."""
 

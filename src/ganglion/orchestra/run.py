@@ -1,13 +1,13 @@
-"""Carrying a run through: decide, decompose, schedule, delegate, synthesize, record.
+"""Carrying a run through, whichever way it goes: its request, its lease, its record.
 
-    decide ─▶ decompose (brain, JSON schema) ─▶ decide again with the plan
-        │                                          │
-        └── direct: the fastest neuron answers ◀───┘ when splitting cannot win
-                                                   │
-                     schedule (Q||Cmax) ─▶ delegations in parallel ─▶ synthesize (brain)
+    start ─▶ claim the lease ─▶ stitched pipeline (:mod:`~ganglion.orchestra.pipeline`)
+                              ├▶ plan, parts, rewrite (:mod:`~ganglion.orchestra.rewrite`)
+                              └▶ direct: the fastest neuron answers, when splitting would lose
 
-Every step is written to the store as it happens: a completed delegation is never computed
-again, and a run the gateway was stopped in the middle of resumes from the store.
+:class:`Orchestra` holds what every way shares: asking the fleet (with failover, pinned to a
+neuron or not), delegating a part (moved on failure), and writing each step to the store as
+it happens, so a completed delegation is never computed again and a run the gateway was
+stopped in the middle of resumes from the store.
 
 Gateway replicas may share one database. A run is carried by one replica at a time, the one
 holding its lease (see :mod:`ganglion.store.runs`); the replica renews its leases every third
@@ -42,21 +42,20 @@ from ganglion.fleet.registry import Registry
 from ganglion.neurons.base import ChatRequest, TokenStats
 from ganglion.orchestra import plan as planning
 from ganglion.orchestra.events import RunEvents
-from ganglion.orchestra.pipeline import NotWorthIt, StitchedRun
-from ganglion.orchestra.schedule import POLICIES, Schedule, lower_bound, schedule, workers
+from ganglion.orchestra.leases import Leases
+from ganglion.orchestra.pipeline import StitchedRun
+from ganglion.orchestra.plan import NotWorthIt
+from ganglion.orchestra.rewrite import RewriteRun
+from ganglion.orchestra.schedule import POLICIES
 from ganglion.orchestra.view import aware, run_view, utcnow
 from ganglion.routing import Job, Router
 from ganglion.store import Store
 from ganglion.store import runs as records
-from ganglion.store.schema import DelegationRow, RunRow
+from ganglion.store.schema import RunRow
 
 log = logging.getLogger(__name__)
 
-PLAN_TOKENS = 600
-PLAN_ESTIMATE_TOKENS = 150  # what a plan usually costs the brain to write
-DIRECT_TOKENS = 512  # the budget of a direct answer when no plan says better
-SYNTHESIS_SHARE = 4  # the synthesis is budgeted a quarter of the parts it combines
-SYNTHESIS_TOKENS = (64, 512)
+DIRECT_TOKENS = 512  # the budget of an answer when the request gives none
 DECOMPOSE_MODES = ("auto", "always", "never")
 SYNTHESES = ("stitch", "rewrite")
 
@@ -94,10 +93,6 @@ class RunRequest:
             raise ConfigError(f"answer_tokens is {self.answer_tokens}: give 64 to 8192")
 
 
-class Direct(Exception):
-    """Answer directly, for the reason given."""
-
-
 class LostRun(Exception):
     """The run is no longer ours to carry: another replica adopted it, or it was cancelled."""
 
@@ -130,10 +125,9 @@ class Orchestra:
         self.clock = clock
         self.events = RunEvents()
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._held: set[str] = set()  # runs claimed by this replica, their leases renewed
         # when each run carried here sent its first answer text (popped as the run ends)
         self._first_answer: dict[str, float] = {}
-        self._keeper: asyncio.Task[None] | None = None
+        self.leases = Leases(store, replica, lease_s, launch=self._launch, lost=self._lost)
 
     # lifecycle
 
@@ -156,7 +150,7 @@ class Orchestra:
                 "answer_tokens": request.answer_tokens,
             },
             owner=self.replica,
-            lease_until=time.time() + self.lease_s,
+            lease_until=self.leases.until(),
         )
         await asyncio.to_thread(records.add_run, self.store, row)
         self._launch(run_id)
@@ -165,50 +159,26 @@ class Orchestra:
     async def adopt(self) -> list[str]:
         """Carry the running runs nobody carries: this replica's own from before a restart,
         and those of replicas that stopped renewing their leases."""
-        found = await asyncio.to_thread(
-            records.adoptable_runs, self.store, self.replica, time.time()
-        )
-        fresh = [run_id for run_id in found if run_id not in self._tasks]
-        for run_id in fresh:
-            self._launch(run_id)
-        return fresh
+        return await self.leases.adopt(self._tasks)
 
     async def keep(self) -> None:
         """Adopt what a stopped gateway left, then keep renewing leases and adopting."""
         await self.adopt()
-        self._keeper = asyncio.create_task(self._keep(), name="run-leases")
-
-    async def _keep(self) -> None:
-        while True:
-            await asyncio.sleep(self.lease_s / 3)
-            try:
-                held = list(self._held)
-                kept = await asyncio.to_thread(
-                    records.renew_leases, self.store, self.replica, held, time.time() + self.lease_s
-                )
-                for run_id in set(held) - kept:
-                    log.warning("run %s: no longer ours (adopted or cancelled); stopping", run_id)
-                    task = self._tasks.get(run_id)
-                    if task is not None:
-                        task.cancel()
-                await self.adopt()
-            except Exception:  # the store may be away for a moment: try again next round
-                log.warning("renewing run leases failed", exc_info=True)
+        self.leases.keep(self._tasks)
 
     async def stop(self) -> None:
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
+        await self.leases.stop()
         for task in list(self._tasks.values()):
             task.cancel()
         for task in list(self._tasks.values()):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        try:  # other replicas may take them on at once
-            await asyncio.to_thread(records.release_runs, self.store, self.replica)
-        except Exception:  # the store may be what is going away
-            log.warning("could not release this replica's runs; their leases will run out")
+        await self.leases.release()  # other replicas may take them on at once
+
+    def _lost(self, run_id: str) -> None:
+        task = self._tasks.get(run_id)
+        if task is not None:
+            task.cancel()
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
         """Stop a running run: its unfinished delegations become ``cancelled``, the run
@@ -294,19 +264,14 @@ class Orchestra:
     # the run
 
     async def _carry(self, run_id: str) -> None:
-        now = time.time()
-        claimed = await asyncio.to_thread(
-            records.claim_run, self.store, run_id, self.replica, now, now + self.lease_s
-        )
-        if not claimed:
+        if not await self.leases.claim(run_id):
             return  # another replica carries it
-        self._held.add(run_id)
         try:
             await self._resume(run_id)
         except LostRun:
             log.warning("run %s: no longer ours (adopted or cancelled); stopping", run_id)
         finally:
-            self._held.discard(run_id)
+            self.leases.drop(run_id)
 
     async def _resume(self, run_id: str) -> None:
         interrupted = await asyncio.to_thread(
@@ -359,112 +324,20 @@ class Orchestra:
             answer_tokens=int(timings.get("answer_tokens", DIRECT_TOKENS)),
         )
         model = row.model or self.default_model()
-        if request.synthesis == "stitch":
-            return await self._stitched(row, request, model, timings)
-        subtasks: list[planning.Subtask] = []
-        try:
-            if row.plan is None:
-                self._worth_splitting(request, model)
-                start = self.clock()
-                try:
-                    subtasks = await self._decompose(row.id, request)
-                finally:
-                    timings["decompose_s"] = round(self.clock() - start, 3)
-                await self._save(
-                    row.id, plan={"subtasks": [s.as_dict() for s in subtasks]}, timings=timings
-                )
-            else:
-                subtasks = [planning.Subtask(**s) for s in row.plan["subtasks"]]
-            plan = self._schedule(request, model, subtasks)
-            self._still_worth_it(request, plan, subtasks, model)
-        except Direct as why:
-            budget = sum(s.expected_tokens for s in subtasks)
-            return await self._direct(row.id, request, model, str(why), timings, budget)
-        return await self._decomposed(row.id, request, model, subtasks, plan, timings)
-
-    async def _stitched(
-        self, row: RunRow, request: RunRequest, model: str, timings: dict[str, Any]
-    ) -> tuple[str, dict[str, Any]]:
-        """The pipeline: outline streamed, parts sized to speed, the answer stitched."""
+        runner = StitchedRun if request.synthesis == "stitch" else RewriteRun
         try:
             if request.decompose == "never":
                 raise NotWorthIt("decomposition was turned off (--decompose never)")
-            return await StitchedRun(self, row, request, model, timings).run()
+            return await runner(self, row, request, model, timings).run()
         except NotWorthIt as why:
-            return await self._direct(
-                row.id, request, model, str(why), timings, request.answer_tokens
-            )
-
-    def _worth_splitting(self, request: RunRequest, model: str) -> None:
-        """Before asking the brain: could splitting win even if the work split perfectly?
-
-        The task is taken to need :data:`DIRECT_TOKENS` of answer; planning costs
-        :data:`PLAN_ESTIMATE_TOKENS` and synthesis a quarter of the answer, both on the
-        fastest neuron; the parallel phase is its lower bound in ``max_subtasks`` equal parts.
-        """
-        if request.decompose == "never":
-            raise Direct("decomposition was turned off (--decompose never)")
-        if request.decompose == "always":
-            return
-        pool = workers(self._speeds(model), self._slots(model))
-        if len(pool) < 2:
-            raise Direct(f"only one neuron slot serves {model}: nothing can run in parallel")
-        fastest = pool[0].tokens_per_second
-        parts = [DIRECT_TOKENS / request.max_subtasks] * request.max_subtasks
-        overhead = (PLAN_ESTIMATE_TOKENS + DIRECT_TOKENS / SYNTHESIS_SHARE) / fastest
-        split = overhead + lower_bound(parts, [w.tokens_per_second for w in pool])
-        solo = DIRECT_TOKENS / fastest
-        if split >= solo:
-            raise Direct(
-                f"splitting would take about {split:.1f} s (planning, parallel work, synthesis) "
-                f"against {solo:.1f} s for {pool[0].neuron} alone"
-            )
-
-    def _still_worth_it(
-        self, request: RunRequest, plan: Schedule, subtasks: list[planning.Subtask], model: str
-    ) -> None:
-        if request.decompose != "auto":
-            return
-        fastest = max(self._speeds(model).values())
-        solo = sum(s.expected_tokens for s in subtasks) / fastest
-        synthesis = synthesis_budget(subtasks) / fastest
-        if plan.predicted_s + synthesis >= solo:
-            raise Direct(
-                f"the plan would take {plan.predicted_s + synthesis:.1f} s in parallel with "
-                f"synthesis, against {solo:.1f} s for the fastest neuron alone"
-            )
+            budget = why.budget or request.answer_tokens
+            return await self._direct(row.id, request, model, str(why), timings, budget)
 
     def _speeds(self, model: str) -> dict[str, float]:
         return {n.name: self.router.decode_tps(n, model) for n in self.router.serving(model)}
 
     def _slots(self, model: str) -> dict[str, int]:
         return {n.name: n.slots for n in self.router.serving(model)}
-
-    def _schedule(
-        self, request: RunRequest, model: str, subtasks: list[planning.Subtask]
-    ) -> Schedule:
-        pool = workers(self._speeds(model), self._slots(model))
-        if not pool:
-            raise NoNeuronForModel(f"no active neuron serves {model!r}")
-        return schedule([s.expected_tokens for s in subtasks], pool, request.policy)
-
-    async def _decompose(self, run_id: str, request: RunRequest) -> list[planning.Subtask]:
-        brain = request.brain or request.model or self.default_model()
-        schema = planning.plan_schema(request.max_subtasks)
-        messages = planning.decompose_messages(request.task, request.max_subtasks)
-        answer, _ = await self._ask(brain, messages, PLAN_TOKENS, schema)
-        try:
-            return planning.parse_plan(answer, request.max_subtasks)
-        except planning.PlanError as first:
-            self.events.publish(run_id, {"type": "plan_repair", "error": str(first)})
-            messages = planning.repair_messages(request.task, request.max_subtasks, answer, first)
-            again, _ = await self._ask(brain, messages, PLAN_TOKENS, schema)
-            try:
-                return planning.parse_plan(again, request.max_subtasks)
-            except planning.PlanError as second:
-                raise Direct(
-                    f"the brain's plan was unusable twice ({first}; then {second})"
-                ) from None
 
     async def _ask(
         self,
@@ -599,113 +472,6 @@ class Orchestra:
         }
         return answer, extra
 
-    async def _decomposed(
-        self,
-        run_id: str,
-        request: RunRequest,
-        model: str,
-        subtasks: list[planning.Subtask],
-        plan: Schedule,
-        timings: dict[str, Any],
-    ) -> tuple[str, dict[str, Any]]:
-        await self._save(run_id, mode="decomposed", reason=None)
-        existing = {
-            d.index: d for d in await asyncio.to_thread(records.delegations, self.store, run_id)
-        }
-        fresh = [
-            DelegationRow(
-                run_id=run_id,
-                index=p.index,
-                subtask=subtasks[p.index].task,
-                expected_tokens=subtasks[p.index].expected_tokens,
-                neuron=p.neuron,
-                status="pending",
-                attempts=0,
-            )
-            for p in plan.placements
-            if p.index not in existing
-        ]
-        if fresh:
-            await asyncio.to_thread(records.add_delegations, self.store, fresh)
-        early = {  # known before the work starts, so a live view can draw the bound
-            "policy": plan.policy,
-            "lower_bound_s": round(plan.lower_bound_s, 3),
-            "predicted_s": round(plan.predicted_s, 3),
-            "efficiency": None,
-        }
-        await self._save(run_id, schedule=early)
-        await self._publish(run_id)
-        if "parallel_s" in timings:  # resumed after the parallel phase had ended
-            parallel = float(timings["parallel_s"])
-        else:
-            began = timings.setdefault("parallel_started_at", time.time())
-            await self._save(run_id, timings=timings)
-            await self._delegate_all(run_id, model, subtasks, plan, existing)
-            parallel = time.time() - float(began)  # across a restart, the downtime counts
-            timings["parallel_s"] = round(parallel, 3)
-            await self._save(run_id, timings=timings)
-        rows = await asyncio.to_thread(records.delegations, self.store, run_id)
-        failed = [d.index for d in rows if d.status != "completed"]
-        if failed:
-            raise GanglionError(f"subtasks {failed} failed after {self.max_attempts} attempts each")
-        start = self.clock()
-        brain = request.brain or model
-        parts = [(d.subtask, d.output or "") for d in rows]
-        answer, _ = await self._ask(
-            brain,
-            planning.synthesize_messages(request.task, parts),
-            synthesis_budget(subtasks),
-            answer_of=run_id,
-        )
-        timings["synthesize_s"] = round(self.clock() - start, 3)
-        speeds = self._speeds(model)
-        fastest = max(speeds.values(), default=0.0)
-        produced = sum(d.tokens or 0 for d in rows)
-        solo = produced / fastest if fastest else parallel
-        extra = {
-            "schedule": {
-                "policy": plan.policy,
-                "lower_bound_s": round(plan.lower_bound_s, 3),
-                "predicted_s": round(plan.predicted_s, 3),
-                "efficiency": round(plan.lower_bound_s / parallel, 3) if parallel else None,
-            },
-            "baseline": {
-                "neuron": max(speeds, key=speeds.__getitem__, default=None),
-                "estimated_solo_s": round(solo, 3),
-            },
-        }
-        return answer, extra
-
-    async def _delegate_all(
-        self,
-        run_id: str,
-        model: str,
-        subtasks: list[planning.Subtask],
-        plan: Schedule,
-        existing: dict[int, DelegationRow],
-    ) -> None:
-        """Each neuron works through its share, as many at once as it has slots."""
-        queues: dict[str, list[int]] = {}
-        for placed in sorted(plan.placements, key=lambda p: p.start_s):
-            done = existing.get(placed.index)
-            if done is not None and done.status == "completed":
-                continue  # never computed twice
-            queues.setdefault(placed.neuron, []).append(placed.index)
-        slots = self._slots(model)
-
-        async def lane(neuron: str, queue: list[int]) -> None:
-            while queue:
-                index = queue.pop(0)
-                await self._delegate(run_id, model, index, subtasks[index], neuron)
-
-        await asyncio.gather(
-            *(
-                lane(neuron, queue)
-                for neuron, queue in queues.items()
-                for _ in range(max(1, slots.get(neuron, 1)))
-            )
-        )
-
     async def _delegate(
         self,
         run_id: str,
@@ -786,11 +552,6 @@ class Orchestra:
         self.events.publish(run_id, {"type": "run", "run": view})
         if done:
             self.events.publish(run_id, {"type": "done", "run": view})
-
-
-def synthesis_budget(subtasks: list[planning.Subtask]) -> int:
-    low, high = SYNTHESIS_TOKENS
-    return min(max(sum(s.expected_tokens for s in subtasks) // SYNTHESIS_SHARE, low), high)
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -48,6 +48,13 @@ def outline_schema(parts: int) -> dict[str, Any]:
     }
 
 
+def outline_budget(parts: int) -> int:
+    """The most the outline may cost: a cap, not a forecast. A heading may take a token a
+    character (and a small model pads JSON with whitespace); the stream is closed as soon as
+    every planned part runs, so a brain that writes less costs less."""
+    return 4 * OUTLINE_PREFIX_TOKENS + parts * (HEADING_CHARS + 4 * OUTLINE_ENTRY_TOKENS)
+
+
 def outline_messages(task: str, parts: int) -> list[dict[str, str]]:
     system = (
         f"You plan an answer that {parts} writers will write at the same time, one section "
