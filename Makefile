@@ -40,6 +40,7 @@ test: install services
 lint: install
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 docs: install
 	$(BIN)/python scripts/gen_cli_docs.py

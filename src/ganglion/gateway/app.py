@@ -22,6 +22,7 @@ from ganglion.gateway import (
     errors,
     events,
     fleet_api,
+    history_api,
     metrics,
     ollama_api,
     openai_api,
@@ -29,7 +30,7 @@ from ganglion.gateway import (
 )
 from ganglion.gateway.metrics import Metrics
 from ganglion.gateway.state import Gateway
-from ganglion.monitor import dashboard, history
+from ganglion.monitor import dashboard
 from ganglion.orchestra.run import Orchestra
 from ganglion.routing import POLICIES, Router
 from ganglion.store import Store
@@ -132,7 +133,7 @@ def create_app(
     app.include_router(ollama_api.router, dependencies=[Depends(auth.user_access)])
     app.include_router(openai_api.router, dependencies=[Depends(auth.user_access)])
     app.include_router(metrics.router, dependencies=[Depends(auth.user_access)])
-    app.include_router(history.router, dependencies=[Depends(auth.fleet_access)])
+    app.include_router(history_api.router, dependencies=[Depends(auth.fleet_access)])
     app.include_router(runs_api.router, dependencies=[Depends(auth.user_access)])
     app.include_router(dashboard.router)
     return app

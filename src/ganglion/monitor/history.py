@@ -1,29 +1,22 @@
 """A neuron's recent past for the monitor's detail view: speeds, errors, status changes.
 
-``GET /fleet/neurons/{name}/history`` answers from three places: speed samples from the
-store, request errors the registry keeps (stamped with its monotonic clock, turned into
-wall-clock times here), and a short log of status changes kept by :class:`StatusLog`, which
-listens to the registry from the gateway's start.
+``GET /fleet/neurons/{name}/history`` (:mod:`ganglion.gateway.history_api`) answers from
+three places: speed samples from the store, request errors the registry keeps (stamped with
+its monotonic clock, turned into wall-clock times here), and a short log of status changes
+kept by :class:`StatusLog`, which listens to the registry from the gateway's start.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel
 
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
-from ganglion.gateway.state import GatewayDep
 
-SAMPLES_SHOWN = 60
 CHANGES_KEPT = 30
 
 
@@ -81,50 +74,3 @@ def request_errors(registry: Registry, neuron: Neuron) -> list[ErrorEntry]:
         ErrorEntry(at=now_wall - timedelta(seconds=now - when), reason=reason)
         for when, reason in neuron.health.errors
     ]
-
-
-def _aware(stamp: datetime) -> datetime:
-    """SQLite hands back naive datetimes; the store writes UTC."""
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
-
-
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Runs inside the app's own lifespan, once the registry exists."""
-    app.state.status_log = StatusLog(app.state.gateway.registry)
-    yield
-
-
-def _status_log(request: Request) -> StatusLog:
-    log: StatusLog = request.app.state.status_log
-    return log
-
-
-StatusLogDep = Annotated[StatusLog, Depends(_status_log)]
-
-router = APIRouter(prefix="/fleet", tags=["monitor"], lifespan=lifespan)
-
-
-@router.get("/neurons/{name}/history")
-async def neuron_history(name: str, gateway: GatewayDep, log: StatusLogDep) -> NeuronHistory:
-    """Recent speed samples, request errors and status changes of one neuron."""
-    neuron = gateway.registry.get(name)
-    rows = await asyncio.to_thread(gateway.store.samples, neuron.id, SAMPLES_SHOWN)
-    samples = [
-        SpeedPoint(
-            at=_aware(row.created_at),
-            model=row.model,
-            source=row.source,
-            tokens_per_second=round(row.tokens_per_second, 2),
-        )
-        for row in rows
-        if row.tokens_per_second is not None
-    ]
-    return NeuronHistory(
-        name=neuron.name,
-        models=list(neuron.models),
-        loaded=neuron.loaded,
-        samples=samples,
-        errors=request_errors(gateway.registry, neuron),
-        changes=log.changes(name),
-    )
