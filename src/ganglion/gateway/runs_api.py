@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from ganglion.errors import UnknownRun
 from ganglion.fleet.model import Text
 from ganglion.gateway.state import GatewayDep
-from ganglion.orchestra.run import RunRequest
+from ganglion.orchestra.request import RunRequest
 from ganglion.orchestra.view import RunView
 
 router = APIRouter(prefix="/fleet/runs", tags=["runs"])

@@ -33,7 +33,8 @@ from ganglion.store import runs as records
 from ganglion.store.schema import DelegationRow, RunRow
 
 if TYPE_CHECKING:
-    from ganglion.orchestra.run import Orchestra, RunRequest
+    from ganglion.orchestra.request import RunRequest
+    from ganglion.orchestra.run import Orchestra
 
 
 @dataclass(frozen=True)

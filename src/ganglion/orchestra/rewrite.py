@@ -28,7 +28,8 @@ from ganglion.store import runs as records
 from ganglion.store.schema import DelegationRow, RunRow
 
 if TYPE_CHECKING:
-    from ganglion.orchestra.run import Orchestra, RunRequest
+    from ganglion.orchestra.request import RunRequest
+    from ganglion.orchestra.run import Orchestra
 
 PLAN_TOKENS = 600
 PLAN_ESTIMATE_TOKENS = 150  # what a plan usually costs the brain to write

@@ -24,7 +24,6 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -41,12 +40,13 @@ from ganglion.errors import (
 from ganglion.fleet.registry import Registry
 from ganglion.neurons.base import ChatRequest, TokenStats
 from ganglion.orchestra import plan as planning
+from ganglion.orchestra.direct import answer_directly
 from ganglion.orchestra.events import RunEvents
 from ganglion.orchestra.leases import Leases
 from ganglion.orchestra.pipeline import StitchedRun
 from ganglion.orchestra.plan import NotWorthIt
+from ganglion.orchestra.request import DIRECT_TOKENS, RunRequest
 from ganglion.orchestra.rewrite import RewriteRun
-from ganglion.orchestra.schedule import POLICIES
 from ganglion.orchestra.view import aware, run_view, utcnow
 from ganglion.routing import Job, Router
 from ganglion.store import Store
@@ -54,43 +54,6 @@ from ganglion.store import runs as records
 from ganglion.store.schema import RunRow
 
 log = logging.getLogger(__name__)
-
-DIRECT_TOKENS = 512  # the budget of an answer when the request gives none
-DECOMPOSE_MODES = ("auto", "always", "never")
-SYNTHESES = ("stitch", "rewrite")
-
-
-@dataclass(frozen=True)
-class RunRequest:
-    task: str
-    model: str | None = None
-    brain: str | None = None
-    policy: str = "speed"
-    max_subtasks: int = 4
-    decompose: str = "auto"
-    synthesis: str = "stitch"
-    answer_tokens: int = DIRECT_TOKENS
-
-    def check(self) -> None:
-        if not self.task.strip():
-            raise ConfigError("the task is empty: give the task to run as text")
-        if self.policy not in POLICIES:
-            raise ConfigError(
-                f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}"
-            )
-        if self.decompose not in DECOMPOSE_MODES:
-            raise ConfigError(
-                f"unknown decompose mode {self.decompose!r}: choose one of "
-                f"{', '.join(DECOMPOSE_MODES)}"
-            )
-        if not 2 <= self.max_subtasks <= 32:
-            raise ConfigError(f"max_subtasks is {self.max_subtasks}: give 2 to 32")
-        if self.synthesis not in SYNTHESES:
-            raise ConfigError(
-                f"unknown synthesis {self.synthesis!r}: choose one of {', '.join(SYNTHESES)}"
-            )
-        if not 64 <= self.answer_tokens <= 8192:
-            raise ConfigError(f"answer_tokens is {self.answer_tokens}: give 64 to 8192")
 
 
 class LostRun(Exception):
@@ -331,7 +294,7 @@ class Orchestra:
             return await runner(self, row, request, model, timings).run()
         except NotWorthIt as why:
             budget = why.budget or request.answer_tokens
-            return await self._direct(row.id, request, model, str(why), timings, budget)
+            return await answer_directly(self, row.id, request, model, str(why), timings, budget)
 
     def _speeds(self, model: str) -> dict[str, float]:
         return {n.name: self.router.decode_tps(n, model) for n in self.router.serving(model)}
@@ -435,42 +398,6 @@ class Orchestra:
         if run_id is not None and text:
             self._first_answer.setdefault(run_id, time.time())
             self.events.publish(run_id, {"type": "answer", "text": text})
-
-    async def _direct(
-        self,
-        run_id: str,
-        request: RunRequest,
-        model: str,
-        reason: str,
-        timings: dict[str, Any],
-        budget: int = 0,
-    ) -> tuple[str, dict[str, Any]]:
-        """The fastest suitable neuron answers the task itself; ``budget`` is the plan's
-        total size when there was a plan (the same work, done by one neuron)."""
-        await self._save(run_id, mode="direct", reason=reason)
-        await self._publish(run_id)
-        start = self.clock()
-        answer, (neuron, stats) = await self._ask(
-            model,
-            [{"role": "user", "content": request.task}],
-            budget or DIRECT_TOKENS,
-            answer_of=run_id,
-        )
-        seconds = self.clock() - start
-        timings |= {"parallel_s": round(seconds, 3), "synthesize_s": 0.0}
-        timings.setdefault("decompose_s", 0.0)
-        fastest = max(self._speeds(model).values(), default=0.0)
-        solo = (stats.output_tokens or 0) / fastest if fastest else seconds
-        extra = {
-            "schedule": {
-                "policy": request.policy,
-                "lower_bound_s": round(solo, 3),
-                "predicted_s": round(solo, 3),
-                "efficiency": round(solo / seconds, 3) if seconds else None,
-            },
-            "baseline": {"neuron": neuron, "estimated_solo_s": round(solo, 3)},
-        }
-        return answer, extra
 
     async def _delegate(
         self,
