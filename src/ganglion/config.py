@@ -1,9 +1,14 @@
 """One :class:`Settings` object, built once at start and passed in.
 
 Every setting reads from the environment with the ``GANGLION_`` prefix (``GANGLION_DATABASE_URL``,
-``GANGLION_HOST``...) and from the config file (:mod:`ganglion.config_file`), and can be
-overridden by a command-line flag: flag, then environment, then file, then default.
-Validators refuse unsafe or malformed values with a message that says what to do.
+``GANGLION_HOST``...) and from the config file (:mod:`ganglion.config_file`, which calls
+:func:`load_settings` with the file's values), and can be overridden by a command-line flag:
+flag, then environment, then file, then default. Validators refuse unsafe or malformed values
+with a message that says what to do.
+
+A leaf: of ganglion it imports only :mod:`ganglion.errors` and the constants of
+:mod:`ganglion.defaults`. What needs the layers above (the routing policies, a ``[[neuron]]``
+table) is checked by :mod:`ganglion.config_file`.
 """
 
 from __future__ import annotations
@@ -11,42 +16,20 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-from enum import StrEnum
-from pathlib import Path
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from platformdirs import user_data_dir
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from ganglion.config_file import read_config
+from ganglion.defaults import DEFAULT_HOST, DEFAULT_PORT, default_data_dir
 from ganglion.errors import ConfigError
-from ganglion.fleet.model import NewNeuron
-from ganglion.routing import POLICIES
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 11435
-DEFAULT_GATEWAY_URL = f"http://{DEFAULT_HOST}:{DEFAULT_PORT}"
 DEFAULT_PROBE_INTERVAL_S = 5.0
 ENV_PREFIX = "GANGLION_"
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # a long chat history fits; a stray upload does not
-
-
-class LogLevel(StrEnum):
-    """How much ``ganglion serve`` logs. uvicorn's ``trace`` is left out on purpose: it
-    writes raw requests, URLs and all, to the log."""
-
-    CRITICAL = "critical"
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
-    DEBUG = "debug"
-
-
-def default_data_dir() -> Path:
-    return Path(user_data_dir("ganglion", appauthor=False))
 
 
 def default_database_url() -> str:
@@ -116,18 +99,10 @@ class Settings(BaseSettings):
     replica_id: str | None = Field(default=None, min_length=1, max_length=200)
     run_lease_s: float = Field(default=30.0, ge=1)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
-    neurons: list[NewNeuron] | None = None
-    """Neurons to register at start (``[[neuron]]`` in the config file); ``None`` without a
-    config file, so the neurons an earlier file registered are left alone."""
-
-    @field_validator("routing_policy")
-    @classmethod
-    def _known_policy(cls, value: str) -> str:
-        if value not in POLICIES:
-            raise ConfigError(
-                f"unknown routing policy {value!r}: choose one of {', '.join(sorted(POLICIES))}"
-            )
-        return value
+    neurons: list[Any] | None = None
+    """Neurons to register at start: the config file's ``[[neuron]]`` tables, each a
+    :class:`~ganglion.fleet.model.NewNeuron` that :mod:`ganglion.config_file` has checked;
+    ``None`` without a config file, so the neurons an earlier file registered are left alone."""
 
     @field_validator("database_url")
     @classmethod
@@ -153,18 +128,17 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
-def load_settings(config: Path | None = None, **overrides: object) -> Settings:
+def load_settings(file: Mapping[str, object] | None = None, **overrides: object) -> Settings:
     """Build :class:`Settings` from ``overrides`` (``None`` values ignored), the environment,
-    and the config file ``config``, in that order of precedence (then the defaults).
+    and ``file`` (a config file's values, read by :mod:`ganglion.config_file`), in that order
+    of precedence (then the defaults).
 
-    A mistake in the file is a :class:`ConfigFileError` naming its line; any other
-    validation failure becomes one :class:`ConfigError` line naming the setting.
+    A validation failure becomes one :class:`ConfigError` line naming the setting.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
-    if config is not None:
-        file = read_config(config, Settings)
-        unset = {k: v for k, v in file.settings.items() if not _in_environment(k)}
-        given = {**unset, "neurons": file.neurons, **given}
+    if file is not None:
+        unset = {k: v for k, v in file.items() if k == "neurons" or not _in_environment(k)}
+        given = {**unset, **given}
     try:
         return Settings(**given)  # type: ignore[arg-type]
     except ConfigError:

@@ -14,6 +14,11 @@ Top-level keys are :class:`~ganglion.config.Settings` fields by their own names;
 Every mistake (TOML syntax, an unknown key, a wrong type, a bad value, a bad neuron URL) is
 a :class:`~ganglion.errors.ConfigFileError` that names the file and the line:
 ``ganglion.toml:7: port should be less than or equal to 65535 (got 70000)``.
+
+:func:`load_gateway_settings` builds ``ganglion serve``'s :class:`~ganglion.config.Settings`
+with the file. It sits above :mod:`ganglion.config` (a leaf), so it can make the checks that
+need the layers in between: the routing policy against :data:`ganglion.routing.POLICIES`, each
+``[[neuron]]`` against :class:`~ganglion.fleet.model.NewNeuron` and the registry's URL rules.
 """
 
 from __future__ import annotations
@@ -28,9 +33,11 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ganglion.errors import ConfigFileError, GanglionError, phrase
+from ganglion.config import Settings, load_settings
+from ganglion.errors import ConfigError, ConfigFileError, GanglionError, phrase
 from ganglion.fleet.model import NewNeuron
 from ganglion.fleet.registry import default_name, normalize_url
+from ganglion.routing import POLICIES
 
 NEURON_TABLE = "neuron"
 ALIASES = {"dialect": "api", "neurons": "neuron", "db": "database_url", "policy": "routing_policy"}
@@ -50,6 +57,29 @@ class ConfigFile:
     path: Path
     settings: dict[str, Any]
     neurons: list[NewNeuron]
+
+
+def load_gateway_settings(config: Path | None = None, **overrides: object) -> Settings:
+    """:func:`~ganglion.config.load_settings` with the config file ``config`` (flags, then
+    environment, then file, then defaults), and the routing policy checked.
+
+    A mistake in the file is a :class:`ConfigFileError` naming its line; any other
+    validation failure becomes one :class:`ConfigError` line naming the setting.
+    """
+    file = None
+    if config is not None:
+        read = read_config(config, Settings)
+        file = {**read.settings, "neurons": read.neurons}
+    settings = load_settings(file, **overrides)
+    if problem := _unknown_policy(settings.routing_policy):
+        raise ConfigError(problem)
+    return settings
+
+
+def _unknown_policy(value: object) -> str | None:
+    if value in POLICIES:
+        return None
+    return f"unknown routing policy {value!r}: choose one of {', '.join(sorted(POLICIES))}"
 
 
 def read_config(path: Path, settings_model: type[BaseModel]) -> ConfigFile:
@@ -82,6 +112,8 @@ def read_config(path: Path, settings_model: type[BaseModel]) -> ConfigFile:
         if key not in allowed:
             raise fail((None, key), f"unknown setting {key!r}{_suggest(key, allowed)}")
         problem = _check(settings_model, key, value)
+        if not problem and key == "routing_policy":
+            problem = _unknown_policy(value)
         if problem:
             raise fail((None, key), problem)
         settings[key] = value

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, JsonOption
-from ganglion.client import GatewayClient
+from ganglion.cli.options import (
+    DEFAULT_GATEWAY,
+    ApiKeyOption,
+    GatewayOption,
+    JsonOption,
+    gateway_client,
+)
+
+if TYPE_CHECKING:
+    from ganglion.client import GatewayClient
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +44,7 @@ def bench(
     The results become speed samples: routing and `neuron list` use them at once.
     """
     body = {"neurons": names or [], "max_tokens": max_tokens}
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         results = run_with_progress(client, body, quiet=as_json)
     if as_json:
         print(json.dumps(results, indent=2))

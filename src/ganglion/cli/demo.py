@@ -7,21 +7,22 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
 from rich.console import Console
 
 from ganglion.cli.bench import results_table, run_with_progress
 from ganglion.cli.local import NeuronsOption, wait_for_interrupt
 from ganglion.cli.neuron import neuron_table
-from ganglion.cli.options import DbOption
+from ganglion.cli.options import DbOption, gateway_client
 from ganglion.cli.run import follow, show
-from ganglion.client import GatewayClient
-from ganglion.config import DEFAULT_HOST, DEFAULT_PORT, default_data_dir
+from ganglion.defaults import DEFAULT_HOST, DEFAULT_PORT, default_data_dir
 from ganglion.errors import GatewayError
-from ganglion.local.fleet import LocalFleet
+
+if TYPE_CHECKING:
+    from ganglion.client import GatewayClient
+    from ganglion.local.fleet import LocalFleet
 
 GATEWAY_START_S = 60.0
 SAMPLE_TASK = "Name three rivers, three mountains and three deserts, one line each."
@@ -45,6 +46,8 @@ def demo(
 
     Everything runs on 127.0.0.1 with the bundled SmolLM2-135M; Ctrl-C stops it all cleanly.
     """
+    from ganglion.local.fleet import LocalFleet
+
     console = Console(stderr=True)
 
     def say(line: str) -> None:
@@ -53,7 +56,7 @@ def demo(
     url = f"http://{DEFAULT_HOST}:{port}"
     gateway = start_gateway(port, db, say)
     try:
-        with GatewayClient(url) as client:
+        with gateway_client(url) as client:
             fleet = LocalFleet(client, neurons, say=say)
             try:
                 tour(client, fleet, url, say)
@@ -85,6 +88,8 @@ def tour(client: GatewayClient, fleet: LocalFleet, url: str, say: Callable[[str]
 
 def start_gateway(port: int, db: str | None, say: Callable[[str], None]) -> subprocess.Popen[bytes]:
     """Start ``ganglion serve`` as a child process and wait until it answers."""
+    import httpx
+
     command = [sys.executable, "-m", "ganglion", "serve", "--port", str(port)]
     command += ["--probe-interval", "2"]
     if db:

@@ -6,16 +6,16 @@ from __future__ import annotations
 import json
 import socket
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
-from ganglion.doctor import k3s, render
-from ganglion.doctor.report import doctor as run_doctor
-from ganglion.doctor.sysfs import HostPaths
-from ganglion.doctor.vfio import DEFAULT_CPUS, DEFAULT_MEMORY_GIB, plan
-from ganglion.llamacpp import read_build
+from ganglion.doctor import k3s
+from ganglion.doctor.vfio import DEFAULT_CPUS, DEFAULT_MEMORY_GIB
+
+if TYPE_CHECKING:
+    from ganglion.doctor.sysfs import HostPaths
 
 doctor_app = typer.Typer(
     name="doctor",
@@ -42,6 +42,8 @@ KernelOption = Annotated[
 
 
 def _paths(sysfs: Path, proc: Path, pci_ids: list[Path] | None) -> HostPaths:
+    from ganglion.doctor.sysfs import HostPaths
+
     defaults = HostPaths()
     return HostPaths(
         sysfs=sysfs, procfs=proc, pci_ids=tuple(pci_ids) if pci_ids else defaults.pci_ids
@@ -71,6 +73,10 @@ def doctor(
     against the installed llama.cpp build (a build using features this CPU lacks crashes)."""
     if ctx.invoked_subcommand is not None:
         return
+    from ganglion.doctor import render
+    from ganglion.doctor.report import doctor as run_doctor
+    from ganglion.llamacpp import read_build
+
     report = run_doctor(_paths(sysfs, proc, pci_ids), pci_id or (), kernel, llama=read_build)
     if as_json:
         _print_json(report.as_json())
@@ -95,6 +101,9 @@ def vfio(
     kernel: KernelOption = None,
 ) -> None:
     """Plan VFIO passthrough of a GPU to a VM: IOMMU groups, binding, boot files, the VM."""
+    from ganglion.doctor import render
+    from ganglion.doctor.vfio import plan
+
     result = plan(_paths(sysfs, proc, pci_ids), pci or (), memory, cpus, kernel)
     if as_json:
         _print_json(result.as_json())

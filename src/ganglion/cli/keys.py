@@ -15,7 +15,6 @@ from rich.console import Console
 from rich.table import Table
 
 from ganglion.cli.options import DbOption, JsonOption
-from ganglion.config import load_settings
 from ganglion.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,6 +32,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _store(db: str | None) -> Store:
+    from ganglion.config import load_settings
     from ganglion.store import Store
 
     return Store.open(load_settings(database_url=db).database_url)

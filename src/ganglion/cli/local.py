@@ -11,9 +11,7 @@ import typer
 from rich.console import Console
 
 from ganglion.cli.neuron import neuron_table
-from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption
-from ganglion.client import GatewayClient
-from ganglion.local.fleet import LocalFleet
+from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, gateway_client
 
 local_app = typer.Typer(
     help="Run neurons on this machine with the bundled SmolLM2-135M model (no GPU needed).",
@@ -40,8 +38,10 @@ def up(
     Runs in the foreground; Ctrl-C unregisters and stops them. The gateway must be running
     ('ganglion serve', or use 'ganglion demo', which starts everything).
     """
+    from ganglion.local.fleet import LocalFleet
+
     console = Console(stderr=True)
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         client.request("GET", "/fleet/neurons")  # fail fast when the gateway is not there
         fleet = LocalFleet(client, neurons, say=lambda line: console.print(line, highlight=False))
         try:

@@ -10,8 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, JsonOption
-from ganglion.client import GatewayClient
+from ganglion.cli.options import (
+    DEFAULT_GATEWAY,
+    ApiKeyOption,
+    GatewayOption,
+    JsonOption,
+    gateway_client,
+)
 from ganglion.neurons.base import Dialect
 
 neuron_app = typer.Typer(
@@ -45,7 +50,7 @@ def add(
     """Register a neuron. The gateway checks that it answers and detects its dialect."""
     body: dict[str, object] = {"url": url, "name": name, "node": node, "slots": slots}
     body["api"] = api.value if api else None
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         view = client.request("POST", "/fleet/neurons", json_body=body)
     if as_json:
         print(json.dumps(view, indent=2))
@@ -64,7 +69,7 @@ def list_(
     as_json: JsonOption = False,
 ) -> None:
     """Show every neuron: status (with the reason when not active), speed, load."""
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         views = client.request("GET", "/fleet/neurons")
     if as_json:
         print(json.dumps(views, indent=2))
@@ -113,7 +118,7 @@ def _ago(stamp: str | None) -> str:
 
 
 def _act(method: str, path: str, gateway: str, api_key: str | None) -> Any:
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         return client.request(method, path)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ganglion.config import DEFAULT_GATEWAY_URL
+from ganglion.defaults import DEFAULT_GATEWAY_URL
+
+if TYPE_CHECKING:
+    from ganglion.client import GatewayClient
 
 GatewayOption = Annotated[
     str,
@@ -37,3 +40,11 @@ DbOption = Annotated[
 ]
 
 DEFAULT_GATEWAY = DEFAULT_GATEWAY_URL
+
+
+def gateway_client(url: str, api_key: str | None = None) -> GatewayClient:
+    """A client of the gateway at ``url``. httpx is imported here, by the commands that talk
+    to a gateway, so that the others (and every ``--help``) start without it."""
+    from ganglion.client import GatewayClient
+
+    return GatewayClient(url, api_key=api_key)

@@ -11,10 +11,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, JsonOption
-from ganglion.client import GatewayClient
+from ganglion.cli.options import (
+    DEFAULT_GATEWAY,
+    ApiKeyOption,
+    GatewayOption,
+    JsonOption,
+    gateway_client,
+)
 
 if TYPE_CHECKING:
+    from ganglion.client import GatewayClient
     from ganglion.orchestra.view import RunView
 
 runs_app = typer.Typer(help="The record of orchestrated runs.", no_args_is_help=True)
@@ -75,7 +81,7 @@ def run(
         "synthesis": synthesis,
         "answer_tokens": answer_tokens,
     }
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         started = client.request("POST", "/fleet/runs", json_body=body)
         final = follow(client, started["id"], quiet=as_json)
     if as_json:
@@ -181,7 +187,7 @@ def list_runs(
     as_json: JsonOption = False,
 ) -> None:
     """The most recent runs, newest first."""
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         views = client.request("GET", "/fleet/runs")
     if as_json:
         print(json.dumps(views, indent=2))
@@ -212,7 +218,7 @@ def show_run(
     as_json: JsonOption = False,
 ) -> None:
     """One run: the answer, each delegation, and where the time went."""
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         view = client.request("GET", f"/fleet/runs/{run_id}")
     if as_json:
         print(json.dumps(view, indent=2))
@@ -247,7 +253,7 @@ def cancel_run(
     api_key: ApiKeyOption = None,
 ) -> None:
     """Stop a running run. Finished delegations keep their answers."""
-    with GatewayClient(gateway, api_key=api_key) as client:
+    with gateway_client(gateway, api_key) as client:
         view = client.request("POST", f"/fleet/runs/{run_id}/cancel")
     cancelled = sum(d["status"] == "cancelled" for d in view["delegations"] or [])
     Console().print(f"run {run_id} cancelled ({cancelled} delegation(s) stopped)")

@@ -7,10 +7,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from sqlalchemy.engine import make_url
 
 from ganglion.cli.options import DbOption
-from ganglion.config import DEFAULT_HOST, DEFAULT_PORT, LogLevel, load_settings
+from ganglion.defaults import DEFAULT_HOST, DEFAULT_PORT, LogLevel
 
 
 def register(app: typer.Typer) -> None:
@@ -77,10 +76,13 @@ def serve(
     Binds 127.0.0.1:11435 by default, open to local users. A non-loopback bind requires API
     keys, and is refused until an admin key exists (ganglion keys create --admin).
     """
+    from sqlalchemy.engine import make_url
+
+    from ganglion.config_file import load_gateway_settings
     from ganglion.gateway.server import preflight
     from ganglion.gateway.server import serve as run
 
-    settings = load_settings(
+    settings = load_gateway_settings(
         config,
         host=host,
         port=port,

@@ -8,8 +8,6 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from ganglion.local.sim import DEFAULT_OUTPUT_TOKENS, SimConfig, run_sim
-
 HELP = (
     "Serve a simulated neuron: the Ollama and OpenAI APIs at a configured token rate.\n\n"
     "For capacity planning, dashboards without GPUs, tests and benchmarks. It never pretends "
@@ -98,8 +96,12 @@ def sim(
     ] = None,
     name: Annotated[str, typer.Option(help="The neuron's name, shown in /sim/stats.")] = "sim",
     output_tokens: Annotated[
-        int, typer.Option(help="Answer length when the client sets no limit (num_predict).")
-    ] = DEFAULT_OUTPUT_TOKENS,
+        int | None,
+        typer.Option(
+            help="Answer length when the client sets no limit (num_predict). \\[default: 64]",
+            show_default=False,
+        ),
+    ] = None,
     allow_public: Annotated[
         bool,
         typer.Option("--allow-public", help="Allow a non-loopback --host. The sim has no auth."),
@@ -113,6 +115,8 @@ def sim(
         ),
     ] = None,
 ) -> None:
+    from ganglion.local.sim import DEFAULT_OUTPUT_TOKENS, SimConfig, run_sim
+
     config = SimConfig(
         models=tuple(model),
         tps=tps,
@@ -129,7 +133,7 @@ def sim(
         host=host,
         port=port,
         allow_public=allow_public,
-        output_tokens=output_tokens,
+        output_tokens=DEFAULT_OUTPUT_TOKENS if output_tokens is None else output_tokens,
         structured=structured_reply,
     )
     console = Console(highlight=False, soft_wrap=True)

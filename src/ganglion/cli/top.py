@@ -23,12 +23,12 @@ from rich.table import Table
 from rich.text import Text
 
 from ganglion.cli.neuron import STATUS_STYLE
-from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption
+from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, gateway_client
 from ganglion.cli.runs_panel import RUNS_SHOWN, runs_panel
-from ganglion.client import GatewayClient
 from ganglion.errors import GatewayError
 
 if TYPE_CHECKING:
+    from ganglion.client import GatewayClient
     from ganglion.orchestra.view import RunView
 
 BAR_WIDTH = 16
@@ -57,7 +57,7 @@ def top(
     runs: list[RunView] = []
     latest: RunView | None = None
     with (
-        GatewayClient(gateway, api_key=api_key) as client,
+        gateway_client(gateway, api_key) as client,
         keypresses() as read_key,
         Live(console=console, screen=True, auto_refresh=False) as live,
         contextlib.suppress(KeyboardInterrupt),

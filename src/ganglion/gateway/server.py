@@ -11,7 +11,8 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from ganglion.config import LogLevel, Settings, is_loopback
+from ganglion.config import Settings, is_loopback
+from ganglion.defaults import LogLevel
 from ganglion.errors import ConfigError
 from ganglion.fleet.discovery import make_discovery
 from ganglion.gateway.app import create_app, open_gateway
