@@ -187,17 +187,3 @@ def test_pieces_go_out_in_order_as_soon_as_everything_before_them_is_done() -> N
     stitcher.seal()
     assert stitcher.complete
     assert stitcher.text == "Hello there.\n\n## One\n\nfirst\n\n## Two\n\nsecond\n\nBye."
-
-
-def test_a_part_that_failed_for_good_is_left_out() -> None:
-    out: list[str] = []
-    stitcher = stitch.Stitcher(out.append)
-    stitcher.add(stitch.OPENING, "", done=True)
-    stitcher.expect(0, "Kept")
-    stitcher.expect(1, "Lost")
-    stitcher.add(stitch.part_key(0), "kept", done=True)
-    stitcher.drop(stitch.part_key(1))
-    stitcher.seal()
-    stitcher.add(stitch.CLOSING, "", done=True)
-    assert stitcher.complete
-    assert stitcher.text == "## Kept\n\nkept"

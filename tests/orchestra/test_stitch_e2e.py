@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from ganglion.local.sim_engine import json_pieces
+from ganglion.orchestra import stitch
 from tests.conftest import Proc, Spawner, run_cli
 from tests.orchestra.test_runs_e2e import wait_for
 
@@ -175,6 +177,26 @@ def test_killing_a_worker_mid_run_moves_its_part(spawn: Spawner, db_url: str) ->
     assert all(d["neuron"] != victim for d in moved)
     for section in {s["heading"] for s in view["plan"]["subtasks"]}:
         assert view["answer"].count(f"## {section}") == 1
+
+
+def test_a_run_that_fails_stops_its_closing(spawn: Spawner, db_url: str) -> None:
+    """Every worker dies while the parts run: a part fails for good, so the run fails at
+    once, and the brain's closing, still being written, is cancelled with it."""
+    gateway, sims = fleet(spawn, db_url, {"w0": 10, "w1": 10}, brain_tps=2)
+    run_id = start(gateway, decompose="always", max_subtasks=2, answer_tokens=400)
+    wait_for(gateway, run_id, lambda v: v["timeline"]["closing"] is not None, within=60)
+    for name in ("w0", "w1"):
+        sims[name].kill()
+    view = finished(gateway, run_id)
+    assert view["status"] == "failed", (view["timeline"], view["delegations"])
+    assert "failed after" in view["reason"]
+    stats = f"{sims['brain'].url}/sim/stats"
+    deadline = time.monotonic() + 60
+    while httpx.get(stats).json()["active"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    written = httpx.get(stats).json()["totals"]["output_tokens"]
+    headings = len(json_pieces(json.loads(outline(SECTIONS[:2]))))
+    assert written < headings + stitch.CLOSING_TOKENS  # the closing (12 s at 2 tok/s) was cut
 
 
 def test_a_gateway_killed_mid_run_resumes_and_keeps_each_part_once(

@@ -51,13 +51,15 @@ def test_a_held_lease_keeps_other_replicas_out_until_it_runs_out(
     # the old carrier's writes no longer land, and it learns it lost the run
     assert not records.update_delegation(a, "r1", 0, "a", status="completed", output="late")
     assert not records.update_run(a, "r1", "a", status="completed", answer="late")
-    assert records.renew_leases(a, "a", ["r1"], later + 60) == set()
+    assert records.renew_leases(a, "a", ["r1"], later + 60) == {"r1"}  # taken by b
     assert records.update_delegation(b, "r1", 0, "b", status="completed", output="on time")
-    assert records.renew_leases(b, "b", ["r1"], later + 60) == {"r1"}
+    assert records.renew_leases(b, "b", ["r1"], later + 60) == set()  # still b's
     row = records.get_run(a, "r1")
     assert row is not None
     assert (row.owner, row.status, row.answer) == ("b", "running", None)
     assert [d.output for d in records.delegations(a, "r1")] == ["on time", None]
+    assert records.update_run(b, "r1", "b", status="completed")
+    assert records.renew_leases(b, "b", ["r1"], later + 60) == set()  # ended here: not taken
 
 
 def test_interrupted_delegations_go_back_to_pending_and_completed_ones_stay(

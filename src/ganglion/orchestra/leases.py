@@ -3,8 +3,10 @@
 A run is carried by one replica at a time, the one holding its lease. A replica claims a run
 before carrying it, renews the leases it holds every third of ``lease_s``, and adopts the
 running runs nobody carries: its own from before a restart (at once) and those whose lease
-ran out (a replica that crashed or stalled). A run whose lease could not be renewed is no
-longer ours: ``lost`` is told, and its work stops.
+ran out (a replica that crashed or stalled). A run another replica took while this one
+stalled is no longer ours: ``lost`` is told, and its work stops. A run cancelled by an
+operator stops at its next write (:class:`~ganglion.orchestra.run.LostRun`); one that just
+ended here is left to finish (its ``done`` event is still to go out).
 """
 
 from __future__ import annotations
@@ -75,11 +77,10 @@ class Leases:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                held = list(self._held)
-                kept = await asyncio.to_thread(
-                    records.renew_leases, self.store, self.replica, held, self.until()
+                taken = await asyncio.to_thread(
+                    records.renew_leases, self.store, self.replica, list(self._held), self.until()
                 )
-                for run_id in set(held) - kept:
+                for run_id in taken:
                     log.warning("run %s: no longer ours (adopted or cancelled); stopping", run_id)
                     self._lost(run_id)
                 await self.adopt(carried)

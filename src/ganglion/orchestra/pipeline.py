@@ -94,7 +94,7 @@ class StitchedRun:
     model: str
     timings: dict[str, Any]
     stitcher: stitch.Stitcher = field(init=False)
-    _parts: list[asyncio.Task[None]] = field(default_factory=list)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)  # every piece: cancel all
 
     def __post_init__(self) -> None:
         self.stitcher = stitch.Stitcher(self._emit)
@@ -171,7 +171,23 @@ class StitchedRun:
                 "opener": ahead.opener,
             }
         # the opening first: the answer starts while the rest is written down
-        opening = asyncio.create_task(self._opening(plan))
+        self._tasks.append(asyncio.create_task(self._opening(plan)))
+        try:
+            await self._carry(plan, ahead)
+        except BaseException as error:  # nothing of the run goes on without it
+            for task in self._tasks:
+                task.cancel()
+            if self.stitcher.written:  # the answer began: say it starts again, or stops
+                restart = {"type": "answer_restart", "reason": str(error) or repr(error)}
+                o.events.publish(self.run_id, restart)
+                self.timings.pop("first_token_s", None)  # that text is void
+            raise
+        return await self._finish(plan)
+
+    async def _carry(self, plan: dict[str, Any], ahead: Forecast | None) -> None:
+        """Record the forecast, start the parts already known (a resumed run's), stream the
+        outline into more, then the closing; return when every piece is done."""
+        o = self.orchestra
         if ahead is not None:
             sizing = ahead.sizing
             predicted = sizing.finish_s - sizing.first_start_s
@@ -191,23 +207,13 @@ class StitchedRun:
                 self.stitcher.add(stitch.part_key(d.index), (d.output or "").strip(), done=True)
             else:
                 self._start_part(d.index, subtask, d.neuron, plan)
-        try:
-            if ahead is not None:
-                await self._outline(plan, ahead, existing)
-            else:  # resumed: the outline is what had arrived, even if it was cut short
-                plan["complete"] = True
-            closing = asyncio.create_task(self._closing(plan))
-            self.stitcher.seal()
-            await asyncio.gather(opening, closing, *self._parts)
-        except BaseException as error:
-            for task in (opening, *self._parts):
-                task.cancel()
-            if self.stitcher.written:  # the answer began: say it starts again, or stops
-                restart = {"type": "answer_restart", "reason": str(error) or repr(error)}
-                o.events.publish(self.run_id, restart)
-                self.timings.pop("first_token_s", None)  # that text is void
-            raise
-        return await self._finish(plan)
+        if ahead is not None:
+            await self._outline(plan, ahead, existing)
+        else:  # resumed: the outline is what had arrived, even if it was cut short
+            plan["complete"] = True
+        self._tasks.append(asyncio.create_task(self._closing(plan)))
+        self.stitcher.seal()
+        await asyncio.gather(*self._tasks)
 
     async def _unrecorded(self, plan: dict[str, Any], recorded: set[int]) -> list[DelegationRow]:
         """Rows for the outline's entries a restart caught before their delegation was
@@ -342,7 +348,7 @@ class StitchedRun:
     def _start_part(
         self, index: int, subtask: Subtask, neuron: str | None, plan: dict[str, Any]
     ) -> None:
-        self._parts.append(asyncio.create_task(self._part(index, subtask, neuron, plan)))
+        self._tasks.append(asyncio.create_task(self._part(index, subtask, neuron, plan)))
 
     async def _part(
         self, index: int, subtask: Subtask, neuron: str | None, plan: dict[str, Any]
@@ -355,10 +361,13 @@ class StitchedRun:
         output = await self.orchestra._delegate(
             self.run_id, self.model, index, subtask, neuron, messages
         )
-        if output is None:
-            self.stitcher.drop(stitch.part_key(index))
-        else:
-            self.stitcher.add(stitch.part_key(index), output.strip(), done=True)
+        if output is None:  # the run cannot be whole: it fails now, and nothing goes on
+            o = self.orchestra
+            raise GanglionError(
+                f"subtask {index} ({subtask.heading!r}) failed after {o.max_attempts} attempts "
+                "on every neuron that could take it"
+            )
+        self.stitcher.add(stitch.part_key(index), output.strip(), done=True)
 
     async def _opening(self, plan: dict[str, Any]) -> None:
         text = plan.get("opening")
@@ -397,6 +406,8 @@ class StitchedRun:
         seconds from the run's creation, and its neuron go into ``timings[name]``."""
         span: dict[str, Any] = {"start_s": self._since(), "end_s": None, "neuron": None}
         self.timings[name] = span
+        if live is None:  # (the opening's start is recorded with the forecast, after it)
+            await self._record()
         pieces: list[str] = []
         stream = self.orchestra.stream_text(
             model or self.model,
@@ -414,7 +425,13 @@ class StitchedRun:
                         self.stitcher.add(live, text)
         finally:
             span["end_s"] = self._since()
+        await self._record()
         return "".join(pieces)
+
+    async def _record(self) -> None:
+        """Write the timings down and tell the run's followers (the live timeline)."""
+        await self.orchestra._save(self.run_id, timings=self.timings)
+        await self.orchestra._publish(self.run_id)
 
     def _since(self) -> float:
         return round(time.time() - self._created(), 3)

@@ -109,8 +109,7 @@ class Stitcher:
     """Pieces of the answer keyed ``OPENING``, ``part_key(i)``, ``CLOSING``, written out in
     that order: the opening as it grows, each part whole (under its heading) once it and
     everything before it are done, then the closing. Parts are announced one by one
-    (:meth:`expect`); one that fails for good is left out (:meth:`drop`); :meth:`seal` says
-    no more will come."""
+    (:meth:`expect`); :meth:`seal` says no more will come."""
 
     emit: Callable[[str], None]
     _text: dict[tuple[str, int], list[str]] = field(default_factory=dict)
@@ -135,13 +134,6 @@ class Stitcher:
         self._text.setdefault(key, []).append(text)
         if done:
             self._done.add(key)
-        self._flush()
-
-    def drop(self, key: tuple[str, int]) -> None:
-        """A piece that will not come (a part that failed for good): skip it."""
-        if key[0] == "part" and key[1] in self._parts and key not in self._done:
-            self._parts.remove(key[1])
-            self._text.pop(key, None)
         self._flush()
 
     def seal(self) -> None:

@@ -71,15 +71,20 @@ def claim_run(store: Store, run_id: str, holder: str, now: float, until: float) 
 
 
 def renew_leases(store: Store, holder: str, run_ids: list[str], until: float) -> set[str]:
-    """Extend ``holder``'s lease on ``run_ids``; returns those it still carries."""
+    """Extend ``holder``'s lease on ``run_ids``; returns those another replica has taken
+    (still running, carried elsewhere). A run that ended here in the meantime is not among
+    them: its carrier is finishing it."""
     if not run_ids:
         return set()
-    mine = (RunRow.id.in_(run_ids), RunRow.owner == holder, RunRow.status == "running")
+    running = (RunRow.id.in_(run_ids), RunRow.status == "running")
     with store.session() as session:
-        session.execute(update(RunRow).where(*mine).values(lease_until=until))
-        held = set(session.scalars(select(RunRow.id).where(*mine)).all())
+        session.execute(
+            update(RunRow).where(*running, RunRow.owner == holder).values(lease_until=until)
+        )
+        taken = select(RunRow.id).where(*running, RunRow.owner != holder)
+        lost = set(session.scalars(taken).all())
         session.commit()
-    return held
+    return lost
 
 
 def release_runs(store: Store, holder: str) -> None:
