@@ -24,6 +24,11 @@ lost, failed with a 5xx other than a 503 with Retry-After, or never got its answ
 
     .venv/bin/python benchmarks/soak.py                  # 60 s steady
     .venv/bin/python benchmarks/soak.py --duration 120 --clients 16 --json
+
+``--runs N`` soaks the orchestrator instead: N orchestrated runs, the gateway's RSS after
+them against its RSS after a warm-up (see ``_soak_runs.py``).
+
+    .venv/bin/python benchmarks/soak.py --runs 2000
 """
 
 from __future__ import annotations
@@ -32,28 +37,25 @@ import argparse
 import asyncio
 import itertools
 import json
-import os
-import re
-import statistics
 import sys
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import _soak_runs as soak_runs
 import httpx
 from _fleet import Fleet, Gateway, heading, machine_note, percentile, run_main
+from _proc import Sample, idle, rss_by_minute, slope_mib_per_min, watch
 
 MODEL = "soak-model"
 FLEET: dict[str, tuple[float, int]] = {"fast": (100.0, 4), "mid": (50.0, 2), "slow": (20.0, 1)}
 KINDS = ("ollama", "ollama-stream", "openai", "openai-stream")
 REQUEST_TIMEOUT_S = 120.0  # one request; a hung one counts as lost after this
-IDLE_TIMEOUT_S = 60.0  # how long the gateway may take to drop its connections after load
 SATURATION_DEADLINE_S = 300.0  # every saturating client has its answer by then, or it is lost
-ESTABLISHED, CLOSE_WAIT = "01", "08"  # states in /proc/net/tcp
 
 
 class Outcome(StrEnum):
@@ -144,85 +146,6 @@ async def client(url: str, connections: int) -> AsyncIterator[httpx.AsyncClient]
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S, limits=limits) as http:
         yield http
-
-
-# the gateway process, from /proc
-
-
-@dataclass(frozen=True)
-class Sample:
-    at_s: float
-    rss_mib: float
-    fds: int
-    sockets: int  # of those fds; the rest are files (the log, the store's database) and pipes
-    inbound: int  # established connections from clients to the gateway's port
-    outbound: int  # established connections the gateway opened (to its neurons)
-    close_wait: int  # connections the other side closed and the gateway has not
-
-
-def sample(pid: int, port: int, at_s: float = 0.0) -> Sample:
-    """The process ``pid`` now: RSS, open fds, and its own TCP connections by state."""
-    status = Path(f"/proc/{pid}/status").read_text()
-    rss = re.search(r"VmRSS:\s+(\d+) kB", status)
-    sockets = set()
-    fds = 0
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except FileNotFoundError:  # closed while we looked
-            continue
-        fds += 1
-        if target.startswith("socket:["):
-            sockets.add(target[len("socket:[") : -1])
-    counts = {"inbound": 0, "outbound": 0, "close_wait": 0}
-    for table in ("tcp", "tcp6"):
-        for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
-            fields = line.split()
-            local, state, inode = fields[1], fields[3], fields[9]
-            if inode not in sockets:
-                continue
-            if state == CLOSE_WAIT:
-                counts["close_wait"] += 1
-            elif state == ESTABLISHED:
-                own_port = int(local.rsplit(":", 1)[1], 16) == port
-                counts["inbound" if own_port else "outbound"] += 1
-    rss_mib = round(int(rss.group(1)) / 1024 if rss else 0.0, 1)
-    return Sample(at_s, rss_mib, fds, len(sockets), **counts)
-
-
-async def idle(pid: int, port: int, neurons: int) -> tuple[Sample, float]:
-    """Wait (up to :data:`IDLE_TIMEOUT_S`) until the gateway is idle: no client connection,
-    nothing half-closed, at most one connection per neuron (its prober's), and the same fd
-    count three seconds running. That sample, and how long it took."""
-    started = time.monotonic()
-    last: list[Sample] = []
-    while time.monotonic() - started < IDLE_TIMEOUT_S:
-        now = sample(pid, port)
-        quiet = now.inbound == 0 and now.close_wait == 0 and now.outbound <= neurons
-        last = [*last[-2:], now] if quiet else []
-        if len(last) == 3 and len({s.fds for s in last}) == 1:
-            break
-        await asyncio.sleep(1.0)
-    return (last or [sample(pid, port)])[-1], round(time.monotonic() - started, 1)
-
-
-async def watch(pid: int, port: int, stop: asyncio.Event) -> list[Sample]:
-    """A sample every second until ``stop`` is set."""
-    samples: list[Sample] = []
-    started = time.monotonic()
-    while not stop.is_set():
-        samples.append(sample(pid, port, round(time.monotonic() - started, 1)))
-        with suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
-    return samples
-
-
-def slope_mib_per_min(samples: list[Sample]) -> float:
-    """RSS growth over ``samples``, least squares."""
-    if len(samples) < 2 or samples[0].at_s == samples[-1].at_s:
-        return 0.0
-    fit = statistics.linear_regression([s.at_s for s in samples], [s.rss_mib for s in samples])
-    return round(fit.slope * 60, 2)
 
 
 # the phases
@@ -430,13 +353,6 @@ def text(report: Report) -> str:
     return "\n".join(lines)
 
 
-def rss_by_minute(samples: list[Sample]) -> str:
-    """The RSS at the start of each minute of ``samples``, and at their end."""
-    minutes = range(int(samples[-1].at_s // 60) + 1)
-    marks = [next(s for s in samples if s.at_s >= 60 * minute) for minute in minutes]
-    return " ".join(f"{mark.rss_mib:g}" for mark in [*marks, samples[-1]])
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=60.0, help="steady seconds (60)")
@@ -446,11 +362,19 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-queue", type=int, default=4, help="GANGLION_MAX_QUEUE (4)")
     parser.add_argument("--logs", type=Path, help="keep process logs and databases here")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    runs = parser.add_argument_group("orchestrated runs, instead of the phases above")
+    runs.add_argument("--runs", type=int, default=0, help="this many runs, after the warm-up")
+    runs.add_argument("--runs-warmup", type=int, default=200, help="warm-up runs (200)")
+    runs.add_argument("--answer-tokens", type=int, default=64, help="each answer (64)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.runs:
+        if not args.json:
+            print(f"soaking a gateway with {args.runs_warmup + args.runs} runs", file=sys.stderr)
+        return soak_runs.main(args)
     options = Options(args.duration, args.clients, args.tokens, args.warmup, args.max_queue)
     started = time.perf_counter()
     if not args.json:

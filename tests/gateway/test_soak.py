@@ -1,6 +1,7 @@
 """The soak benchmark's machinery, briefly: a real gateway and simulated neurons (each its own
 process on loopback) under mixed load, then past their queues. ``benchmarks/soak.py`` runs
-the same phases for minutes and prints the figures; here they are asserted on.
+the same phases for minutes and prints the figures; here they are asserted on, and so is a
+short run of its orchestrated runs (``--runs``).
 
 Nothing is timed: each request may take up to the benchmark's request timeout, and waiting
 for the gateway to be idle again has a deadline of a minute.
@@ -48,3 +49,21 @@ def test_a_short_soak_loses_nothing_leaks_nothing_and_saturation_says_retry_afte
         assert (idle.inbound, idle.close_wait) == (0, 0), idle  # every connection closed
         assert idle.sockets <= warm.sockets + SOCKET_MARGIN, (warm, idle)
         assert idle.fds <= warm.fds + FD_MARGIN, (warm, idle)
+
+
+def test_a_short_runs_soak_completes_every_run_followed_or_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import _soak_runs
+    from _fleet import Fleet
+
+    with Fleet(tmp_path) as fleet:
+        options = _soak_runs.RunsOptions(runs=16, warmup=8, clients=4)
+        report = _soak_runs.soak(fleet, options)
+    print(_soak_runs.text(report))  # shown when the test fails
+
+    assert report.statuses == {"completed": 16}  # stitched and direct, followed and polled
+    assert report.samples
+    assert report.warm.rss_mib > 0
+    assert report.after.inbound == 0  # every follower's stream closed

@@ -64,11 +64,14 @@ async def follow_run(run_id: str, gateway: GatewayDep) -> StreamingResponse:
     view = await _view(gateway, run_id)
 
     async def events() -> AsyncIterator[str]:
-        if view["status"] != "running":
-            yield _sse("done", {"type": "done", "run": view})
-            return
-        async for event in gateway.orchestra.events.follow(view["id"]):
-            yield _sse(event["type"], event)
+        with gateway.orchestra.events.subscribe(view["id"]) as followed:
+            # read again once subscribed: a run that ended meanwhile has no history left
+            latest = await _view(gateway, view["id"]) if view["status"] == "running" else view
+            if latest["status"] != "running":
+                yield _sse("done", {"type": "done", "run": latest})
+                return
+            async for event in followed:
+                yield _sse(event["type"], event)
 
     return StreamingResponse(events(), media_type="text/event-stream")
 
