@@ -18,9 +18,10 @@ import httpx
 import pytest
 
 from ganglion.errors import ConfigError
-from ganglion.local.schema_instance import instance_of
 from ganglion.local.sim import SimConfig, create_sim_app
-from ganglion.local.sim_engine import LABEL, Job, Simulator, filler, json_pieces
+from ganglion.local.sim.answers import LABEL, filler, json_pieces
+from ganglion.local.sim.engine import Job, Simulator
+from ganglion.local.sim.schema import instance_of
 
 try:
     import jsonschema  # type: ignore[import-untyped]

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ganglion.local.sim_engine import json_pieces
+from ganglion.local.sim.answers import json_pieces
 from ganglion.orchestra import stitch
 from tests.conftest import Proc, Spawner, run_cli
 from tests.orchestra.test_runs_e2e import wait_for

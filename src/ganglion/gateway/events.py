@@ -29,7 +29,6 @@ each run's view under its own topic (``run/ID``) through :meth:`FleetEvents.publ
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -43,6 +42,7 @@ from ganglion.errors import UnknownNeuron
 from ganglion.fleet.model import Neuron, NeuronView
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.speed import SpeedBook
+from ganglion.wire import sse
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class Event:
     data: Any
 
     def encode(self) -> str:
-        return f"event: {self.kind}\ndata: {json.dumps(self.data, separators=(',', ':'))}\n\n"
+        return sse.json_event(self.data, self.kind)
 
 
 class Mailbox:
@@ -169,10 +169,10 @@ class FleetEvents:
         mailbox = Mailbox(self.mailbox_limit)
         self._mailboxes.add(mailbox)
         try:
-            yield f"retry: {RETRY_MS}\n\n" + self.snapshot().encode()
+            yield sse.retry(RETRY_MS) + self.snapshot().encode()
             while True:
                 if not await mailbox.wait(self.keepalive_s):
-                    yield ": keep-alive\n\n"
+                    yield sse.comment("keep-alive")
                     continue
                 resync, events = mailbox.take()
                 if resync:
@@ -278,6 +278,6 @@ async def fleet_events(hub: EventsDep) -> StreamingResponse:
     """Live fleet changes: a ``snapshot``, then ``neuron``, ``removed`` and ``run`` events."""
     return StreamingResponse(
         hub.stream(),
-        media_type="text/event-stream",
+        media_type=sse.MEDIA_TYPE,
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

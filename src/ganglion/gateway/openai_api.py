@@ -3,16 +3,13 @@ embeddings, streamed as server-sent events with ``stream_options.include_usage``
 
 from __future__ import annotations
 
-import base64
-import json
-import struct
 import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from ganglion.dispatch import Stream
 from ganglion.errors import BrokenMidStream
@@ -21,24 +18,25 @@ from ganglion.gateway.state import GatewayDep
 from ganglion.neurons.base import ChatRequest, Chunk, Dialect, GenerateRequest, TokenStats
 from ganglion.routing import same_model
 from ganglion.wire import openai as wire
+from ganglion.wire import sse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 @router.get("/models")
-async def models(gateway: GatewayDep) -> dict[str, Any]:
+async def models(gateway: GatewayDep) -> Response:
     names: list[str] = []
     for neuron in gateway.registry.neurons():
         if neuron.is_active:
             names += [m for m in neuron.models if not any(same_model(m, n) for n in names)]
-    data = [{"id": n, "object": "model", "created": 0, "owned_by": "ganglion"} for n in names]
-    return {"object": "list", "data": data}
+    data = [wire.Model(id=n, object="model", created=0, owned_by="ganglion") for n in names]
+    return _json(wire.ModelList(object="list", data=data))
 
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
     body: wire.ChatCompletionRequest, request: Request, gateway: GatewayDep
-) -> StreamingResponse | JSONResponse:
+) -> Response:
     max_tokens = body.max_completion_tokens or body.max_tokens
     internal = ChatRequest(
         model=body.model, messages=body.messages, max_tokens=max_tokens, **_shared(body)
@@ -54,7 +52,7 @@ async def chat_completions(
 @router.post("/completions", response_model=None)
 async def completions(
     body: wire.CompletionRequest, request: Request, gateway: GatewayDep
-) -> StreamingResponse | JSONResponse:
+) -> Response:
     prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
     internal = GenerateRequest(
         model=body.model, prompt=prompt, max_tokens=body.max_tokens, **_shared(body)
@@ -73,22 +71,21 @@ async def completions(
 @router.post("/embeddings")
 async def embeddings(
     body: wire.EmbeddingRequest, request: Request, gateway: GatewayDep
-) -> JSONResponse:
+) -> Response:
     inputs = [body.input] if isinstance(body.input, str) else body.input
     neuron, result = await relay.embed(gateway, body.model, inputs, relay.pinned(request))
-    as_base64 = body.encoding_format == "base64"
     data = [
-        {"object": "embedding", "index": i, "embedding": _b64(v) if as_base64 else v}
-        for i, v in enumerate(result.vectors)
+        wire.Embedding(object="embedding", index=i, embedding=vector)
+        for i, vector in enumerate(result.vectors)
     ]
     tokens = result.prompt_tokens or 0
-    answer = {
-        "object": "list",
-        "data": data,
-        "model": body.model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return JSONResponse(answer, headers=relay.served_by(neuron))
+    usage = wire.Usage(prompt_tokens=tokens, total_tokens=tokens)
+    answer = wire.EmbeddingResponse(object="list", data=data, model=body.model, usage=usage)
+    return Response(
+        answer.encode(body.encoding_format),
+        media_type="application/json",
+        headers=relay.served_by(neuron),
+    )
 
 
 def _shared(body: wire.ChatCompletionRequest | wire.CompletionRequest) -> dict[str, Any]:
@@ -119,51 +116,38 @@ def _format(response_format: dict[str, Any] | None) -> str | dict[str, Any] | No
     return None
 
 
-async def _answer(
-    stream: Stream, streaming: bool, usage: bool, *, kind: str
-) -> StreamingResponse | JSONResponse:
+async def _answer(stream: Stream, streaming: bool, usage: bool, *, kind: str) -> Response:
     headers = relay.served_by(stream.neuron)
-    ident = f"{'chatcmpl' if kind == 'chat' else 'cmpl'}-{uuid.uuid4().hex[:24]}"
+    chat = kind == "chat"
+    reply = wire.Reply(
+        id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+        created=int(time.time()),
+        model=stream.model,
+        chat=chat,
+        include_usage=usage,
+    )
     if streaming:
-        events = _sse(stream, ident, usage, kind=kind)
-        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+        return StreamingResponse(_events(stream, reply), media_type=sse.MEDIA_TYPE, headers=headers)
     try:
         text, last = await stream.collect()
     finally:
         await stream.aclose()
-    choice: dict[str, Any] = {"index": 0, "finish_reason": _finish(last), "logprobs": None}
-    if kind == "chat":
-        choice["message"] = {"role": "assistant", "content": text}
-    else:
-        choice["text"] = text
-    body = {
-        **_envelope(ident, stream.model, kind, streaming=False),
-        "choices": [choice],
-        "usage": _usage(last.stats),
-    }
-    return JSONResponse(body, headers=headers)
+    return _json(reply.whole(text, _finish(last), _usage(last.stats)), headers)
 
 
-async def _sse(stream: Stream, ident: str, usage: bool, *, kind: str) -> AsyncIterator[str]:
-    envelope = _envelope(ident, stream.model, kind, streaming=True)
+async def _events(stream: Stream, reply: wire.Reply) -> AsyncIterator[str]:
     try:
-        first = True
+        role: str | None = "assistant"
         async for chunk in _chain(stream):
-            choice: dict[str, Any] = {
-                "index": 0,
-                "finish_reason": _finish(chunk) if chunk.done else None,
-            }
-            if kind == "chat":
-                choice["delta"] = {"content": chunk.text} | ({"role": "assistant"} if first else {})
-            else:
-                choice["text"] = chunk.text
-            first = False
-            yield _event(envelope | {"choices": [choice]})
-            if chunk.done and usage:
-                yield _event(envelope | {"choices": [], "usage": _usage(chunk.stats)})
-        yield "data: [DONE]\n\n"
+            finish = _finish(chunk) if chunk.done else None
+            yield reply.event(reply.chunk(chunk.text, finish, role=role))
+            role = None
+            if chunk.done and reply.include_usage:
+                yield reply.event(reply.usage_chunk(_usage(chunk.stats)))
+        yield sse.DONE
     except BrokenMidStream as error:
-        yield _event({"error": {"message": str(error), "type": "server_error", "code": 502}})
+        detail = wire.ErrorDetail(message=str(error), type="server_error", code=502)
+        yield wire.ErrorResponse(error=detail).event()
     finally:
         await stream.aclose()
 
@@ -175,27 +159,15 @@ async def _chain(stream: Stream) -> AsyncIterator[Chunk]:
             yield chunk
 
 
-def _envelope(ident: str, model: str, kind: str, *, streaming: bool) -> dict[str, Any]:
-    if kind == "chat":
-        obj = "chat.completion.chunk" if streaming else "chat.completion"
-    else:
-        obj = "text_completion"
-    return {"id": ident, "object": obj, "created": int(time.time()), "model": model}
-
-
 def _finish(chunk: Chunk) -> str:
     return "length" if chunk.done_reason == "length" else "stop"
 
 
-def _usage(stats: TokenStats | None) -> dict[str, int]:
+def _usage(stats: TokenStats | None) -> wire.Usage:
     prompt = (stats.prompt_tokens if stats else None) or 0
     output = (stats.output_tokens if stats else None) or 0
-    return {"prompt_tokens": prompt, "completion_tokens": output, "total_tokens": prompt + output}
+    return wire.Usage.of(prompt, output)
 
 
-def _event(data: dict[str, Any]) -> str:
-    return f"data: {json.dumps(data)}\n\n"
-
-
-def _b64(vector: list[float]) -> str:
-    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+def _json(answer: wire.WireModel, headers: dict[str, str] | None = None) -> Response:
+    return Response(answer.encode(), media_type="application/json", headers=headers)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ from ganglion.fleet.model import Text
 from ganglion.gateway.state import GatewayDep
 from ganglion.orchestra.request import RunRequest
 from ganglion.orchestra.view import RunView
+from ganglion.wire import sse
 
 router = APIRouter(prefix="/fleet/runs", tags=["runs"])
 
@@ -68,12 +68,12 @@ async def follow_run(run_id: str, gateway: GatewayDep) -> StreamingResponse:
             # read again once subscribed: a run that ended meanwhile has no history left
             latest = await _view(gateway, view["id"]) if view["status"] == "running" else view
             if latest["status"] != "running":
-                yield _sse("done", {"type": "done", "run": latest})
+                yield sse.json_event({"type": "done", "run": latest}, "done")
                 return
             async for event in followed:
-                yield _sse(event["type"], event)
+                yield sse.json_event(event, event["type"])
 
-    return StreamingResponse(events(), media_type="text/event-stream")
+    return StreamingResponse(events(), media_type=sse.MEDIA_TYPE)
 
 
 async def _view(gateway: GatewayDep, run_id: str) -> dict[str, Any]:
@@ -81,7 +81,3 @@ async def _view(gateway: GatewayDep, run_id: str) -> dict[str, Any]:
     if view is None:
         raise UnknownRun(f"no run {run_id!r}: see ganglion runs list")
     return view
-
-
-def _sse(kind: str, data: dict[str, Any]) -> str:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"

@@ -1,15 +1,26 @@
-"""The OpenAI-compatible API (``/v1/*``) as served by llama.cpp, llama-cpp-python and vLLM.
+"""The OpenAI-compatible API (``/v1/*``) as served by llama.cpp, llama-cpp-python and vLLM,
+as typed wire models, read and written.
 
-Only the fields ganglion reads are declared; every model allows extra fields. llama.cpp's
+The neuron adapters parse OpenAI-dialect answers with these models; the gateway and the
+simulator write theirs with them, completions through :class:`Reply`. Only the fields
+ganglion reads or sends are declared; every model allows extra fields. Fields are declared
+in the order OpenAI sends them, and :meth:`WireModel.encode` writes the fields that were
+given, ``None`` included (OpenAI sends ``"finish_reason": null`` on purpose). llama.cpp's
 own server adds a ``timings`` object (milliseconds) to completions and to the last chunk
 of a stream; it is declared here because it is the best source of prefill and decode time.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import base64
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, field_serializer
+
+from ganglion.wire import sse
+from ganglion.wire.encoding import dumps
 
 
 class WireModel(BaseModel):
@@ -17,12 +28,21 @@ class WireModel(BaseModel):
 
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
+    def encode(self) -> str:
+        """This model as OpenAI sends it: compact JSON of the fields that were given."""
+        return self.model_dump_json(exclude_unset=True)
+
+    def event(self) -> str:
+        """This model as one server-sent event of a stream."""
+        return sse.event(self.encode())
+
 
 class Model(WireModel):
     """One entry of ``GET /v1/models``."""
 
     id: str
     object: str | None = None
+    created: int | None = None
     owned_by: str | None = None
 
 
@@ -37,6 +57,12 @@ class Usage(WireModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+
+    @classmethod
+    def of(cls, prompt: int, completion: int) -> Usage:
+        return cls(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
+        )
 
 
 class Timings(WireModel):
@@ -59,6 +85,7 @@ class Choice(WireModel):
     index: int = 0
     message: Message | None = None
     text: str | None = None
+    logprobs: Any = None
     finish_reason: str | None = None
 
 
@@ -66,7 +93,11 @@ class ChatCompletion(WireModel):
     """``POST /v1/chat/completions`` without streaming (text in ``choices[0].message``), and
     ``POST /v1/completions`` (text in ``choices[0].text``): one shape serves both."""
 
+    id: str | None = None
+    object: str | None = None
+    created: int | None = None
     model: str = ""
+    system_fingerprint: str | None = None
     choices: list[Choice]
     usage: Usage | None = None
     timings: Timings | None = None
@@ -83,6 +114,7 @@ class ChunkChoice(WireModel):
     index: int = 0
     delta: Delta | None = None
     text: str | None = None
+    logprobs: Any = None
     finish_reason: str | None = None
 
 
@@ -92,7 +124,11 @@ class ChatCompletionChunk(WireModel):
     With ``stream_options.include_usage`` the last chunk has no choices and carries ``usage``.
     """
 
+    id: str | None = None
+    object: str | None = None
+    created: int | None = None
     model: str = ""
+    system_fingerprint: str | None = None
     choices: list[ChunkChoice] = Field(default_factory=list)
     usage: Usage | None = None
     timings: Timings | None = None
@@ -102,16 +138,112 @@ class Embedding(WireModel):
     """One input's vector. llama-cpp-python sends one vector per token instead (a list of
     lists) when the model has no pooling, as chat models do."""
 
+    object: str | None = None
     index: int = 0
     embedding: list[float] | list[list[float]]
+
+    @field_serializer("embedding")
+    def _encoded(
+        self, vector: list[float] | list[list[float]], info: SerializationInfo
+    ) -> list[float] | list[list[float]] | str:
+        """As base64 (little-endian float32s) when the caller asked ``encoding_format``."""
+        wanted = (info.context or {}).get("encoding_format")
+        if wanted != "base64" or any(isinstance(x, list) for x in vector):
+            return vector
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
 
 
 class EmbeddingResponse(WireModel):
     """``POST /v1/embeddings``."""
 
-    model: str = ""
+    object: str | None = None
     data: list[Embedding]
+    model: str = ""
     usage: Usage | None = None
+
+    def encode(self, encoding_format: str | None = None) -> str:
+        """As :meth:`WireModel.encode`, the vectors as ``encoding_format`` says (``float``
+        or ``base64``)."""
+        context = {"encoding_format": encoding_format}
+        return self.model_dump_json(exclude_unset=True, context=context)
+
+
+class ErrorDetail(WireModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorResponse(WireModel):
+    """An error, as the whole body or as an event of a stream."""
+
+    error: ErrorDetail
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One completion as it is written, whole or streamed chunk by chunk: a typed builder of
+    :class:`ChatCompletion` and :class:`ChatCompletionChunk` as plain dicts (fast enough to
+    run once per token), written with :meth:`event` or :func:`~ganglion.wire.encoding.dumps`.
+
+    It holds what every chunk repeats: the ``id``, the time it was ``created`` (Unix
+    seconds), the ``model`` as the caller named it, and whether it is a chat completion
+    (text in a ``message`` or a ``delta``) or a text completion (text in ``text``). With
+    ``include_usage`` (``stream_options.include_usage``) every chunk carries ``"usage":
+    null`` and :meth:`usage_chunk` writes the last one.
+    """
+
+    id: str
+    created: int
+    model: str
+    chat: bool
+    include_usage: bool = False
+    system_fingerprint: str | None = None
+    _head: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        kind = "chat.completion.chunk" if self.chat else "text_completion"
+        head = {"id": self.id, "object": kind, "created": self.created, "model": self.model}
+        if self.system_fingerprint is not None:
+            head["system_fingerprint"] = self.system_fingerprint
+        object.__setattr__(self, "_head", head)
+
+    def chunk(
+        self, text: str | None, finish_reason: str | None = None, *, role: str | None = None
+    ) -> dict[str, Any]:
+        """One chunk of the stream: ``text`` (``None``: none, as in a chat's last chunk),
+        the ``finish_reason`` on the last, the ``role`` on a chat's first."""
+        choice: dict[str, Any] = {"index": 0}
+        if self.chat:
+            delta = {} if role is None else {"role": role}
+            choice["delta"] = delta if text is None else delta | {"content": text}
+        else:
+            choice["text"] = text or ""
+        choice |= {"logprobs": None, "finish_reason": finish_reason}
+        chunk = self._head | {"choices": [choice]}
+        if self.include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+        """The stream's last chunk with ``include_usage``: no choices, the token counts."""
+        return self._head | {"choices": [], "usage": usage.model_dump(exclude_unset=True)}
+
+    def whole(self, text: str, finish_reason: str, usage: Usage) -> ChatCompletion:
+        """The whole completion, for a caller that does not stream."""
+        if self.chat:
+            message = Message(role="assistant", content=text)
+            choice = Choice(index=0, message=message, logprobs=None, finish_reason=finish_reason)
+        else:
+            choice = Choice(index=0, text=text, logprobs=None, finish_reason=finish_reason)
+        head = self._head | {"object": "chat.completion" if self.chat else "text_completion"}
+        return ChatCompletion(choices=[choice], usage=usage, **head)
+
+    @staticmethod
+    def event(chunk: dict[str, Any]) -> str:
+        """A chunk as one server-sent event."""
+        return sse.event(dumps(chunk))
 
 
 # Requests the gateway accepts (callers' side). Unknown fields are kept and passed on to

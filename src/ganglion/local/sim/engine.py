@@ -1,6 +1,7 @@
 """The simulator's timing model: slots, queueing, model load, prefill, paced decode, faults.
 
-A :class:`Simulator` knows nothing of HTTP. The dialects (:mod:`ganglion.local.sim_dialects`)
+A :class:`Simulator` knows nothing of HTTP. The dialects (:mod:`ganglion.local.sim.ollama`,
+:mod:`ganglion.local.sim.openai`)
 turn a request into a :class:`Job`, iterate :meth:`Simulator.run` for its tokens, and read
 the job's :class:`Timings` when it ends.
 
@@ -18,20 +19,16 @@ so tests drive it in virtual time.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
-import math
 import random
-import re
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-if TYPE_CHECKING:
-    from ganglion.local.sim import SimConfig
+from ganglion.local.sim.config import SimConfig
+from ganglion.wire import ollama as wire
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -41,19 +38,8 @@ Fault = Literal["fail", "hang", "stall"]
 TICK_S = 0.03
 """Tokens are emitted in batches about this far apart, so high rates cost few wake-ups."""
 
-LABEL = "[sim]"
-"""The first token of every filler answer: nobody mistakes it for a model's."""
-
-FILLER_WORDS = ("lorem", "ipsum", "dolor", "sit", "amet", "consectetur", "adipiscing", "elit")
-
-EMBEDDING_DIM = 16
 LOG_LIMIT = 100_000
 """The request log keeps this many most recent entries (the totals count them all)."""
-
-JSON_OBJECT_ANSWER: dict[str, Any] = {"simulated": True, "text": "simulated filler"}
-"""The answer to a request for "any JSON object" (Ollama ``"json"``, OpenAI ``json_object``)."""
-
-_JSON_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s]+)")
 
 
 def utc_now() -> datetime:
@@ -63,35 +49,6 @@ def utc_now() -> datetime:
 def canonical(model: str) -> str:
     """Ollama's spelling of a model name: a tag is implied, ``llama3`` is ``llama3:latest``."""
     return model if ":" in model else f"{model}:latest"
-
-
-def count_tokens(text: str) -> int:
-    """The simulator's tokenizer: one token per whitespace-separated word."""
-    return len(text.split())
-
-
-def filler(count: int) -> list[str]:
-    """``count`` tokens of labelled filler text, each piece one token."""
-    words = [LABEL, *(FILLER_WORDS[i % len(FILLER_WORDS)] for i in range(count - 1))]
-    return [word if i == 0 else f" {word}" for i, word in enumerate(words[:count])]
-
-
-def json_pieces(value: Any) -> list[str]:
-    """``value`` as JSON text cut into tokens (words and runs of punctuation)."""
-    return text_pieces(json.dumps(value))
-
-
-def text_pieces(text: str) -> list[str]:
-    """``text`` cut into tokens as :func:`json_pieces` cuts JSON."""
-    return _JSON_TOKEN.findall(text)
-
-
-def embedding(model: str, text: str) -> list[float]:
-    """A deterministic unit vector of :data:`EMBEDDING_DIM` floats from a hash of the text."""
-    digest = hashlib.sha256(f"{model}\0{text}".encode()).digest()
-    raw = [int.from_bytes(digest[2 * i : 2 * i + 2], "big") / 32767.5 - 1 for i in range(16)]
-    norm = math.sqrt(sum(x * x for x in raw)) or 1.0
-    return [x / norm for x in raw]
 
 
 @dataclass
@@ -105,20 +62,17 @@ class Timings:
     eval_count: int = 0
     eval_s: float = 0.0
 
-    def ollama(self) -> dict[str, int]:
-        """The final-chunk fields of Ollama's ``/api/chat`` and ``/api/generate``, in ns."""
-        return {
-            "total_duration": _ns(self.total_s),
-            "load_duration": _ns(self.load_s),
-            "prompt_eval_count": self.prompt_tokens,
-            "prompt_eval_duration": _ns(self.prompt_s),
-            "eval_count": self.eval_count,
-            "eval_duration": _ns(self.eval_s),
-        }
-
-
-def _ns(seconds: float) -> int:
-    return round(seconds * 1e9)
+    def ending(self, done_reason: str) -> wire.Ending:
+        """The fields that close Ollama's ``/api/chat`` and ``/api/generate`` answers."""
+        return wire.ending(
+            done_reason,
+            total_s=self.total_s,
+            load_s=self.load_s,
+            prompt_tokens=self.prompt_tokens,
+            prompt_s=self.prompt_s,
+            eval_count=self.eval_count,
+            eval_s=self.eval_s,
+        )
 
 
 @dataclass
@@ -320,13 +274,3 @@ class Simulator:
                 yield pieces[sent : sent + count]
         finally:
             self.decoding -= 1
-
-
-LOG_SCOPE_KEY = "ganglion.sim.log_entry"
-"""Where the request-log middleware puts a request's log entry in its ASGI scope."""
-
-
-def log_entry(scope: MutableMapping[str, Any]) -> dict[str, Any] | None:
-    """The log entry the request-log middleware attached to this request, if any."""
-    entry = scope.get(LOG_SCOPE_KEY)
-    return entry if isinstance(entry, dict) else None
