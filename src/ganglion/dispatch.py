@@ -5,7 +5,7 @@ that the neuron is really answering (so failover can happen before anything reac
 caller), timeouts apply between chunks, and the final chunk carries the token stats that
 feed the speed estimates. Callers that asked for one JSON answer get the chunks collected.
 
-    dispatch ──▶ Router.plan ──▶ for each candidate: open stream, wait for the first chunk
+    dispatch ──▶ Router.rank ──▶ for each candidate: open stream, wait for the first chunk
                                    ├─ fails before the first chunk: cool down, next one
                                    └─ answers: Stream (first chunk + the rest, measured)
 
@@ -39,7 +39,7 @@ from ganglion.errors import (
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.traffic import FailureKind, RequestObserver, Silent, failure_kind
-from ganglion.neurons.base import Chunk, NeuronAdapter, TokenStats
+from ganglion.neurons.base import Chunk, Embeddings, NeuronAdapter, TokenStats
 from ganglion.routing import Job, Router
 
 
@@ -99,11 +99,11 @@ class Dispatcher:
         self, job: Job, make: StreamFactory, *, endpoint: str, pinned: str | None = None
     ) -> Stream:
         """Start the answer on the best neuron that really answers; fail over before that."""
-        plan = self.router.plan(job, pinned=pinned)
-        if not plan:
+        ranked = self.router.rank(job, pinned=pinned)
+        if not ranked:
             raise self.unavailable(job.model)
         failures: list[str] = []
-        for estimate in plan[: self.max_attempts]:
+        for estimate in ranked[: self.max_attempts]:
             neuron = estimate.neuron
             stack = contextlib.AsyncExitStack()
             stack.enter_context(self.router.admit(estimate, job))
@@ -140,6 +140,24 @@ class Dispatcher:
             + "; ".join(failures)
             + " (see ganglion neuron list)"
         )
+
+    async def embed(
+        self, job: Job, inputs: list[str], pinned: str | None = None
+    ) -> tuple[Neuron, Embeddings]:
+        """Embed ``inputs`` on the best neuron serving ``job.model``, failing over on errors."""
+        model = job.model
+        ranked = self.router.rank(job, pinned=pinned)
+        if not ranked:
+            raise self.unavailable(model)
+        failures = []
+        for estimate in ranked[: self.max_attempts]:
+            neuron = estimate.neuron
+            try:
+                async with self.registry.track(neuron):
+                    return neuron, await neuron.adapter.embed(model, inputs)
+            except NeuronError as error:
+                failures.append(f"{neuron.name}: {error}")
+        raise AllNeuronsFailed(f"no neuron could embed with {model!r}: " + "; ".join(failures))
 
     def unavailable(self, model: str) -> DispatchError:
         """Why nothing can take a job for ``model``: saturated, or nobody serves it."""

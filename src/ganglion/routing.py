@@ -214,7 +214,7 @@ class Router:
         finish = wait + prefill + job.output_tokens / decode + load
         return Estimate(neuron, finish, wait, decode, len(book.tickets))
 
-    def plan(self, job: Job, *, pinned: str | None = None) -> list[Estimate]:
+    def rank(self, job: Job, *, pinned: str | None = None) -> list[Estimate]:
         """Candidates for ``job``, best first: neurons cooling down and full ones go last
         (full ones not at all); a pinned neuron is the only candidate."""
         if pinned is not None:

@@ -191,8 +191,8 @@ async def test_saturation_answers_503_with_retry_after(
 
     job = Job("llama3", output_tokens=100)
     held = []
-    while plan := router.plan(job):
-        admitted = router.admit(plan[0], job)
+    while ranked := router.rank(job):
+        admitted = router.admit(ranked[0], job)
         admitted.__enter__()
         held.append(admitted)
     assert len(held) == 4  # one slot and a queue of one on each neuron

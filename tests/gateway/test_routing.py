@@ -51,7 +51,7 @@ HELD: list[object] = []
 
 def hold(router: Router, job: Job) -> str:
     """Admit ``job`` on the router's first choice and keep it in flight; the neuron's name."""
-    best = router.plan(job)[0]
+    best = router.rank(job)[0]
     admitted = router.admit(best, job)
     admitted.__enter__()
     HELD.append(admitted)
@@ -71,7 +71,7 @@ def test_sequential_requests_all_go_to_the_fast_neuron(registry: Registry) -> No
     router, _ = router_with(registry, neuron("fast", 90), neuron("slow", 5.5))
     job = Job("llama3", prompt_tokens=50, output_tokens=100)
     for _ in range(10):
-        best = router.plan(job)[0]
+        best = router.rank(job)[0]
         with router.admit(best, job):
             assert best.neuron.name == "fast"
 
@@ -82,7 +82,7 @@ def test_overflow_goes_to_the_slow_neuron_only_when_it_finishes_sooner(registry:
     placed: list[str] = []
     held = []
     for _ in range(20):
-        best = router.plan(job)[0]
+        best = router.rank(job)[0]
         placed.append(best.neuron.name)
         ticket = router.admit(best, job)
         ticket.__enter__()
@@ -126,45 +126,45 @@ def test_only_active_neurons_serving_the_model(registry: Registry) -> None:
     paused = neuron("paused", 500)
     paused.status = NeuronStatus.SUSPENDED
     router, _ = router_with(registry, neuron("ok", 5), other, down, paused)
-    assert [e.neuron.name for e in router.plan(Job("llama3"))] == ["ok"]
+    assert [e.neuron.name for e in router.rank(Job("llama3"))] == ["ok"]
 
 
 def test_cooling_neurons_go_last_and_full_ones_not_at_all(registry: Registry) -> None:
     router, _ = router_with(registry, neuron("fast", 90), neuron("slow", 5), max_queue=0)
     fast = registry.get("fast")
     router.cool_down(fast)
-    assert [e.neuron.name for e in router.plan(Job("llama3"))] == ["slow", "fast"]
+    assert [e.neuron.name for e in router.rank(Job("llama3"))] == ["slow", "fast"]
     router.warm_up(fast)
     job = Job("llama3")
     hold(router, job)
-    assert [e.neuron.name for e in router.plan(job)] == ["slow"]
+    assert [e.neuron.name for e in router.rank(job)] == ["slow"]
     hold(router, job)
-    assert router.plan(job) == []
+    assert router.rank(job) == []
     assert router.retry_after_s("llama3") >= 1.0
 
 
 def test_pinning_names_the_neuron(registry: Registry) -> None:
     router, _ = router_with(registry, neuron("fast", 90), neuron("slow", 5))
-    assert [e.neuron.name for e in router.plan(Job("llama3"), pinned="slow")] == ["slow"]
+    assert [e.neuron.name for e in router.rank(Job("llama3"), pinned="slow")] == ["slow"]
     with pytest.raises(UnknownNeuron):
-        router.plan(Job("llama3"), pinned="ghost")
+        router.rank(Job("llama3"), pinned="ghost")
 
 
 def test_round_robin_and_least_busy_are_strategies(registry: Registry) -> None:
     router, _ = router_with(registry, neuron("a", 90), neuron("b", 5), policy="round-robin")
-    firsts = [router.plan(Job("llama3"))[0].neuron.name for _ in range(4)]
+    firsts = [router.rank(Job("llama3"))[0].neuron.name for _ in range(4)]
     assert firsts == ["a", "b", "a", "b"]
     router.policy = POLICIES["least-busy"]()
     job = Job("llama3")
     assert hold(router, job) == "a"
-    assert router.plan(job)[0].neuron.name == "b"
+    assert router.rank(job)[0].neuron.name == "b"
 
 
 def test_cold_model_costs_a_load(registry: Registry) -> None:
     warm, cold = neuron("warm", 50), neuron("cold", 50)
     warm.loaded, cold.loaded = ["llama3:latest"], []
     router, _ = router_with(registry, cold, warm)
-    assert router.plan(Job("llama3", output_tokens=10))[0].neuron.name == "warm"
+    assert router.rank(Job("llama3", output_tokens=10))[0].neuron.name == "warm"
 
 
 def test_a_measured_load_time_replaces_the_default(registry: Registry) -> None:
@@ -174,9 +174,9 @@ def test_a_measured_load_time_replaces_the_default(registry: Registry) -> None:
     warm.loaded, cold.loaded = ["llama3:latest"], []
     router, _ = router_with(registry, warm, cold)
     job = Job("llama3", output_tokens=200)  # warm: 10 s; cold: 1 s + the load
-    assert router.plan(job)[0].neuron.name == "cold"
+    assert router.rank(job)[0].neuron.name == "cold"
     cold.speeds.observe("llama3", TokenStats(load_s=60.0))
-    assert router.plan(job)[0].neuron.name == "warm"
+    assert router.rank(job)[0].neuron.name == "warm"
 
 
 def test_a_measured_prefill_speed_replaces_the_estimate(registry: Registry) -> None:
@@ -185,9 +185,9 @@ def test_a_measured_prefill_speed_replaces_the_estimate(registry: Registry) -> N
     decoder, reader = neuron("decoder", 100), neuron("reader", 60)
     router, _ = router_with(registry, decoder, reader)
     long_prompt = Job("llama3", prompt_tokens=4000, output_tokens=50)
-    assert router.plan(long_prompt)[0].neuron.name == "decoder"
+    assert router.rank(long_prompt)[0].neuron.name == "decoder"
     decoder.speeds.observe("llama3:latest", TokenStats(prompt_tokens=500, prefill_s=10.0))
     reader.speeds.observe("llama3:latest", TokenStats(prompt_tokens=500, prefill_s=0.25))
-    assert router.plan(long_prompt)[0].neuron.name == "reader"
+    assert router.rank(long_prompt)[0].neuron.name == "reader"
     short_prompt = Job("llama3", prompt_tokens=10, output_tokens=500)
-    assert router.plan(short_prompt)[0].neuron.name == "decoder"
+    assert router.rank(short_prompt)[0].neuron.name == "decoder"

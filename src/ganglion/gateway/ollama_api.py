@@ -17,7 +17,7 @@ from fastapi.responses import Response, StreamingResponse
 from ganglion import __version__
 from ganglion.dispatch import Stream
 from ganglion.errors import BrokenMidStream
-from ganglion.gateway import relay
+from ganglion.gateway import front
 from ganglion.gateway.state import GatewayDep
 from ganglion.neurons.base import ChatRequest, Chunk, Dialect, GenerateRequest
 from ganglion.routing import same_model
@@ -75,9 +75,9 @@ async def show(body: wire.ShowRequest, gateway: GatewayDep) -> Response:
 @router.post("/chat", response_model=None)
 async def chat(body: wire.ChatRequest, request: Request, gateway: GatewayDep) -> Response:
     internal = ChatRequest(model=body.model, messages=body.messages, **_shared(body))
-    job = relay.job(body.model, [m.get("content", "") for m in body.messages], internal.max_tokens)
+    job = front.job(body.model, [m.get("content", "") for m in body.messages], internal.max_tokens)
     stream = await gateway.dispatcher.open(
-        job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=relay.pinned(request)
+        job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=front.pinned(request)
     )
     return await _answer(stream, body.stream, chat=True)
 
@@ -85,12 +85,12 @@ async def chat(body: wire.ChatRequest, request: Request, gateway: GatewayDep) ->
 @router.post("/generate", response_model=None)
 async def generate(body: wire.GenerateRequest, request: Request, gateway: GatewayDep) -> Response:
     internal = GenerateRequest(model=body.model, prompt=body.prompt, **_shared(body))
-    job = relay.job(body.model, [body.prompt], internal.max_tokens)
+    job = front.job(body.model, [body.prompt], internal.max_tokens)
     stream = await gateway.dispatcher.open(
         job,
         lambda a: a.generate_stream(internal),
         endpoint="generate",
-        pinned=relay.pinned(request),
+        pinned=front.pinned(request),
     )
     return await _answer(stream, body.stream, chat=False)
 
@@ -98,26 +98,30 @@ async def generate(body: wire.GenerateRequest, request: Request, gateway: Gatewa
 @router.post("/embed")
 async def embed(body: wire.EmbedRequest, request: Request, gateway: GatewayDep) -> Response:
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    neuron, result = await relay.embed(gateway, body.model, inputs, relay.pinned(request))
+    neuron, result = await gateway.dispatcher.embed(
+        front.job(body.model, inputs, 1), inputs, front.pinned(request)
+    )
     answer = wire.EmbedResponse(
         model=body.model, embeddings=result.vectors, prompt_eval_count=result.prompt_tokens or 0
     )
-    return _json(answer, relay.served_by(neuron))
+    return _json(answer, front.served_by(neuron))
 
 
 @router.post("/embeddings")
 async def embeddings(
     body: wire.LegacyEmbeddingsRequest, request: Request, gateway: GatewayDep
 ) -> Response:
-    neuron, result = await relay.embed(gateway, body.model, [body.prompt], relay.pinned(request))
+    neuron, result = await gateway.dispatcher.embed(
+        front.job(body.model, [body.prompt], 1), [body.prompt], front.pinned(request)
+    )
     answer = wire.LegacyEmbeddingsResponse(embedding=result.vectors[0])
-    return _json(answer, relay.served_by(neuron))
+    return _json(answer, front.served_by(neuron))
 
 
 def _shared(body: wire.ChatRequest | wire.GenerateRequest) -> dict[str, Any]:
     """The fields chat and generate share, split into what every dialect understands and
     what only an Ollama neuron should get (``keep_alive``, ``num_ctx``...)."""
-    common, native_options = relay.split_options(dict(body.options))
+    common, native_options = front.split_options(dict(body.options))
     return {
         "max_tokens": _int(native_options.pop("num_predict", None)),
         "format": body.format or None,
@@ -128,7 +132,7 @@ def _shared(body: wire.ChatRequest | wire.GenerateRequest) -> dict[str, Any]:
 
 
 async def _answer(stream: Stream, streaming: bool, *, chat: bool) -> Response:
-    headers = relay.served_by(stream.neuron)
+    headers = front.served_by(stream.neuron)
     if streaming:
         lines = _ndjson(stream, chat=chat)
         return StreamingResponse(lines, media_type=wire.NDJSON, headers=headers)

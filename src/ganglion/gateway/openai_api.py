@@ -13,7 +13,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from ganglion.dispatch import Stream
 from ganglion.errors import BrokenMidStream
-from ganglion.gateway import relay
+from ganglion.gateway import front
 from ganglion.gateway.state import GatewayDep
 from ganglion.neurons.base import ChatRequest, Chunk, Dialect, GenerateRequest, TokenStats
 from ganglion.routing import same_model
@@ -41,9 +41,9 @@ async def chat_completions(
     internal = ChatRequest(
         model=body.model, messages=body.messages, max_tokens=max_tokens, **_shared(body)
     )
-    job = relay.job(body.model, [m.get("content", "") for m in body.messages], max_tokens)
+    job = front.job(body.model, [m.get("content", "") for m in body.messages], max_tokens)
     stream = await gateway.dispatcher.open(
-        job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=relay.pinned(request)
+        job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=front.pinned(request)
     )
     usage = bool(body.stream_options and body.stream_options.include_usage)
     return await _answer(stream, body.stream, usage, kind="chat")
@@ -57,12 +57,12 @@ async def completions(
     internal = GenerateRequest(
         model=body.model, prompt=prompt, max_tokens=body.max_tokens, **_shared(body)
     )
-    job = relay.job(body.model, [prompt], body.max_tokens)
+    job = front.job(body.model, [prompt], body.max_tokens)
     stream = await gateway.dispatcher.open(
         job,
         lambda a: a.generate_stream(internal),
         endpoint="generate",
-        pinned=relay.pinned(request),
+        pinned=front.pinned(request),
     )
     usage = bool(body.stream_options and body.stream_options.include_usage)
     return await _answer(stream, body.stream, usage, kind="text")
@@ -73,7 +73,9 @@ async def embeddings(
     body: wire.EmbeddingRequest, request: Request, gateway: GatewayDep
 ) -> Response:
     inputs = [body.input] if isinstance(body.input, str) else body.input
-    neuron, result = await relay.embed(gateway, body.model, inputs, relay.pinned(request))
+    neuron, result = await gateway.dispatcher.embed(
+        front.job(body.model, inputs, 1), inputs, front.pinned(request)
+    )
     data = [
         wire.Embedding(object="embedding", index=i, embedding=vector)
         for i, vector in enumerate(result.vectors)
@@ -84,7 +86,7 @@ async def embeddings(
     return Response(
         answer.encode(body.encoding_format),
         media_type="application/json",
-        headers=relay.served_by(neuron),
+        headers=front.served_by(neuron),
     )
 
 
@@ -92,7 +94,7 @@ def _shared(body: wire.ChatCompletionRequest | wire.CompletionRequest) -> dict[s
     """The fields both endpoints share: sampling options every dialect understands, and the
     caller's other fields, kept for a neuron that speaks OpenAI too."""
     extra = dict(body.model_extra or {})
-    common = {k: extra.pop(k) for k in list(extra) if k in relay.COMMON_OPTIONS}
+    common = {k: extra.pop(k) for k in list(extra) if k in front.COMMON_OPTIONS}
     return {
         "format": _format(body.response_format),
         "options": common,
@@ -117,7 +119,7 @@ def _format(response_format: dict[str, Any] | None) -> str | dict[str, Any] | No
 
 
 async def _answer(stream: Stream, streaming: bool, usage: bool, *, kind: str) -> Response:
-    headers = relay.served_by(stream.neuron)
+    headers = front.served_by(stream.neuron)
     chat = kind == "chat"
     reply = wire.Reply(
         id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",

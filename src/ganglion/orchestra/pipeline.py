@@ -121,7 +121,7 @@ class StitchedRun:
         """The brain's speed, and the neuron its outline will be written on."""
         o = self.orchestra
         brain = self.request.brain or self.model
-        estimates = o.router.plan(Job(brain, 0, 64))
+        estimates = o.router.rank(Job(brain, 0, 64))
         if not estimates:
             raise o.dispatcher.unavailable(brain)
         neuron = estimates[0].neuron

@@ -453,7 +453,7 @@ class Orchestra:
 
     def _next_neuron(self, model: str, subtask: planning.Subtask, tried: list[str]) -> str | None:
         """Where a failed subtask now finishes earliest, among neurons not yet tried."""
-        for estimate in self.router.plan(Job(model, 0, subtask.expected_tokens)):
+        for estimate in self.router.rank(Job(model, 0, subtask.expected_tokens)):
             if estimate.neuron.name not in tried:
                 return estimate.neuron.name
         return None

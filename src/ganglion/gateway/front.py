@@ -1,5 +1,6 @@
-"""What the Ollama and OpenAI front doors share: pinning, job estimates, option splitting,
-and embeddings with failover."""
+"""What the Ollama and OpenAI front doors share when they read a request: the neuron it is
+pinned to, its routing estimate, its options; and the header that says who answered. The
+forwarding itself, with failover, is :mod:`ganglion.dispatch`."""
 
 from __future__ import annotations
 
@@ -10,10 +11,7 @@ from urllib.parse import quote, unquote
 
 from fastapi import Request
 
-from ganglion.errors import AllNeuronsFailed, NeuronError
 from ganglion.fleet.model import Neuron
-from ganglion.gateway.state import Gateway
-from ganglion.neurons.base import Embeddings
 from ganglion.routing import DEFAULT_OUTPUT_TOKENS, Job
 
 PIN_HEADER = "X-Ganglion-Neuron"
@@ -47,21 +45,3 @@ def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
     common = {k: v for k, v in options.items() if k in COMMON_OPTIONS}
     native = {k: v for k, v in options.items() if k not in COMMON_OPTIONS}
     return common, native
-
-
-async def embed(
-    gateway: Gateway, model: str, inputs: list[str], pin: str | None
-) -> tuple[Neuron, Embeddings]:
-    """Embed ``inputs`` on the best neuron serving ``model``, failing over on errors."""
-    plan = gateway.router.plan(job(model, inputs, 1), pinned=pin)
-    if not plan:
-        raise gateway.dispatcher.unavailable(model)
-    failures = []
-    for estimate in plan[: gateway.dispatcher.max_attempts]:
-        neuron = estimate.neuron
-        try:
-            async with gateway.registry.track(neuron):
-                return neuron, await neuron.adapter.embed(model, inputs)
-        except NeuronError as error:
-            failures.append(f"{neuron.name}: {error}")
-    raise AllNeuronsFailed(f"no neuron could embed with {model!r}: " + "; ".join(failures))
