@@ -20,7 +20,7 @@ import pytest
 from ganglion.errors import ConfigError
 from ganglion.local.sim import SimConfig, create_sim_app
 from ganglion.local.sim.answers import LABEL, filler, json_pieces
-from ganglion.local.sim.engine import Job, Simulator
+from ganglion.local.sim.engine import Generation, Simulator
 from ganglion.local.sim.schema import instance_of
 
 try:
@@ -223,7 +223,7 @@ async def test_abandoning_a_stream_frees_its_slot(vtime: VirtualTime) -> None:
     config = SimConfig(models=("m1",), tps=10.0)
     app = create_sim_app(config, clock=vtime.clock, sleep=vtime.sleep)
     sim: Simulator = app.state.sim
-    job = Job(model="m1:latest", prompt_tokens=1, pieces=filler(50))
+    job = Generation(model="m1:latest", prompt_tokens=1, pieces=filler(50))
     batches = sim.run(job)
     assert await anext(batches) == [LABEL]
     assert (sim.active, sim.decoding) == (1, 1)
@@ -608,7 +608,7 @@ async def test_a_stall_sends_its_first_tokens_then_holds_its_slot_until_cancelle
     config = SimConfig(models=("m1",), tps=10.0, stall_rate=1.0, stall_after_tokens=3)
     sim: Simulator = create_sim_app(config, clock=vtime.clock, sleep=vtime.sleep).state.sim
     assert sim.draw_fault() == "stall"
-    job = Job(model="m1:latest", prompt_tokens=1, pieces=filler(20), stall_after=3)
+    job = Generation(model="m1:latest", prompt_tokens=1, pieces=filler(20), stall_after=3)
     batches = sim.run(job)
     sent = [piece for _ in range(3) for piece in await anext(batches)]
     waiting = asyncio.ensure_future(anext(batches))

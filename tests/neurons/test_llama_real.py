@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from ganglion.errors import LocalFleetError, NeuronRequestError
 from ganglion.local import llama
 from ganglion.local.llama import LOCAL_MODEL, LlamaServer
-from ganglion.neurons import ChatRequest, Chunk, Dialect, GenerateRequest, TokenStats
+from ganglion.neurons import ChatCall, Chunk, Dialect, GenerateCall, TokenStats
 from ganglion.neurons.detect import detect_dialect
 from ganglion.neurons.openai import OpenAIAdapter
 
@@ -86,7 +86,7 @@ async def test_detect_dialect_says_openai(llama_server: LlamaServer) -> None:
 
 @pytest.mark.llama
 async def test_chat(adapter: OpenAIAdapter) -> None:
-    request = ChatRequest(model=LOCAL_MODEL, messages=HELLO, max_tokens=MAX_TOKENS, options=GREEDY)
+    request = ChatCall(model=LOCAL_MODEL, messages=HELLO, max_tokens=MAX_TOKENS, options=GREEDY)
     completion = await adapter.chat(request)
     assert completion.text.strip()
     assert completion.done_reason in {"stop", "length"}
@@ -95,7 +95,7 @@ async def test_chat(adapter: OpenAIAdapter) -> None:
 
 @pytest.mark.llama
 async def test_chat_stream(adapter: OpenAIAdapter) -> None:
-    request = ChatRequest(model=LOCAL_MODEL, messages=HELLO, max_tokens=MAX_TOKENS, options=GREEDY)
+    request = ChatCall(model=LOCAL_MODEL, messages=HELLO, max_tokens=MAX_TOKENS, options=GREEDY)
     chunks = [chunk async for chunk in adapter.chat_stream(request)]
     assert "".join(chunk.text for chunk in chunks).strip()
     assert_stream_plausible(chunks)
@@ -103,7 +103,7 @@ async def test_chat_stream(adapter: OpenAIAdapter) -> None:
 
 @pytest.mark.llama
 async def test_generate(adapter: OpenAIAdapter) -> None:
-    request = GenerateRequest(
+    request = GenerateCall(
         model=LOCAL_MODEL, prompt="The sky is", max_tokens=MAX_TOKENS, options=GREEDY
     )
     completion = await adapter.generate(request)
@@ -113,7 +113,7 @@ async def test_generate(adapter: OpenAIAdapter) -> None:
 
 @pytest.mark.llama
 async def test_generate_stream(adapter: OpenAIAdapter) -> None:
-    request = GenerateRequest(
+    request = GenerateCall(
         model=LOCAL_MODEL, prompt="One, two, three,", max_tokens=MAX_TOKENS, options=GREEDY
     )
     chunks = [chunk async for chunk in adapter.generate_stream(request)]
@@ -126,7 +126,7 @@ async def test_chat_constrained_by_a_json_schema_parses_and_validates(
     adapter: OpenAIAdapter,
 ) -> None:
     question = "What is 2 + 2? Answer in JSON with the number and whether you are sure."
-    request = ChatRequest(
+    request = ChatCall(
         model=LOCAL_MODEL,
         messages=[{"role": "user", "content": question}],
         max_tokens=48,
@@ -140,7 +140,7 @@ async def test_chat_constrained_by_a_json_schema_parses_and_validates(
 
 @pytest.mark.llama
 async def test_chat_in_json_mode_is_json(adapter: OpenAIAdapter) -> None:
-    request = ChatRequest(
+    request = ChatCall(
         model=LOCAL_MODEL,
         messages=[{"role": "user", "content": "Give a JSON object with a key named colour."}],
         max_tokens=48,
@@ -168,7 +168,7 @@ async def test_embed_in_embedding_mode_is_per_token_and_refused(
             with pytest.raises(NeuronRequestError, match="one vector per token"):
                 await adapter.embed(LOCAL_MODEL, ["hello world", "goodbye"])
             # Embedding mode does not stop it chatting.
-            request = ChatRequest(model=LOCAL_MODEL, messages=HELLO, max_tokens=4, options=GREEDY)
+            request = ChatCall(model=LOCAL_MODEL, messages=HELLO, max_tokens=4, options=GREEDY)
             assert (await adapter.chat(request)).text
         finally:
             await adapter.aclose()

@@ -15,7 +15,7 @@ from ganglion.errors import (
     NeuronUnreachable,
     NotAnLLMServer,
 )
-from ganglion.neurons import ChatRequest, Chunk, Dialect, GenerateRequest
+from ganglion.neurons import ChatCall, Chunk, Dialect, GenerateCall
 from ganglion.neurons.ollama import OllamaAdapter
 
 URL = "http://gpu-box:11434"
@@ -65,7 +65,7 @@ METRICS = {
     "eval_duration": 250_000_000,
 }
 CREATED = "2025-01-10T12:00:01.000000Z"
-QUIET = ChatRequest(model=MODEL, messages=[])
+QUIET = ChatCall(model=MODEL, messages=[])
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -187,7 +187,7 @@ async def test_chat_sends_options_and_reads_token_stats(make_adapter, clock, see
         return httpx.Response(200, json=reply)
 
     schema = {"type": "object", "properties": {"answer": {"type": "string"}}}
-    request = ChatRequest(
+    request = ChatCall(
         model=MODEL,
         messages=[{"role": "user", "content": "Hello"}],
         max_tokens=32,
@@ -237,7 +237,7 @@ async def test_chat_stream_measures_ttft_at_first_content(make_adapter, timed_st
             200, stream=timed_stream(pieces), headers={"content-type": "application/x-ndjson"}
         )
 
-    request = ChatRequest(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=5)
+    request = ChatCall(model=MODEL, messages=[{"role": "user", "content": "Hi"}], max_tokens=5)
     chunks = [chunk async for chunk in make_adapter(handler).chat_stream(request)]
 
     sent = body_of(seen[0])
@@ -261,7 +261,7 @@ async def test_generate_posts_prompt_and_reads_response(make_adapter, clock, see
         reply = {"model": MODEL, "created_at": CREATED, "response": "42", "context": [1, 2]}
         return httpx.Response(200, json={**reply, **METRICS})
 
-    request = GenerateRequest(model=MODEL, prompt="Answer:", max_tokens=3, format="json")
+    request = GenerateCall(model=MODEL, prompt="Answer:", max_tokens=3, format="json")
     completion = await make_adapter(handler).generate(request)
 
     assert seen[0].url.path == "/api/generate"
@@ -288,7 +288,7 @@ async def test_generate_stream_yields_response_pieces(make_adapter, timed_stream
         return httpx.Response(200, stream=timed_stream(pieces))
 
     adapter = make_adapter(handler)
-    chunks = [c async for c in adapter.generate_stream(GenerateRequest(MODEL, "Q"))]
+    chunks = [c async for c in adapter.generate_stream(GenerateCall(MODEL, "Q"))]
 
     assert "".join(chunk.text for chunk in chunks) == "42"
     assert chunks[-1].done_reason == "length"
@@ -324,7 +324,7 @@ async def test_error_status_carries_status_and_server_text(make_adapter) -> None
         return httpx.Response(404, json={"error": "model 'nope' not found, try pulling it first"})
 
     with pytest.raises(NeuronRequestError) as caught:
-        await make_adapter(handler).chat(ChatRequest(model="nope", messages=[]))
+        await make_adapter(handler).chat(ChatCall(model="nope", messages=[]))
     assert caught.value.status_code == 404
     assert "404" in str(caught.value)
     assert "model 'nope' not found" in str(caught.value)

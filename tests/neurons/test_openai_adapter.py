@@ -15,7 +15,7 @@ from ganglion.errors import (
     NeuronUnreachable,
     NotAnLLMServer,
 )
-from ganglion.neurons import ChatRequest, Chunk, Dialect, GenerateRequest
+from ganglion.neurons import ChatCall, Chunk, Dialect, GenerateCall
 from ganglion.neurons.openai import OpenAIAdapter, response_format
 
 URL = "http://cpu-box:8080"
@@ -44,7 +44,7 @@ TIMINGS = {
     "predicted_per_second": 50.0,
 }
 MESSAGES = [{"role": "user", "content": "Hello"}]
-QUIET = ChatRequest(model=MODEL, messages=[])
+QUIET = ChatCall(model=MODEL, messages=[])
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -186,7 +186,7 @@ async def test_chat_sends_max_tokens_and_response_format(make_adapter, clock, se
         clock.advance(0.25)
         return httpx.Response(200, json=completion('{"n": 4}', usage=USAGE))
 
-    request = ChatRequest(
+    request = ChatCall(
         model=MODEL,
         messages=MESSAGES,
         max_tokens=16,
@@ -222,7 +222,7 @@ async def test_chat_prefers_llama_cpp_timings(make_adapter, clock) -> None:
         clock.advance(0.3)
         return httpx.Response(200, json=completion("hi", usage=USAGE, timings=TIMINGS))
 
-    result = await make_adapter(handler).chat(ChatRequest(model=MODEL, messages=MESSAGES))
+    result = await make_adapter(handler).chat(ChatCall(model=MODEL, messages=MESSAGES))
     assert result.stats.prefill_s == pytest.approx(0.04)
     assert result.stats.decode_s == pytest.approx(0.16)
     assert result.stats.decode_tps == pytest.approx(50.0)
@@ -245,7 +245,7 @@ async def test_chat_stream_asks_for_usage_and_times_the_first_delta(
         headers = {"content-type": "text/event-stream"}
         return httpx.Response(200, stream=timed_stream(pieces), headers=headers)
 
-    request = ChatRequest(model=MODEL, messages=MESSAGES, max_tokens=8)
+    request = ChatCall(model=MODEL, messages=MESSAGES, max_tokens=8)
     chunks = [chunk async for chunk in make_adapter(handler).chat_stream(request)]
 
     sent = body_of(seen[0])
@@ -306,7 +306,7 @@ async def test_generate_uses_v1_completions(make_adapter, clock, seen) -> None:
         reply = {"object": "text_completion", "model": MODEL, "choices": [choice], "usage": USAGE}
         return httpx.Response(200, json=reply)
 
-    request = GenerateRequest(model=MODEL, prompt="The capital of France is", max_tokens=4)
+    request = GenerateCall(model=MODEL, prompt="The capital of France is", max_tokens=4)
     result = await make_adapter(handler).generate(request)
 
     assert seen[0].url.path == "/v1/completions"
@@ -330,7 +330,7 @@ async def test_generate_stream_reads_text_chunks(make_adapter, timed_stream, see
         return httpx.Response(200, stream=timed_stream([(0.2, event) for event in events]))
 
     adapter = make_adapter(handler)
-    chunks = [c async for c in adapter.generate_stream(GenerateRequest(MODEL, "The capital"))]
+    chunks = [c async for c in adapter.generate_stream(GenerateCall(MODEL, "The capital"))]
     assert seen[0].url.path == "/v1/completions"
     assert body_of(seen[0])["stream_options"] == {"include_usage": True}
     assert "".join(chunk.text for chunk in chunks) == " Paris"
@@ -387,7 +387,7 @@ async def test_error_status_carries_status_and_server_text(
         return httpx.Response(status, json=body)
 
     with pytest.raises(NeuronRequestError) as caught:
-        await make_adapter(handler).chat(ChatRequest(model=MODEL, messages=MESSAGES))
+        await make_adapter(handler).chat(ChatCall(model=MODEL, messages=MESSAGES))
     assert caught.value.status_code == status
     assert str(status) in str(caught.value)
     assert says in str(caught.value)
@@ -398,7 +398,7 @@ async def test_connection_refused_is_unreachable(make_adapter) -> None:
         raise httpx.ConnectError("[Errno 111] Connection refused")
 
     with pytest.raises(NeuronUnreachable, match=r"cpu-box:8080/v1/chat/completions.*refused"):
-        await make_adapter(handler).chat(ChatRequest(model=MODEL, messages=MESSAGES))
+        await make_adapter(handler).chat(ChatCall(model=MODEL, messages=MESSAGES))
 
 
 async def test_stream_without_done_is_broken(make_adapter, timed_stream) -> None:
@@ -454,7 +454,7 @@ async def test_html_instead_of_a_stream_is_not_an_llm_server(make_adapter) -> No
 async def test_completion_that_is_not_a_completion_is_not_an_llm_server(make_adapter) -> None:
     adapter = make_adapter(lambda request: httpx.Response(200, json={"status": "ok"}))
     with pytest.raises(NotAnLLMServer, match="ChatCompletion"):
-        await adapter.chat(ChatRequest(model=MODEL, messages=MESSAGES))
+        await adapter.chat(ChatCall(model=MODEL, messages=MESSAGES))
 
 
 # --- llama-cpp-python's own spelling of a schema constraint ------------------------------
@@ -485,7 +485,7 @@ def llama_cpp_python(timed_stream=None) -> Handler:
 
 async def test_a_refused_json_schema_is_resent_as_json_object_schema(make_adapter, seen) -> None:
     schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
-    request = ChatRequest(model=MODEL, messages=MESSAGES, format=schema)
+    request = ChatCall(model=MODEL, messages=MESSAGES, format=schema)
     adapter = make_adapter(llama_cpp_python())
 
     first = await adapter.chat(request)
@@ -502,7 +502,7 @@ async def test_a_refused_json_schema_is_resent_as_json_object_schema(make_adapte
 
 async def test_a_refused_json_schema_stream_is_resent(make_adapter, timed_stream, seen) -> None:
     schema = {"type": "object"}
-    request = ChatRequest(model=MODEL, messages=MESSAGES, format=schema)
+    request = ChatCall(model=MODEL, messages=MESSAGES, format=schema)
     chunks: list[Chunk] = []
     await drain(make_adapter(llama_cpp_python(timed_stream)).chat_stream(request), chunks)
     assert "".join(chunk.text for chunk in chunks) == '{"n": 4}'
@@ -513,7 +513,7 @@ async def test_other_errors_are_not_resent(make_adapter, seen) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(500, json={"error": {"message": "out of memory"}})
 
-    request = ChatRequest(model=MODEL, messages=MESSAGES, format={"type": "object"})
+    request = ChatCall(model=MODEL, messages=MESSAGES, format={"type": "object"})
     with pytest.raises(NeuronRequestError, match="out of memory"):
         await make_adapter(handler).chat(request)
     assert len(seen) == 1

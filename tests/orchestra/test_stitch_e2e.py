@@ -1,6 +1,6 @@
 """The stitched pipeline end to end: a real gateway, simulated workers serving ``llama3``, and
 a simulated brain serving ``brain-model`` that answers the outline request with a scripted
-outline. Timings are compared with each other, never against a clock."""
+outline. GenerationTimings are compared with each other, never against a clock."""
 
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from ganglion.errors import NeuronError
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.traffic import FailureKind, RequestObserver, Silent, failure_kind
-from ganglion.neurons.base import GenerateRequest
+from ganglion.neurons.base import GenerateCall
 
 # A counting sequence: every model, however small, keeps going until max_tokens, so the
 # measurement covers the whole budget instead of stopping at an early end of answer.
@@ -27,8 +27,8 @@ class BenchResult:
     error: str | None = None
 
 
-def bench_request(model: str, max_tokens: int) -> GenerateRequest:
-    return GenerateRequest(
+def bench_request(model: str, max_tokens: int) -> GenerateCall:
+    return GenerateCall(
         model=model,
         prompt=BENCH_PROMPT,
         max_tokens=max_tokens,

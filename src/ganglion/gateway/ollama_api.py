@@ -19,7 +19,7 @@ from ganglion.dispatch import Stream
 from ganglion.errors import BrokenMidStream
 from ganglion.gateway import front
 from ganglion.gateway.state import GatewayDep
-from ganglion.neurons.base import ChatRequest, Chunk, Dialect, GenerateRequest
+from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall
 from ganglion.routing import same_model
 from ganglion.wire import ollama as wire
 from ganglion.wire.encoding import dumps
@@ -74,7 +74,7 @@ async def show(body: wire.ShowRequest, gateway: GatewayDep) -> Response:
 
 @router.post("/chat", response_model=None)
 async def chat(body: wire.ChatRequest, request: Request, gateway: GatewayDep) -> Response:
-    internal = ChatRequest(model=body.model, messages=body.messages, **_shared(body))
+    internal = ChatCall(model=body.model, messages=body.messages, **_shared(body))
     job = front.job(body.model, [m.get("content", "") for m in body.messages], internal.max_tokens)
     stream = await gateway.dispatcher.open(
         job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=front.pinned(request)
@@ -84,7 +84,7 @@ async def chat(body: wire.ChatRequest, request: Request, gateway: GatewayDep) ->
 
 @router.post("/generate", response_model=None)
 async def generate(body: wire.GenerateRequest, request: Request, gateway: GatewayDep) -> Response:
-    internal = GenerateRequest(model=body.model, prompt=body.prompt, **_shared(body))
+    internal = GenerateCall(model=body.model, prompt=body.prompt, **_shared(body))
     job = front.job(body.model, [body.prompt], internal.max_tokens)
     stream = await gateway.dispatcher.open(
         job,

@@ -15,7 +15,7 @@ from ganglion.dispatch import Stream
 from ganglion.errors import BrokenMidStream
 from ganglion.gateway import front
 from ganglion.gateway.state import GatewayDep
-from ganglion.neurons.base import ChatRequest, Chunk, Dialect, GenerateRequest, TokenStats
+from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall, TokenStats
 from ganglion.routing import same_model
 from ganglion.wire import openai as wire
 from ganglion.wire import sse
@@ -38,7 +38,7 @@ async def chat_completions(
     body: wire.ChatCompletionRequest, request: Request, gateway: GatewayDep
 ) -> Response:
     max_tokens = body.max_completion_tokens or body.max_tokens
-    internal = ChatRequest(
+    internal = ChatCall(
         model=body.model, messages=body.messages, max_tokens=max_tokens, **_shared(body)
     )
     job = front.job(body.model, [m.get("content", "") for m in body.messages], max_tokens)
@@ -54,7 +54,7 @@ async def completions(
     body: wire.CompletionRequest, request: Request, gateway: GatewayDep
 ) -> Response:
     prompt = body.prompt if isinstance(body.prompt, str) else "".join(body.prompt)
-    internal = GenerateRequest(
+    internal = GenerateCall(
         model=body.model, prompt=prompt, max_tokens=body.max_tokens, **_shared(body)
     )
     job = front.job(body.model, [prompt], body.max_tokens)

@@ -1,12 +1,12 @@
 """Talking to a neuron: one adapter per dialect behind one protocol (:class:`NeuronAdapter`)."""
 
 from ganglion.neurons.base import (
-    ChatRequest,
+    ChatCall,
     Chunk,
     Completion,
     Dialect,
     Embeddings,
-    GenerateRequest,
+    GenerateCall,
     ModelInfo,
     NeuronAdapter,
     ProbeResult,
@@ -14,12 +14,12 @@ from ganglion.neurons.base import (
 )
 
 __all__ = [
-    "ChatRequest",
+    "ChatCall",
     "Chunk",
     "Completion",
     "Dialect",
     "Embeddings",
-    "GenerateRequest",
+    "GenerateCall",
     "ModelInfo",
     "NeuronAdapter",
     "ProbeResult",

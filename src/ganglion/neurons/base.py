@@ -52,7 +52,7 @@ class TokenStats:
 
 
 @dataclass(frozen=True)
-class ChatRequest:
+class ChatCall:
     """A chat request in no particular dialect.
 
     ``messages`` are Ollama/OpenAI style dicts (``{"role": ..., "content": ...}``).
@@ -74,7 +74,7 @@ class ChatRequest:
 
 
 @dataclass(frozen=True)
-class GenerateRequest:
+class GenerateCall:
     """A raw completion request: Ollama ``/api/generate``, OpenAI ``/v1/completions``."""
 
     model: str
@@ -154,13 +154,13 @@ class NeuronAdapter(Protocol):
 
     async def list_models(self) -> list[ModelInfo]: ...
 
-    async def chat(self, request: ChatRequest) -> Completion: ...
+    async def chat(self, request: ChatCall) -> Completion: ...
 
-    def chat_stream(self, request: ChatRequest) -> AsyncIterator[Chunk]: ...
+    def chat_stream(self, request: ChatCall) -> AsyncIterator[Chunk]: ...
 
-    async def generate(self, request: GenerateRequest) -> Completion: ...
+    async def generate(self, request: GenerateCall) -> Completion: ...
 
-    def generate_stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]: ...
+    def generate_stream(self, request: GenerateCall) -> AsyncIterator[Chunk]: ...
 
     async def embed(self, model: str, inputs: list[str]) -> Embeddings: ...
 

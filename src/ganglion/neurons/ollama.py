@@ -24,12 +24,12 @@ import httpx
 
 from ganglion.errors import NeuronRequestError, NeuronStreamBroken, NotAnLLMServer
 from ganglion.neurons.base import (
-    ChatRequest,
+    ChatCall,
     Chunk,
     Completion,
     Dialect,
     Embeddings,
-    GenerateRequest,
+    GenerateCall,
     ModelInfo,
     ProbeResult,
     TokenStats,
@@ -46,8 +46,8 @@ from ganglion.neurons.http import (
 from ganglion.wire.ollama import (
     ChatResponse,
     EmbedResponse,
+    FinalStats,
     GenerateResponse,
-    Metrics,
     ProcessResponse,
     TagsResponse,
     VersionResponse,
@@ -112,19 +112,19 @@ class OllamaAdapter:
             for model in tags.models
         ]
 
-    async def chat(self, request: ChatRequest) -> Completion:
+    async def chat(self, request: ChatCall) -> Completion:
         body = {**_common(request, stream=False), "messages": request.messages}
         return await self._complete("/api/chat", body, ChatResponse, request.model)
 
-    def chat_stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    def chat_stream(self, request: ChatCall) -> AsyncIterator[Chunk]:
         body = {**_common(request, stream=True), "messages": request.messages}
         return self._stream("/api/chat", body, ChatResponse)
 
-    async def generate(self, request: GenerateRequest) -> Completion:
+    async def generate(self, request: GenerateCall) -> Completion:
         body = {**_common(request, stream=False), "prompt": request.prompt}
         return await self._complete("/api/generate", body, GenerateResponse, request.model)
 
-    def generate_stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+    def generate_stream(self, request: GenerateCall) -> AsyncIterator[Chunk]:
         body = {**_common(request, stream=True), "prompt": request.prompt}
         return self._stream("/api/generate", body, GenerateResponse)
 
@@ -193,7 +193,7 @@ class OllamaAdapter:
         raise NeuronStreamBroken(f"{where} ended its stream without the final done message")
 
 
-def _common(request: ChatRequest | GenerateRequest, *, stream: bool) -> dict[str, Any]:
+def _common(request: ChatCall | GenerateCall, *, stream: bool) -> dict[str, Any]:
     """The body fields chat and generate share: ``max_tokens`` is ``options.num_predict``."""
     native = dict(request.native) if request.native_dialect is Dialect.OLLAMA else {}
     options = {**native.pop("options", {}), **request.options}
@@ -217,7 +217,7 @@ def _seconds(nanoseconds: int | None) -> float | None:
     return None if nanoseconds is None else nanoseconds / 1e9
 
 
-def _stats(metrics: Metrics, *, wall_s: float, ttft_s: float | None) -> TokenStats:
+def _stats(metrics: FinalStats, *, wall_s: float, ttft_s: float | None) -> TokenStats:
     return TokenStats(
         prompt_tokens=metrics.prompt_eval_count,
         output_tokens=metrics.eval_count,

@@ -31,12 +31,12 @@ import httpx
 
 from ganglion.errors import NeuronRequestError, NeuronStreamBroken, NotAnLLMServer
 from ganglion.neurons.base import (
-    ChatRequest,
+    ChatCall,
     Chunk,
     Completion,
     Dialect,
     Embeddings,
-    GenerateRequest,
+    GenerateCall,
     ModelInfo,
     ProbeResult,
     TokenStats,
@@ -129,19 +129,19 @@ class OpenAIAdapter:
             for model in models.data
         ]
 
-    async def chat(self, request: ChatRequest) -> Completion:
+    async def chat(self, request: ChatCall) -> Completion:
         body = {**self._common(request, stream=False), "messages": request.messages}
         return await self._complete(CHAT_PATH, body, request.model)
 
-    def chat_stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+    def chat_stream(self, request: ChatCall) -> AsyncIterator[Chunk]:
         body = {**self._common(request, stream=True), "messages": request.messages}
         return self._stream(CHAT_PATH, body)
 
-    async def generate(self, request: GenerateRequest) -> Completion:
+    async def generate(self, request: GenerateCall) -> Completion:
         body = {**self._common(request, stream=False), "prompt": request.prompt}
         return await self._complete(COMPLETIONS_PATH, body, request.model)
 
-    def generate_stream(self, request: GenerateRequest) -> AsyncIterator[Chunk]:
+    def generate_stream(self, request: GenerateCall) -> AsyncIterator[Chunk]:
         body = {**self._common(request, stream=True), "prompt": request.prompt}
         return self._stream(COMPLETIONS_PATH, body)
 
@@ -168,7 +168,7 @@ class OpenAIAdapter:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    def _common(self, request: ChatRequest | GenerateRequest, *, stream: bool) -> dict[str, Any]:
+    def _common(self, request: ChatCall | GenerateCall, *, stream: bool) -> dict[str, Any]:
         """The body fields chat and completions share. ``options`` go through as top-level
         fields (temperature, seed, top_p, stop, ...); ours win over theirs."""
         native = request.native if request.native_dialect is Dialect.OPENAI else {}

@@ -38,7 +38,7 @@ from ganglion.errors import (
     UnknownRun,
 )
 from ganglion.fleet.registry import Registry
-from ganglion.neurons.base import ChatRequest, TokenStats
+from ganglion.neurons.base import ChatCall, TokenStats
 from ganglion.orchestra import plan as planning
 from ganglion.orchestra.direct import answer_directly
 from ganglion.orchestra.events import RunEvents
@@ -369,7 +369,7 @@ class Orchestra:
         options: dict[str, Any] = {"temperature": 0.2} if schema else {}
         if stop:
             options["stop"] = stop
-        request = ChatRequest(
+        request = ChatCall(
             model=model, messages=messages, max_tokens=max_tokens, format=schema, options=options
         )
         job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)

@@ -27,7 +27,7 @@ Answer = dict[str, Any]
 """A :class:`ChatResponse` or :class:`GenerateResponse` as written, built by :func:`answer`."""
 
 Ending = dict[str, Any]
-"""The :class:`Metrics` that close an answer, built by :func:`ending`."""
+"""The :class:`FinalStats` (counts and durations) that close an answer, built by :func:`ending`."""
 
 
 class WireModel(BaseModel):
@@ -112,7 +112,7 @@ class Message(WireModel):
     content: str = ""
 
 
-class Metrics(WireModel):
+class FinalStats(WireModel):
     """The timing and token counts Ollama adds to a finished answer (``done: true``)."""
 
     done: bool = False
@@ -141,11 +141,11 @@ class _GenerateHead(WireModel):
     response: str = ""
 
 
-class ChatResponse(Metrics, _ChatHead):
+class ChatResponse(FinalStats, _ChatHead):
     """``POST /api/chat``: the whole answer, or one line of its NDJSON stream."""
 
 
-class GenerateResponse(Metrics, _GenerateHead):
+class GenerateResponse(FinalStats, _GenerateHead):
     """``POST /api/generate``: the whole answer, or one line of its NDJSON stream."""
 
 
@@ -203,7 +203,7 @@ def ending(
     eval_count: int | None,
     eval_s: float | None,
 ) -> Ending:
-    """The fields of :class:`Metrics` that close an answer, durations in nanoseconds; the
+    """The fields of :class:`FinalStats` that close an answer, durations in nanoseconds; the
     unknown ones (None) are left out."""
     fields: dict[str, int | None] = {
         "total_duration": _ns(total_s),

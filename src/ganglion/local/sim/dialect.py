@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from ganglion.local.sim.answers import count_tokens, filler, text_pieces
-from ganglion.local.sim.engine import Fault, Job, Simulator
+from ganglion.local.sim.engine import Fault, Generation, Simulator
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -138,7 +138,7 @@ def messages_tokens(messages: object) -> int:
     return prompt_tokens(text_of(m.get("content")) for m in messages if isinstance(m, dict))
 
 
-async def collect(sim: Simulator, job: Job) -> str:
+async def collect(sim: Simulator, job: Generation) -> str:
     parts: list[str] = []
     async with aclosing(sim.run(job)) as batches:
         async for batch in batches:

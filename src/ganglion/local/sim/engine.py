@@ -2,8 +2,8 @@
 
 A :class:`Simulator` knows nothing of HTTP. The dialects (:mod:`ganglion.local.sim.ollama`,
 :mod:`ganglion.local.sim.openai`)
-turn a request into a :class:`Job`, iterate :meth:`Simulator.run` for its tokens, and read
-the job's :class:`Timings` when it ends.
+turn a request into a :class:`Generation`, iterate :meth:`Simulator.run` for its tokens, and read
+the job's :class:`GenerationTimings` when it ends.
 
 The model, per request::
 
@@ -52,7 +52,7 @@ def canonical(model: str) -> str:
 
 
 @dataclass
-class Timings:
+class GenerationTimings:
     """Where one request's time went, in seconds, as Ollama reports it."""
 
     total_s: float = 0.0
@@ -76,7 +76,7 @@ class Timings:
 
 
 @dataclass
-class Job:
+class Generation:
     """One generation: what to emit, and (once :meth:`Simulator.run` ends) how long it took."""
 
     model: str
@@ -85,7 +85,7 @@ class Job:
     done_reason: str = "stop"
     stall_after: int | None = None
     """Stall after this many tokens (``--stall-rate``): never finish, until the client leaves."""
-    timings: Timings | None = None
+    timings: GenerationTimings | None = None
 
 
 @dataclass
@@ -188,14 +188,14 @@ class Simulator:
 
     # -- the timing model -----------------------------------------------------------------
 
-    async def run(self, job: Job) -> AsyncGenerator[list[str], None]:
+    async def run(self, job: Generation) -> AsyncGenerator[list[str], None]:
         """Queue for a slot, load, prefill, then yield ``job.pieces`` in batches at the rate.
 
         ``job.timings`` is filled in as it goes, and complete once the iteration ends. A job
         with ``stall_after`` set yields that many pieces, then waits, holding its slot, until
         it is closed or cancelled (the client hung up): it never ends by itself.
         """
-        timings = job.timings = Timings(prompt_tokens=job.prompt_tokens)
+        timings = job.timings = GenerationTimings(prompt_tokens=job.prompt_tokens)
         start = self.clock()
         self.queued += 1
         waiting = True
@@ -221,11 +221,11 @@ class Simulator:
         timings.total_s = self.clock() - start
         self.totals.completed += 1
 
-    async def warm(self, model: str, prompt_tokens: int) -> Timings:
+    async def warm(self, model: str, prompt_tokens: int) -> GenerationTimings:
         """An embedding request: load if needed and read the input at the prefill rate."""
         start = self.clock()
         self.totals.embeddings += 1
-        timings = Timings(prompt_tokens=prompt_tokens)
+        timings = GenerationTimings(prompt_tokens=prompt_tokens)
         timings.load_s = await self._ensure_loaded(model)
         timings.prompt_s = await self._prefill(prompt_tokens)
         timings.total_s = self.clock() - start
@@ -255,7 +255,9 @@ class Simulator:
         finally:
             self.stalled -= 1
 
-    async def _decode(self, pieces: list[str], timings: Timings) -> AsyncGenerator[list[str], None]:
+    async def _decode(
+        self, pieces: list[str], timings: GenerationTimings
+    ) -> AsyncGenerator[list[str], None]:
         """Emit the pieces paced against absolute due times, so sleep overshoot cannot drift."""
         self.decoding += 1
         start = due = self.clock()

@@ -35,7 +35,7 @@ from ganglion.local.sim.dialect import (
     stall_point,
     text_of,
 )
-from ganglion.local.sim.engine import Job, Simulator, Timings
+from ganglion.local.sim.engine import Generation, GenerationTimings, Simulator
 from ganglion.wire import ollama as wire
 from ganglion.wire.encoding import dumps
 
@@ -160,7 +160,7 @@ class OllamaAPI:
             return HangResponse(self.sim)
         said = ollama_answer(body.get("format"), self.sim.config.structured)
         pieces, reason = output_for(self.sim, options.get("num_predict"), said)
-        job = Job(model, tokens, pieces, reason, stall_point(self.sim, fault))
+        job = Generation(model, tokens, pieces, reason, stall_point(self.sim, fault))
         name = str(body["model"])
         if streaming:
             return StreamingResponse(self.stream(job, name, chat), media_type=wire.NDJSON)
@@ -168,7 +168,7 @@ class OllamaAPI:
         whole = self.reply(name, text, chat, end=self.ending(job))
         return Response(dumps(whole), media_type="application/json")
 
-    async def stream(self, job: Job, name: str, chat: bool) -> AsyncIterator[str]:
+    async def stream(self, job: Generation, name: str, chat: bool) -> AsyncIterator[str]:
         async with aclosing(self.sim.run(job)) as batches:
             async for batch in batches:
                 yield "".join(wire.line(self.reply(name, piece, chat)) for piece in batch)
@@ -181,8 +181,8 @@ class OllamaAPI:
         return wire.answer(name, text, chat=chat, created_at=created_at, end=end)
 
     @staticmethod
-    def ending(job: Job) -> wire.Ending:
-        return (job.timings or Timings()).ending(job.done_reason)
+    def ending(job: Generation) -> wire.Ending:
+        return (job.timings or GenerationTimings()).ending(job.done_reason)
 
     async def embed(self, request: Request) -> Response:
         body = await read_body(request)

@@ -32,7 +32,7 @@ from ganglion.local.sim.dialect import (
     read_body,
     stall_point,
 )
-from ganglion.local.sim.engine import Job, Simulator, Timings
+from ganglion.local.sim.engine import Generation, GenerationTimings, Simulator
 from ganglion.wire import openai as wire
 from ganglion.wire import sse
 
@@ -113,7 +113,7 @@ class OpenAIAPI:
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         said = openai_answer(body.get("response_format"), self.sim.config.structured)
         pieces, reason = output_for(self.sim, limit, said)
-        job = Job(model, tokens, pieces, reason, stall_point(self.sim, fault))
+        job = Generation(model, tokens, pieces, reason, stall_point(self.sim, fault))
         reply = wire.Reply(
             id=f"{'chatcmpl' if chat else 'cmpl'}-sim{next(self.ids)}",
             created=int(self.sim.wall().timestamp()),
@@ -127,7 +127,7 @@ class OpenAIAPI:
         text = await collect(self.sim, job)
         return answer_json(reply.whole(text, job.done_reason, _usage(job)))
 
-    async def stream(self, job: Job, reply: wire.Reply) -> AsyncIterator[str]:
+    async def stream(self, job: Generation, reply: wire.Reply) -> AsyncIterator[str]:
         if reply.chat:
             yield reply.event(reply.chunk("", role="assistant"))
         async with aclosing(self.sim.run(job)) as batches:
@@ -162,6 +162,6 @@ class OpenAIAPI:
         )
 
 
-def _usage(job: Job) -> wire.Usage:
-    timings = job.timings or Timings()
+def _usage(job: Generation) -> wire.Usage:
+    timings = job.timings or GenerationTimings()
     return wire.Usage.of(timings.prompt_tokens, timings.eval_count)
