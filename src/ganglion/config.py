@@ -8,7 +8,6 @@ Validators refuse unsafe or malformed values with a message that says what to do
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from enum import StrEnum
@@ -24,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 from ganglion.config_file import read_config
 from ganglion.errors import ConfigError
 from ganglion.fleet.model import NewNeuron
+from ganglion.net import is_loopback
 from ganglion.routing import POLICIES
 
 DEFAULT_HOST = "127.0.0.1"
@@ -74,15 +74,6 @@ def normalize_database_url(url: str) -> str:
             "(sqlite:///PATH) or PostgreSQL (postgresql://...)"
         )
     return parsed.render_as_string(hide_password=False)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Settings(BaseSettings):

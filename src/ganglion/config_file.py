@@ -30,7 +30,7 @@ from pydantic import BaseModel, ValidationError
 
 from ganglion.errors import ConfigFileError, GanglionError, phrase
 from ganglion.fleet.model import NewNeuron
-from ganglion.fleet.registry import default_name, normalize_url
+from ganglion.net import default_name, normalize_url
 
 NEURON_TABLE = "neuron"
 ALIASES = {"dialect": "api", "neurons": "neuron", "db": "database_url", "policy": "routing_policy"}

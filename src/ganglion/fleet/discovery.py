@@ -47,7 +47,8 @@ from ganglion.doctor.labels import (
 from ganglion.errors import ConfigError, GanglionError, UnknownNeuron
 from ganglion.fleet.model import NewNeuron
 from ganglion.fleet.probes import cancel
-from ganglion.fleet.registry import Registry, default_name, normalize_url
+from ganglion.fleet.registry import Registry
+from ganglion.net import default_name, normalize_url
 from ganglion.neurons.base import Dialect
 
 log = logging.getLogger(__name__)

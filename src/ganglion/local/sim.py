@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import math
 import random
 import socket
@@ -33,6 +32,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ganglion.clock import utcnow
 from ganglion.errors import ConfigError
 from ganglion.local.sim_dialects import OllamaAPI, OpenAIAPI
 from ganglion.local.sim_engine import (
@@ -41,14 +41,12 @@ from ganglion.local.sim_engine import (
     Simulator,
     Sleep,
     WallClock,
-    utc_now,
 )
+from ganglion.net import is_loopback
 
 DEFAULT_OUTPUT_TOKENS = 64
 PREFILL_FACTOR = 10.0
 """Without ``--prefill-tps``, prompts are read this many times faster than tokens are written."""
-
-LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 @dataclass(frozen=True)
@@ -159,15 +157,6 @@ class SimConfig:
         )
 
 
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 class RequestLog:
     """ASGI middleware: record every HTTP request in the simulator's log as it arrives."""
 
@@ -187,7 +176,7 @@ def create_sim_app(
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
-    wall: WallClock = utc_now,
+    wall: WallClock = utcnow,
 ) -> Starlette:
     """The simulator as an ASGI app. Tests pass a virtual ``clock``/``sleep`` and a seeded
     ``rng``; by default the generator is seeded from ``config.seed``."""

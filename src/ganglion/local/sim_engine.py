@@ -27,8 +27,10 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, MutableMapping
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal
+
+from ganglion.clock import utcnow
 
 if TYPE_CHECKING:
     from ganglion.local.sim import SimConfig
@@ -54,10 +56,6 @@ JSON_OBJECT_ANSWER: dict[str, Any] = {"simulated": True, "text": "simulated fill
 """The answer to a request for "any JSON object" (Ollama ``"json"``, OpenAI ``json_object``)."""
 
 _JSON_TOKEN = re.compile(r"\s*(?:\w+|[^\w\s]+)")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def canonical(model: str) -> str:
@@ -157,7 +155,7 @@ class Simulator:
         clock: Clock,
         sleep: Sleep,
         rng: random.Random,
-        wall: WallClock = utc_now,
+        wall: WallClock = utcnow,
     ) -> None:
         self.config = config
         self.clock = clock

@@ -12,12 +12,13 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel
 
+from ganglion.clock import aware, utcnow
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
@@ -68,7 +69,7 @@ class StatusLog:
         if self._status.get(neuron.name) == neuron.status:
             return
         self._status[neuron.name] = neuron.status
-        change = StatusChange(at=datetime.now(UTC), status=neuron.status, reason=neuron.reason)
+        change = StatusChange(at=utcnow(), status=neuron.status, reason=neuron.reason)
         self._changes.setdefault(neuron.name, deque(maxlen=CHANGES_KEPT)).append(change)
 
     def changes(self, name: str) -> list[StatusChange]:
@@ -76,16 +77,11 @@ class StatusLog:
 
 
 def request_errors(registry: Registry, neuron: Neuron) -> list[ErrorEntry]:
-    now_wall, now = datetime.now(UTC), registry.clock()
+    now_wall, now = utcnow(), registry.clock()
     return [
         ErrorEntry(at=now_wall - timedelta(seconds=now - when), reason=reason)
         for when, reason in neuron.health.errors
     ]
-
-
-def _aware(stamp: datetime) -> datetime:
-    """SQLite hands back naive datetimes; the store writes UTC."""
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 @asynccontextmanager
@@ -112,7 +108,7 @@ async def neuron_history(name: str, gateway: GatewayDep, log: StatusLogDep) -> N
     rows = await asyncio.to_thread(gateway.store.samples, neuron.id, SAMPLES_SHOWN)
     samples = [
         SpeedPoint(
-            at=_aware(row.created_at),
+            at=aware(row.created_at),
             model=row.model,
             source=row.source,
             tokens_per_second=round(row.tokens_per_second, 2),
