@@ -24,7 +24,7 @@ from ganglion.config_file import read_config
 from ganglion.errors import ConfigError
 from ganglion.fleet.model import NewNeuron
 from ganglion.net import is_loopback
-from ganglion.routing import POLICIES
+from ganglion.routing import ROUTING_POLICIES as POLICIES
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 11435

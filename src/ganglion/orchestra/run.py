@@ -47,7 +47,7 @@ from ganglion.orchestra.leases import Leases
 from ganglion.orchestra.pipeline import StitchedRun
 from ganglion.orchestra.plan import NotWorthIt
 from ganglion.orchestra.rewrite import RewriteRun
-from ganglion.orchestra.schedule import POLICIES
+from ganglion.orchestra.schedule import SCHEDULE_POLICIES as POLICIES
 from ganglion.orchestra.view import run_view
 from ganglion.routing import Job, Router
 from ganglion.store import Store
