@@ -13,7 +13,6 @@ table) is checked by :mod:`ganglion.config_file`.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from sqlalchemy.exc import ArgumentError
 
 from ganglion.defaults import DEFAULT_HOST, DEFAULT_PORT, default_data_dir
 from ganglion.errors import ConfigError
+from ganglion.net import is_loopback
 
 DEFAULT_PROBE_INTERVAL_S = 5.0
 ENV_PREFIX = "GANGLION_"
@@ -57,15 +57,6 @@ def normalize_database_url(url: str) -> str:
             "(sqlite:///PATH) or PostgreSQL (postgresql://...)"
         )
     return parsed.render_as_string(hide_password=False)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class Settings(BaseSettings):

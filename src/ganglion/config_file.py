@@ -17,8 +17,9 @@ a :class:`~ganglion.errors.ConfigFileError` that names the file and the line:
 
 :func:`load_gateway_settings` builds ``ganglion serve``'s :class:`~ganglion.config.Settings`
 with the file. It sits above :mod:`ganglion.config` (a leaf), so it can make the checks that
-need the layers in between: the routing policy against :data:`ganglion.routing.POLICIES`, each
-``[[neuron]]`` against :class:`~ganglion.fleet.model.NewNeuron` and the registry's URL rules.
+need the layers in between: the routing policy against
+:data:`ganglion.routing.ROUTING_POLICIES`, each ``[[neuron]]`` against
+:class:`~ganglion.fleet.model.NewNeuron` and the neuron-URL rules of :mod:`ganglion.net`.
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ from pydantic import BaseModel, ValidationError
 from ganglion.config import Settings, load_settings
 from ganglion.errors import ConfigError, ConfigFileError, GanglionError, phrase
 from ganglion.fleet.model import NewNeuron
-from ganglion.fleet.registry import default_name, normalize_url
-from ganglion.routing import POLICIES
+from ganglion.net import default_name, normalize_url
+from ganglion.routing import ROUTING_POLICIES
 
 NEURON_TABLE = "neuron"
 ALIASES = {"dialect": "api", "neurons": "neuron", "db": "database_url", "policy": "routing_policy"}
@@ -77,9 +78,9 @@ def load_gateway_settings(config: Path | None = None, **overrides: object) -> Se
 
 
 def _unknown_policy(value: object) -> str | None:
-    if value in POLICIES:
+    if value in ROUTING_POLICIES:
         return None
-    return f"unknown routing policy {value!r}: choose one of {', '.join(sorted(POLICIES))}"
+    return f"unknown routing policy {value!r}: choose one of {', '.join(sorted(ROUTING_POLICIES))}"
 
 
 def read_config(path: Path, settings_model: type[BaseModel]) -> ConfigFile:

@@ -12,9 +12,11 @@ or :data:`PRIOR_DECODE_TPS`, before any measurement). ``prefill`` and ``load_s``
 neuron's measured ones for the model (:mod:`ganglion.fleet.speed`); before any measurement,
 prefill is :data:`PREFILL_FACTOR` times decode and a load :data:`DEFAULT_LOAD_S`.
 ``backlog`` is the output tokens the neuron still owes its in-flight jobs (draining at
-slots x decode), known because every job passes through :meth:`Router.admit`. Policies
-are small strategy objects in :data:`POLICIES`; the :class:`Router` keeps the in-flight
-book, the cooldowns and the admission limits.
+slots x decode), known because every job passes through :meth:`Router.admit`. Routing
+policies (which neuron gets a request: ``GANGLION_ROUTING_POLICY``) are small strategy objects
+in :data:`ROUTING_POLICIES`; the :class:`Router` keeps the in-flight book, the cooldowns and
+the admission limits. (How a plan's subtasks are placed is a schedule policy:
+:mod:`ganglion.orchestra.schedule`.)
 """
 
 from __future__ import annotations
@@ -97,7 +99,9 @@ class Estimate:
     queued: int = 0
 
 
-class Policy(Protocol):
+class RoutingPolicy(Protocol):
+    """Which neuron gets a request: the candidates ranked."""
+
     name: str
 
     def rank(self, estimates: list[Estimate]) -> list[Estimate]:
@@ -142,15 +146,15 @@ class RoundRobin:
         return ordered[start:] + ordered[:start]
 
 
-POLICIES: dict[str, Callable[[], Policy]] = {}
+ROUTING_POLICIES: dict[str, Callable[[], RoutingPolicy]] = {}
 
 
-def register_policy(name: str, factory: Callable[[], Policy]) -> None:
-    POLICIES[name] = factory
+def register_routing_policy(name: str, factory: Callable[[], RoutingPolicy]) -> None:
+    ROUTING_POLICIES[name] = factory
 
 
 for _policy in (FinishTime, LeastBusy, RoundRobin):
-    register_policy(_policy.name, _policy)
+    register_routing_policy(_policy.name, _policy)
 
 
 class Router:
@@ -159,7 +163,7 @@ class Router:
     def __init__(
         self,
         registry: Registry,
-        policy: Policy | None = None,
+        policy: RoutingPolicy | None = None,
         *,
         cooldown_s: float = 15.0,
         max_queue: int = 32,

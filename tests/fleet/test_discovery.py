@@ -35,14 +35,12 @@ from ganglion.doctor.labels import (
 )
 from ganglion.errors import ConfigError
 from ganglion.fleet.discovery import (
-    Cluster,
     KubernetesDiscovery,
     NotANeuron,
-    load_cluster,
-    load_kubeconfig,
     make_discovery,
     service_target,
 )
+from ganglion.fleet.kube import Cluster, load_cluster, load_kubeconfig
 from ganglion.fleet.registry import Registry
 from ganglion.neurons.base import Dialect
 from ganglion.store import Store

@@ -11,7 +11,7 @@ from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect, TokenStats
-from ganglion.routing import POLICIES, Job, Router
+from ganglion.routing import ROUTING_POLICIES, Job, Router
 from ganglion.store import Store
 
 
@@ -64,7 +64,7 @@ def router_with(
     for n in neurons:
         registry._neurons[n.name] = n
     clock = Clock()
-    return Router(registry, POLICIES[policy](), clock=clock, **kw), clock  # type: ignore[arg-type]
+    return Router(registry, ROUTING_POLICIES[policy](), clock=clock, **kw), clock  # type: ignore[arg-type]
 
 
 def test_sequential_requests_all_go_to_the_fast_neuron(registry: Registry) -> None:
@@ -154,7 +154,7 @@ def test_round_robin_and_least_busy_are_strategies(registry: Registry) -> None:
     router, _ = router_with(registry, neuron("a", 90), neuron("b", 5), policy="round-robin")
     firsts = [router.rank(Job("llama3"))[0].neuron.name for _ in range(4)]
     assert firsts == ["a", "b", "a", "b"]
-    router.policy = POLICIES["least-busy"]()
+    router.policy = ROUTING_POLICIES["least-busy"]()
     job = Job("llama3")
     assert hold(router, job) == "a"
     assert router.rank(job)[0].neuron.name == "b"

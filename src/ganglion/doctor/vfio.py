@@ -336,6 +336,78 @@ def _warnings(
     return notes
 
 
+@dataclass(frozen=True)
+class _Passthrough:
+    """What goes to the VM: the chosen GPUs, every function in their slots, and how the host
+    binds those to vfio-pci (by ``ids``, or by address with ``driver_override`` when the host
+    keeps a device with one of the ids)."""
+
+    gpus: list[PciDevice]
+    reports: list[GpuReport]
+    functions: list[str]
+    ids: list[str]
+    binding: str
+
+
+def _passthrough(
+    devices: Sequence[PciDevice], reports: Sequence[GpuReport], wanted: Sequence[str]
+) -> _Passthrough:
+    chosen = _select(wanted or _default_selection(reports), nvidia_gpus(devices), devices)
+    chosen_bdfs = {gpu.bdf for gpu in chosen}
+    slots = {slot_of(gpu.bdf) for gpu in chosen}
+    functions = [d.bdf for d in devices if slot_of(d.bdf) in slots]
+    ids = sorted({str(d.pci_id) for d in devices if d.bdf in functions})
+    kept = {str(d.pci_id) for d in devices if d.bdf not in functions}
+    return _Passthrough(
+        gpus=chosen,
+        reports=[r for r in reports if r.diagnosis.bdf in chosen_bdfs],
+        functions=functions,
+        ids=ids,
+        binding="driver_override" if kept & set(ids) else "ids",
+    )
+
+
+def _kernel_cmdline(host: HostInfo, chosen: _Passthrough) -> str:
+    cmdline = IOMMU_PARAMETERS[host.cpu_vendor]
+    if chosen.binding == "ids":
+        cmdline += f" vfio-pci.ids={','.join(chosen.ids)}"
+    return cmdline
+
+
+def _host_files(chosen: _Passthrough, tools: BootTools, hugepages: int) -> list[PlanFile]:
+    binding = (
+        _ids_files(chosen.ids)
+        if chosen.binding == "ids"
+        else _override_files(chosen.functions, tools)
+    )
+    return [
+        *binding,
+        PlanFile(tools.initramfs_path, tools.initramfs_content, "append"),
+        PlanFile("/etc/sysctl.d/80-ganglion-hugepages.conf", f"vm.nr_hugepages = {hugepages}\n"),
+    ]
+
+
+def _host_commands(chosen: _Passthrough, tools: BootTools, cmdline: str) -> list[str]:
+    overrides = chosen.binding != "ids"
+    return [
+        f'add "{cmdline}" to GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub',
+        tools.bootloader_command,
+        *([f"chmod +x {OVERRIDE_SCRIPT} {tools.include_file}"] if overrides else []),
+        tools.initramfs_command,
+        "sysctl --system",
+        "reboot",
+        *(
+            f"lspci -nnk -s {_short(bdf)}   # Kernel driver in use: vfio-pci"
+            for bdf in chosen.functions
+        ),
+    ]
+
+
+def _vm_name(chosen: _Passthrough) -> str:
+    slot = _short(slot_of(chosen.gpus[0].bdf)).replace(":", "")
+    return f"ganglion-{base_codename(chosen.reports[0].model.chip).lower()}-{slot}"
+
+
 def plan(
     paths: HostPaths,
     wanted: Sequence[str] = (),
@@ -350,53 +422,27 @@ def plan(
     report = doctor(paths, kernel=kernel)
     if not report.gpus:
         raise DoctorError(report.message or "no NVIDIA GPU that ganglion knows: nothing to pass")
-    gpus = nvidia_gpus(devices)
-    chosen = _select(wanted or _default_selection(report.gpus), gpus, devices)
-    chosen_bdfs = {gpu.bdf for gpu in chosen}
-    reports = [r for r in report.gpus if r.diagnosis.bdf in chosen_bdfs]
-    slots = {slot_of(gpu.bdf) for gpu in chosen}
-    functions = [d.bdf for d in devices if slot_of(d.bdf) in slots]
-    ids = sorted({str(d.pci_id) for d in devices if d.bdf in functions})
-    kept = {str(d.pci_id) for d in devices if d.bdf not in functions}
-    binding = "driver_override" if kept & set(ids) else "ids"
-    host = report.host
-    tools = _family(host)
-    cmdline = IOMMU_PARAMETERS[host.cpu_vendor]
-    if binding == "ids":
-        cmdline += f" vfio-pci.ids={','.join(ids)}"
+    chosen = _passthrough(devices, report.gpus, wanted)
+    host, tools = report.host, _family(report.host)
+    cmdline = _kernel_cmdline(host, chosen)
     hugepages = memory_gib * 1024 // HUGEPAGE_MIB
-    files = [
-        *(_ids_files(ids) if binding == "ids" else _override_files(functions, tools)),
-        PlanFile(tools.initramfs_path, tools.initramfs_content, "append"),
-        PlanFile("/etc/sysctl.d/80-ganglion-hugepages.conf", f"vm.nr_hugepages = {hugepages}\n"),
-    ]
-    commands = [
-        f'add "{cmdline}" to GRUB_CMDLINE_LINUX_DEFAULT in /etc/default/grub',
-        tools.bootloader_command,
-        *([f"chmod +x {OVERRIDE_SCRIPT} {tools.include_file}"] if binding != "ids" else []),
-        tools.initramfs_command,
-        "sysctl --system",
-        "reboot",
-        *(f"lspci -nnk -s {_short(bdf)}   # Kernel driver in use: vfio-pci" for bdf in functions),
-    ]
-    slot = _short(slot_of(chosen[0].bdf)).replace(":", "")
-    name = f"ganglion-{base_codename(reports[0].model.chip).lower()}-{slot}"
+    name, functions = _vm_name(chosen), chosen.functions
     return VfioPlan(
-        gpus=sorted(chosen_bdfs),
+        gpus=sorted({gpu.bdf for gpu in chosen.gpus}),
         functions=functions,
-        ids=ids,
-        binding=binding,
+        ids=chosen.ids,
+        binding=chosen.binding,
         iommu_enabled=host.iommu_enabled,
         groups=iommu_groups(paths.sysfs),
-        checks=[r.group for r in reports if r.group is not None],
+        checks=[r.group for r in chosen.reports if r.group is not None],
         kernel_cmdline=cmdline,
-        files=files,
-        commands=commands,
+        files=_host_files(chosen, tools, hugepages),
+        commands=_host_commands(chosen, tools, cmdline),
         memory_gib=memory_gib,
         cpus=cpus,
         hugepages=hugepages,
         qemu=qemu_command(name, functions, memory_gib, cpus),
         libvirt_xml=libvirt_domain(name, functions, memory_gib, cpus),
-        guest=_guest(reports),
-        warnings=_warnings(reports, host, memory_gib, functions),
+        guest=_guest(chosen.reports),
+        warnings=_warnings(chosen.reports, host, memory_gib, functions),
     )

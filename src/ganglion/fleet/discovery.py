@@ -13,30 +13,24 @@ Service goes. A full list every ``resync_s`` heals missed watch events; a Servic
 server does not answer yet (the registry refuses unreachable neurons) is tried again every
 ``retry_s``. Discovery owns the neurons whose names carry its prefix and never touches others.
 
-The API is reached with ``httpx``: in-cluster (the pod's service account) or from a kubeconfig
-(:func:`load_cluster`). Errors are logged and retried with backoff; they never stop the gateway.
+The API is reached through :mod:`ganglion.fleet.kube`: in-cluster (the pod's service account)
+or from a kubeconfig (:func:`~ganglion.fleet.kube.load_cluster`). Errors are logged and retried
+with backoff; they never stop the gateway.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import ipaddress
-import json
 import logging
-import os
-import ssl
-import tempfile
-from collections.abc import Callable, Collection, Generator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import httpx
-import yaml
 
-from ganglion.config import Settings, load_settings
+from ganglion.config import Settings
 from ganglion.doctor.labels import (
     API_ANNOTATION,
     NEURON_SELECTOR,
@@ -45,20 +39,18 @@ from ganglion.doctor.labels import (
     URL_ANNOTATION,
 )
 from ganglion.errors import ConfigError, GanglionError, UnknownNeuron
+from ganglion.fleet.kube import ApiError, Cluster, list_objects, load_cluster, watch_objects
 from ganglion.fleet.model import NewNeuron
 from ganglion.fleet.probes import cancel
-from ganglion.fleet.registry import Registry, default_name, normalize_url
+from ganglion.fleet.registry import Registry
+from ganglion.net import default_name, normalize_url
 from ganglion.neurons.base import Dialect
 
 log = logging.getLogger(__name__)
 
 PREFIX = "k8s-"
-SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-DEFAULT_KUBECONFIG = "~/.kube/config"
 CLUSTER_DOMAIN = "cluster.local"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
-API_TIMEOUT = httpx.Timeout(10.0)
-WATCH_TIMEOUT = httpx.Timeout(10.0, read=None)  # a watch is bounded by the resync deadline
 MAX_BACKOFF_S = 30.0
 
 Address = Literal["auto", "dns", "cluster-ip"]
@@ -68,185 +60,6 @@ class Discovery(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
-
-
-# where the API is
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """Where the Kubernetes API is and how to authenticate to it.
-
-    ``token_file`` is read at every request: in-cluster tokens are rotated by the kubelet.
-    """
-
-    server: str
-    verify: ssl.SSLContext | bool = True
-    token: str | None = None
-    token_file: Path | None = None
-    in_cluster: bool = False
-
-    def client(self, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
-        auth = BearerToken(self.token, self.token_file) if self.token or self.token_file else None
-        return httpx.AsyncClient(
-            base_url=self.server,
-            verify=self.verify,
-            auth=auth,
-            timeout=API_TIMEOUT,
-            transport=transport,
-        )
-
-
-class BearerToken(httpx.Auth):
-    def __init__(self, token: str | None, token_file: Path | None) -> None:
-        self.token = token
-        self.token_file = token_file
-
-    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
-        token = self.token
-        if self.token_file is not None:
-            token = self.token_file.read_text().strip()
-        request.headers["Authorization"] = f"Bearer {token}"
-        yield request
-
-
-def load_cluster(
-    env: Mapping[str, str] = os.environ, *, service_account: Path = SERVICE_ACCOUNT_DIR
-) -> Cluster:
-    """The API to watch: ``$KUBECONFIG`` when set, else the pod's service account when running
-    in a cluster, else ``~/.kube/config``."""
-    if env.get("KUBECONFIG"):
-        return load_kubeconfig(env["KUBECONFIG"])
-    if env.get("KUBERNETES_SERVICE_HOST") and (service_account / "token").exists():
-        return load_in_cluster(env, root=service_account)
-    if Path(DEFAULT_KUBECONFIG).expanduser().exists():
-        return load_kubeconfig(DEFAULT_KUBECONFIG)
-    raise ConfigError(
-        "no Kubernetes API to discover neurons from: not running in a cluster (no "
-        f"KUBERNETES_SERVICE_HOST and {service_account}/token) and no kubeconfig at "
-        f"{DEFAULT_KUBECONFIG}; set KUBECONFIG to the cluster's kubeconfig"
-    )
-
-
-def load_in_cluster(
-    env: Mapping[str, str] = os.environ, *, root: Path = SERVICE_ACCOUNT_DIR
-) -> Cluster:
-    """The pod's own service account: ``KUBERNETES_SERVICE_HOST``/``_PORT``, the token and CA
-    under ``root``."""
-    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT", "443")
-    if not host or not (root / "token").exists():
-        raise ConfigError(
-            f"not running in a Kubernetes pod: KUBERNETES_SERVICE_HOST is unset or {root}/token "
-            "is missing (is automountServiceAccountToken off?)"
-        )
-    if ":" in host:
-        host = f"[{host}]"
-    ca = root / "ca.crt"
-    verify = tls_context(ca_file=ca) if ca.exists() else True
-    return Cluster(f"https://{host}:{port}", verify, token_file=root / "token", in_cluster=True)
-
-
-def load_kubeconfig(paths: str, *, context: str | None = None) -> Cluster:
-    """The cluster of ``context`` (default: the current context) in the kubeconfig file(s)
-    ``paths`` (``os.pathsep``-separated, merged as kubectl does: the first setting wins)."""
-    config = _merge_kubeconfigs([Path(p).expanduser() for p in paths.split(os.pathsep) if p])
-    name = context or config.current_context
-    if not name or name not in config.contexts:
-        raise ConfigError(
-            f"kubeconfig {paths} has no context {name!r}: "
-            "run kubectl config use-context NAME, or point KUBECONFIG at another file"
-        )
-    ctx = config.contexts[name]
-    cluster, cluster_dir = config.clusters.get(ctx.get("cluster", ""), ({}, Path()))
-    user, user_dir = config.users.get(ctx.get("user", ""), ({}, Path()))
-    if not cluster.get("server"):
-        raise ConfigError(f"kubeconfig context {name!r} names no cluster with a server URL")
-    for plugin in ("exec", "auth-provider"):
-        if plugin in user:
-            raise ConfigError(
-                f"kubeconfig user {ctx.get('user')!r} authenticates with {plugin!r}, which "
-                "ganglion does not run: give it a token (a service account's) or a client "
-                "certificate"
-            )
-    verify: ssl.SSLContext | bool = True
-    client_cert = _pem(user, "client-certificate", user_dir)
-    client_key = _pem(user, "client-key", user_dir)
-    ca = _pem(cluster, "certificate-authority", cluster_dir)
-    insecure = bool(cluster.get("insecure-skip-tls-verify"))
-    if ca or client_cert or insecure:
-        verify = tls_context(ca_data=ca, cert=client_cert, key=client_key, insecure=insecure)
-    token_file = user.get("tokenFile")
-    return Cluster(
-        str(cluster["server"]),
-        verify,
-        token=user.get("token"),
-        token_file=(user_dir / token_file) if token_file else None,
-    )
-
-
-@dataclass
-class _Kubeconfig:
-    current_context: str | None
-    contexts: dict[str, dict[str, Any]]
-    clusters: dict[str, tuple[dict[str, Any], Path]]
-    users: dict[str, tuple[dict[str, Any], Path]]
-
-
-def _merge_kubeconfigs(paths: list[Path]) -> _Kubeconfig:
-    merged = _Kubeconfig(None, {}, {}, {})
-    found = [path for path in paths if path.is_file()]
-    if not found:
-        raise ConfigError(f"no kubeconfig at {', '.join(map(str, paths))}: check KUBECONFIG")
-    for path in found:
-        try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise ConfigError(f"cannot read kubeconfig {path}: {error}") from None
-        merged.current_context = merged.current_context or doc.get("current-context") or None
-        for entry in doc.get("contexts") or []:
-            merged.contexts.setdefault(entry["name"], entry.get("context") or {})
-        for entry in doc.get("clusters") or []:
-            merged.clusters.setdefault(entry["name"], (entry.get("cluster") or {}, path.parent))
-        for entry in doc.get("users") or []:
-            merged.users.setdefault(entry["name"], (entry.get("user") or {}, path.parent))
-    return merged
-
-
-def _pem(section: Mapping[str, Any], key: str, base: Path) -> bytes | None:
-    """``key-data`` (base64) or the file ``key`` (relative to the kubeconfig's folder)."""
-    if data := section.get(f"{key}-data"):
-        return base64.b64decode(data)
-    if path := section.get(key):
-        return (base / Path(path).expanduser()).read_bytes()
-    return None
-
-
-def tls_context(
-    *,
-    ca_file: Path | None = None,
-    ca_data: bytes | None = None,
-    cert: bytes | None = None,
-    key: bytes | None = None,
-    insecure: bool = False,
-) -> ssl.SSLContext:
-    """An SSL context trusting ``ca`` (or nothing, when ``insecure``), presenting ``cert``."""
-    try:
-        context = ssl.create_default_context(
-            cafile=str(ca_file) if ca_file else None,
-            cadata=ca_data.decode() if ca_data and not insecure else None,
-        )
-        if insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if cert:
-            with tempfile.TemporaryDirectory() as folder:  # load_cert_chain reads files only
-                cert_path, key_path = Path(folder, "cert.pem"), Path(folder, "key.pem")
-                cert_path.write_bytes(cert)
-                key_path.write_bytes(key or cert)
-                context.load_cert_chain(cert_path, key_path)
-    except (ssl.SSLError, ValueError, OSError) as error:
-        raise ConfigError(f"the Kubernetes API's certificates cannot be loaded: {error}") from None
-    return context
 
 
 # what a Service asks for
@@ -315,14 +128,6 @@ def _port(notes: Mapping[str, str], spec: Mapping[str, Any]) -> int:
 
 
 # the watch
-
-
-class ApiError(Exception):
-    """The Kubernetes API refused a request or sent an ERROR event."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class KubernetesDiscovery:
@@ -438,57 +243,31 @@ class KubernetesDiscovery:
     # talking to the API
 
     async def _list(self) -> str:
-        response = await self.client.get(self.path, params={"labelSelector": NEURON_SELECTOR})
-        _check(response)
-        body = response.json()
+        items, version = await list_objects(self.client, self.path, selector=NEURON_SELECTOR)
         wanted: dict[str, Target] = {}
-        for service in body.get("items") or []:
+        for service in items:
             if (target := self._target(service)) is not None:
                 wanted[target.name] = target
         async with self._lock:
             self._wanted, self._listed = wanted, True
         await self._sync(set(wanted) | self.registry_names())
-        return str(body["metadata"]["resourceVersion"])
+        return version
 
     async def _watch(self, version: str, *, deadline: float) -> None:
-        """Follow events from ``version`` until ``deadline`` (then the caller lists again).
+        """Follow events from ``version`` until ``deadline`` (then the caller lists again)."""
+        events = watch_objects(
+            self.client,
+            self.path,
+            selector=NEURON_SELECTOR,
+            version=version,
+            deadline=deadline,
+            backoff_s=self.backoff_s,
+        )
+        async with contextlib.aclosing(events):
+            async for event in events:
+                await self._on_event(event.get("type"), event["object"])
 
-        Only the waits for the server are cut at the deadline, never the handling of an event.
-        """
-        clock = asyncio.get_running_loop().time
-        while (left := deadline - clock()) > 0:
-            params = {
-                "labelSelector": NEURON_SELECTOR,
-                "watch": "1",
-                "resourceVersion": version,
-                "allowWatchBookmarks": "true",
-                "timeoutSeconds": str(max(1, int(left))),
-            }
-            began = clock()
-            async with self.client.stream(
-                "GET", self.path, params=params, timeout=WATCH_TIMEOUT
-            ) as response:
-                if response.status_code != 200:
-                    await response.aread()
-                _check(response)
-                lines = response.aiter_lines()
-                while True:
-                    try:
-                        line = await asyncio.wait_for(anext(lines), deadline - clock())
-                    except StopAsyncIteration:
-                        break
-                    except TimeoutError:
-                        return
-                    if line.strip():
-                        version = await self._on_event(json.loads(line)) or version
-            if clock() - began < 1.0:
-                await asyncio.sleep(self.backoff_s)  # a server that closes at once: no spin
-
-    async def _on_event(self, event: Mapping[str, Any]) -> str | None:
-        kind, service = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            raise ApiError(f"watch error: {service.get('message') or service}", service.get("code"))
-        version: str | None = (service.get("metadata") or {}).get("resourceVersion")
+    async def _on_event(self, kind: str | None, service: Mapping[str, Any]) -> None:
         if kind in ("ADDED", "MODIFIED"):
             name, target = neuron_name(service), self._target(service)
             async with self._lock:
@@ -501,7 +280,6 @@ class KubernetesDiscovery:
             async with self._lock:
                 self._wanted.pop(name, None)
             await self._sync([name])
-        return version
 
     def _target(self, service: Mapping[str, Any]) -> Target | None:
         try:
@@ -558,19 +336,6 @@ def _matches(want: Target, url: str, api: Dialect, node: str) -> bool:
         and (want.api is None or want.api == api)
         and (want.node is None or want.node == node)
     )
-
-
-def _check(response: httpx.Response) -> None:
-    if response.status_code == 200:
-        return
-    hint = ""
-    if response.status_code in (401, 403):
-        hint = " (grant get/list/watch on services: see docs/discovery.md)"
-    try:
-        message = response.json().get("message") or response.text
-    except ValueError:
-        message = response.text
-    raise ApiError(f"HTTP {response.status_code}: {message[:200]}{hint}", response.status_code)
 
 
 CONFIG_ORIGIN = "config"
@@ -666,12 +431,9 @@ KINDS: Mapping[str, DiscoveryFactory] = {"kubernetes": KubernetesDiscovery.from_
 """Every kind of discovery ``ganglion serve --discover`` accepts."""
 
 
-def make_discovery(kind: str, registry: Registry, settings: Settings | None = None) -> Discovery:
-    """The discovery named ``kind`` (``kubernetes``), watching for ``registry``.
-
-    ``settings`` defaults to the environment's (:func:`ganglion.config.load_settings`).
-    """
+def make_discovery(kind: str, registry: Registry, settings: Settings) -> Discovery:
+    """The discovery named ``kind`` (``kubernetes``), watching for ``registry``."""
     factory = KINDS.get(kind)
     if factory is None:
         raise ConfigError(f"unknown discovery {kind!r}: the choices are: {', '.join(KINDS)}")
-    return factory(registry, settings or load_settings())
+    return factory(registry, settings)

@@ -11,15 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import httpx
 
+from ganglion.clock import utcnow
 from ganglion.errors import (
     DuplicateNeuron,
     FleetError,
@@ -30,6 +29,7 @@ from ganglion.errors import (
 from ganglion.fleet.model import Neuron, check_name
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
+from ganglion.net import default_name, normalize_url
 from ganglion.neurons.base import Dialect, NeuronAdapter, ProbeResult, TokenStats
 from ganglion.neurons.detect import adapter_for, detect_dialect
 from ganglion.store import Store
@@ -41,40 +41,6 @@ AdapterFactory = Callable[[Dialect, str], NeuronAdapter]
 Listener = Callable[[Neuron], None]
 Reachable = Callable[[str, float], Awaitable[bool]]
 """``reachable(url, timeout_s)``: whether the neuron at ``url`` accepts a connection now."""
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def normalize_url(url: str) -> str:
-    """``url`` without a trailing slash, or :class:`FleetError` when it is not a neuron URL:
-    ``http`` or ``https``, a host, an optional port and path, and nothing else. Other schemes
-    (``file:``, ``ftp:``, ``javascript:``...) are no neurons; credentials (``user:pass@``)
-    are refused because neuron URLs are stored and shown as they are; a query or fragment
-    would break the API paths appended to the URL."""
-    url = url.strip().rstrip("/")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise FleetError(
-            f"{url!r} is not a neuron URL: give http://HOST:PORT (Ollama listens on 11434)"
-        )
-    if "@" in parts.netloc:
-        bare = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
-        raise FleetError(
-            f"a neuron URL cannot carry credentials (user:password@): neuron URLs are stored "
-            f"and shown in neuron list as they are. Give {bare}; ganglion does not log in to "
-            "neurons, so put one that needs a password behind a network you trust"
-        )
-    if parts.query or parts.fragment:
-        raise FleetError(
-            f"{url!r} has a query or fragment: give the server's base URL, http://HOST:PORT"
-        )
-    try:
-        _ = parts.port  # parsing the port validates it
-    except ValueError:
-        raise FleetError(f"{url!r} has an invalid port: give http://HOST:PORT") from None
-    return url
 
 
 async def accepts_connections(url: str, timeout_s: float) -> bool:
@@ -91,11 +57,6 @@ async def accepts_connections(url: str, timeout_s: float) -> bool:
     with contextlib.suppress(OSError):
         await writer.wait_closed()
     return True
-
-
-def default_name(url: str) -> str:
-    parts = urlsplit(url)
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{parts.hostname}-{parts.port or 80}")
 
 
 class Registry:

@@ -32,7 +32,7 @@ from ganglion.gateway.metrics import Metrics
 from ganglion.gateway.state import Gateway
 from ganglion.monitor import dashboard
 from ganglion.orchestra.run import Orchestra
-from ganglion.routing import POLICIES, Router
+from ganglion.routing import ROUTING_POLICIES, Router
 from ganglion.store import Store
 
 
@@ -65,7 +65,7 @@ async def open_gateway(
     metrics.watch(registry.neurons)
     router = Router(
         registry,
-        POLICIES[settings.routing_policy](),
+        ROUTING_POLICIES[settings.routing_policy](),
         cooldown_s=settings.cooldown_s,
         max_queue=settings.max_queue,
     )

@@ -10,9 +10,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 
+from ganglion.clock import aware
 from ganglion.gateway.state import GatewayDep
 from ganglion.monitor.history import NeuronHistory, SpeedPoint, StatusLog, request_errors
-from ganglion.orchestra.view import aware
 
 SAMPLES_SHOWN = 60
 

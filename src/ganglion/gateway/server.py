@@ -11,12 +11,13 @@ from typing import Any
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 
-from ganglion.config import Settings, is_loopback
+from ganglion.config import Settings
 from ganglion.defaults import LogLevel
 from ganglion.errors import ConfigError
 from ganglion.fleet.discovery import make_discovery
 from ganglion.gateway.app import create_app, open_gateway
 from ganglion.gateway.auth import Role
+from ganglion.net import is_loopback
 from ganglion.store import Store
 
 

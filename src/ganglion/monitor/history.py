@@ -9,10 +9,11 @@ kept by :class:`StatusLog`, which listens to the registry from the gateway's sta
 from __future__ import annotations
 
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
+from ganglion.clock import utcnow
 from ganglion.fleet.model import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
@@ -61,7 +62,7 @@ class StatusLog:
         if self._status.get(neuron.name) == neuron.status:
             return
         self._status[neuron.name] = neuron.status
-        change = StatusChange(at=datetime.now(UTC), status=neuron.status, reason=neuron.reason)
+        change = StatusChange(at=utcnow(), status=neuron.status, reason=neuron.reason)
         self._changes.setdefault(neuron.name, deque(maxlen=CHANGES_KEPT)).append(change)
 
     def changes(self, name: str) -> list[StatusChange]:
@@ -69,7 +70,7 @@ class StatusLog:
 
 
 def request_errors(registry: Registry, neuron: Neuron) -> list[ErrorEntry]:
-    now_wall, now = datetime.now(UTC), registry.clock()
+    now_wall, now = utcnow(), registry.clock()
     return [
         ErrorEntry(at=now_wall - timedelta(seconds=now - when), reason=reason)
         for when, reason in neuron.health.errors

@@ -37,14 +37,6 @@ Wire = TypeVar("Wire", bound=BaseModel)
 Retry = Callable[[NeuronRequestError], dict[str, Any] | None]
 
 
-def normalise_url(url: str) -> str:
-    """``host:port`` or ``http://host:port/`` -> ``http://host:port`` (no trailing slash)."""
-    url = url.strip()
-    if "://" not in url:
-        url = f"http://{url}"
-    return url.rstrip("/")
-
-
 def describe(exc: BaseException) -> str:
     """``ConnectError: [Errno 111] Connection refused``, or the class name when it says nothing."""
     text = str(exc)

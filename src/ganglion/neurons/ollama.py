@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from ganglion.errors import NeuronRequestError, NeuronStreamBroken, NotAnLLMServer
+from ganglion.net import base_url
 from ganglion.neurons.base import (
     ChatCall,
     Chunk,
@@ -40,7 +41,6 @@ from ganglion.neurons.http import (
     Wire,
     decode_json,
     error_text,
-    normalise_url,
     parse,
 )
 from ganglion.wire.ollama import (
@@ -73,7 +73,7 @@ class OllamaAdapter:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.url = normalise_url(url)
+        self.url = base_url(url)
         self._http = NeuronHTTP(self.url, client=client, transport=transport, timeout=timeout)
         self._clock = clock
 

@@ -30,6 +30,7 @@ from typing import Any, TypeGuard
 import httpx
 
 from ganglion.errors import NeuronRequestError, NeuronStreamBroken, NotAnLLMServer
+from ganglion.net import base_url
 from ganglion.neurons.base import (
     ChatCall,
     Chunk,
@@ -47,7 +48,6 @@ from ganglion.neurons.http import (
     Retry,
     decode_json,
     error_text,
-    normalise_url,
     parse,
 )
 from ganglion.wire.openai import (
@@ -104,7 +104,7 @@ class OpenAIAdapter:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        self.url = normalise_url(url).removesuffix("/v1")
+        self.url = base_url(url).removesuffix("/v1")
         self._http = NeuronHTTP(self.url, client=client, transport=transport, timeout=timeout)
         self._clock = clock
         # Learnt from the first refusal of ``json_schema``; see :func:`response_format`.

@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from ganglion.clock import aware
 from ganglion.errors import BrokenMidStream, DispatchError, GanglionError, NeuronError
 from ganglion.orchestra import stitch
 from ganglion.orchestra.plan import MIN_EXPECTED_TOKENS, NotWorthIt, Subtask
 from ganglion.orchestra.plan_stream import Part, PlanReader, Skipped, outline_problem
 from ganglion.orchestra.schedule import Share, Sizing, Worker, lower_bound, size_parts, workers
-from ganglion.orchestra.view import aware
 from ganglion.routing import Job
 from ganglion.store import runs as records
 from ganglion.store.schema import DelegationRow, RunRow

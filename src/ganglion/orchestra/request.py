@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ganglion.errors import ConfigError
-from ganglion.orchestra.schedule import POLICIES
+from ganglion.orchestra.schedule import SCHEDULE_POLICIES
 
 DIRECT_TOKENS = 512  # the budget of an answer when the request gives none
 DECOMPOSE_MODES = ("auto", "always", "never")
@@ -26,9 +26,9 @@ class RunRequest:
     def check(self) -> None:
         if not self.task.strip():
             raise ConfigError("the task is empty: give the task to run as text")
-        if self.policy not in POLICIES:
+        if self.policy not in SCHEDULE_POLICIES:
             raise ConfigError(
-                f"unknown policy {self.policy!r}: choose one of {', '.join(POLICIES)}"
+                f"unknown policy {self.policy!r}: choose one of {', '.join(SCHEDULE_POLICIES)}"
             )
         if self.decompose not in DECOMPOSE_MODES:
             raise ConfigError(

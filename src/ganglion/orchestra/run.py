@@ -27,6 +27,7 @@ from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 from typing import Any
 
+from ganglion.clock import aware, utcnow
 from ganglion.dispatch import Dispatcher, Stream
 from ganglion.errors import (
     BrokenMidStream,
@@ -47,7 +48,7 @@ from ganglion.orchestra.pipeline import StitchedRun
 from ganglion.orchestra.plan import NotWorthIt
 from ganglion.orchestra.request import DIRECT_TOKENS, RunRequest
 from ganglion.orchestra.rewrite import RewriteRun
-from ganglion.orchestra.view import aware, run_view, utcnow
+from ganglion.orchestra.view import run_view
 from ganglion.routing import Job, Router
 from ganglion.store import Store
 from ganglion.store import runs as records

@@ -9,7 +9,9 @@ phase (DESIGN.md)::
 The ``speed`` policy is LPT by earliest finish: largest subtask first, to the worker where it
 finishes first, argmin_i (L_i + p_j) / s_i. A slow worker gets work only when it finishes it
 sooner than the fast one would, so the makespan never exceeds Σp / s_max, the fastest worker
-doing everything alone. ``round-robin`` and ``fastest`` exist to compare against.
+doing everything alone. ``round-robin`` and ``fastest`` exist to compare against. These
+schedule policies live in :data:`SCHEDULE_POLICIES`; which neuron serves a single request is
+a routing policy (:mod:`ganglion.routing`).
 """
 
 from __future__ import annotations
@@ -91,7 +93,9 @@ class _Lane:
         return self.load_s + size / self.worker.tokens_per_second
 
 
-class Policy(Protocol):
+class SchedulePolicy(Protocol):
+    """How a plan's subtasks are placed on the workers (``policy`` of a run)."""
+
     name: str
 
     def place(self, sizes: Sequence[float], lanes: list[_Lane]) -> None: ...
@@ -129,15 +133,15 @@ class Fastest:
         Speed().place(sizes, [lane for lane in lanes if lane.worker.neuron == top])
 
 
-POLICIES: dict[str, Callable[[], Policy]] = {}
+SCHEDULE_POLICIES: dict[str, Callable[[], SchedulePolicy]] = {}
 
 
-def register_policy(name: str, factory: Callable[[], Policy]) -> None:
-    POLICIES[name] = factory
+def register_schedule_policy(name: str, factory: Callable[[], SchedulePolicy]) -> None:
+    SCHEDULE_POLICIES[name] = factory
 
 
 for _policy in (Speed, RoundRobin, Fastest):
-    register_policy(_policy.name, _policy)
+    register_schedule_policy(_policy.name, _policy)
 
 
 def schedule(sizes: Sequence[float], pool: Sequence[Worker], policy: str = "speed") -> Schedule:
@@ -145,7 +149,7 @@ def schedule(sizes: Sequence[float], pool: Sequence[Worker], policy: str = "spee
     if not pool:
         raise ValueError("no workers to schedule on")
     lanes = [_Lane(worker) for worker in sorted(pool, key=lambda w: -w.tokens_per_second)]
-    POLICIES[policy]().place(sizes, lanes)
+    SCHEDULE_POLICIES[policy]().place(sizes, lanes)
     placements = sorted((p for lane in lanes for p in lane.jobs), key=lambda p: p.index)
     return Schedule(
         policy=policy,

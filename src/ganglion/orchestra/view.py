@@ -8,10 +8,12 @@ additions; the existing ones keep their names and meanings (docs/orchestrator.md
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+
+from ganglion.clock import aware, utcnow
 
 if TYPE_CHECKING:  # the CLI reads views without loading the store's ORM
     from ganglion.store.schema import DelegationRow, RunRow
@@ -117,15 +119,6 @@ class RunView(BaseModel):
     finished_at: str | None = None
     timeline: RunTimeline
     delegations: list[DelegationView] | None = None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def aware(stamp: datetime) -> datetime:
-    """SQLite returns naive datetimes; ours are all UTC."""
-    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
 
 
 def view_of(row: RunRow, rows: list[DelegationRow], now: datetime | None = None) -> RunView:

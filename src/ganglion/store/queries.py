@@ -9,10 +9,11 @@ from sqlalchemy import Engine, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from ganglion.clock import utcnow
 from ganglion.errors import DuplicateNeuron, UnknownApiKey, UnknownNeuron
 from ganglion.neurons.base import TokenStats
 from ganglion.store.db import create_store_engine, migrate
-from ganglion.store.schema import ApiKeyRow, Base, NeuronRow, SpeedSampleRow, utcnow
+from ganglion.store.schema import ApiKeyRow, Base, NeuronRow, SpeedSampleRow
 
 KEEP_SAMPLES = 1000
 PRUNE_EVERY = 100

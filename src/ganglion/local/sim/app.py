@@ -30,10 +30,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ganglion.clock import utcnow
 from ganglion.errors import ConfigError
 from ganglion.local.sim.config import SimConfig
 from ganglion.local.sim.dialect import LOG_SCOPE_KEY
-from ganglion.local.sim.engine import Clock, Simulator, Sleep, WallClock, utc_now
+from ganglion.local.sim.engine import Clock, Simulator, Sleep, WallClock
 from ganglion.local.sim.ollama import OllamaAPI
 from ganglion.local.sim.openai import OpenAIAPI
 
@@ -57,7 +58,7 @@ def create_sim_app(
     clock: Clock = time.monotonic,
     sleep: Sleep = asyncio.sleep,
     rng: random.Random | None = None,
-    wall: WallClock = utc_now,
+    wall: WallClock = utcnow,
 ) -> Starlette:
     """The simulator as an ASGI app. Tests pass a virtual ``clock``/``sleep`` and a seeded
     ``rng``; by default the generator is seeded from ``config.seed``."""

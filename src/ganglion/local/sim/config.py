@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from ganglion.errors import ConfigError
+from ganglion.net import is_loopback
 
 DEFAULT_OUTPUT_TOKENS = 64
 PREFILL_FACTOR = 10.0
 """Without ``--prefill-tps``, prompts are read this many times faster than tokens are written."""
-
-LOOPBACK_NAMES = frozenset({"localhost"})
 
 
 @dataclass(frozen=True)
@@ -122,12 +120,3 @@ class SimConfig:
             f"(aggregate {self.aggregate_rate:g}), prefill {self.prefill_rate:g} tok/s, "
             f"load {self.load_s:g} s{faults if faulty else ''}"
         )
-
-
-def is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False

@@ -24,9 +24,10 @@ from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
+from ganglion.clock import utcnow
 from ganglion.local.sim.config import SimConfig
 from ganglion.wire import ollama as wire
 
@@ -40,10 +41,6 @@ TICK_S = 0.03
 
 LOG_LIMIT = 100_000
 """The request log keeps this many most recent entries (the totals count them all)."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def canonical(model: str) -> str:
@@ -111,7 +108,7 @@ class Simulator:
         clock: Clock,
         sleep: Sleep,
         rng: random.Random,
-        wall: WallClock = utc_now,
+        wall: WallClock = utcnow,
     ) -> None:
         self.config = config
         self.clock = clock
