@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
     neurons: list[Any] | None = None
     """Neurons to register at start: the config file's ``[[neuron]]`` tables, each a
-    :class:`~ganglion.fleet.model.NewNeuron` that :mod:`ganglion.config_file` has checked;
+    :class:`~ganglion.fleet.neuron.NewNeuron` that :mod:`ganglion.config_file` has checked;
     ``None`` without a config file, so the neurons an earlier file registered are left alone."""
 
     @field_validator("database_url")

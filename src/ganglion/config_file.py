@@ -19,7 +19,7 @@ a :class:`~ganglion.errors.ConfigFileError` that names the file and the line:
 with the file. It sits above :mod:`ganglion.config` (a leaf), so it can make the checks that
 need the layers in between: the routing policy against
 :data:`ganglion.routing.ROUTING_POLICIES`, each ``[[neuron]]`` against
-:class:`~ganglion.fleet.model.NewNeuron` and the neuron-URL rules of :mod:`ganglion.net`.
+:class:`~ganglion.fleet.neuron.NewNeuron` and the neuron-URL rules of :mod:`ganglion.net`.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pydantic import BaseModel, ValidationError
 
 from ganglion.config import Settings, load_settings
 from ganglion.errors import ConfigError, ConfigFileError, GanglionError, phrase
-from ganglion.fleet.model import NewNeuron
+from ganglion.fleet.neuron import NewNeuron
 from ganglion.net import default_name, normalize_url
 from ganglion.routing import ROUTING_POLICIES
 

@@ -36,7 +36,7 @@ from ganglion.errors import (
     NeuronUnreachable,
     NoNeuronForModel,
 )
-from ganglion.fleet.model import Neuron
+from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.traffic import FailureKind, RequestObserver, Silent, failure_kind
 from ganglion.neurons.base import Chunk, Embeddings, NeuronAdapter, TokenStats

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ganglion.errors import NoNeuronForModel, PinnedUnavailable
-from ganglion.fleet.model import Neuron
+from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 
 PRIOR_DECODE_TPS = 20.0

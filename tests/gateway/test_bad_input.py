@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from ganglion.config import DEFAULT_MAX_BODY_BYTES
-from ganglion.fleet.model import NAME_PATTERN
+from ganglion.fleet.neuron import NAME_PATTERN
 from ganglion.store import Store
 from ganglion.store.schema import NeuronRow
 from tests.conftest import Proc, Spawner

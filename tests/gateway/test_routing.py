@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ganglion.errors import UnknownNeuron
-from ganglion.fleet.model import Neuron
+from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect, TokenStats

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ganglion.errors import NeuronError
-from ganglion.fleet.model import Neuron
+from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.traffic import FailureKind, RequestObserver, Silent, failure_kind
 from ganglion.neurons.base import GenerateCall

@@ -40,7 +40,7 @@ from ganglion.doctor.labels import (
 )
 from ganglion.errors import ConfigError, GanglionError, UnknownNeuron
 from ganglion.fleet.kube import ApiError, Cluster, list_objects, load_cluster, watch_objects
-from ganglion.fleet.model import NewNeuron
+from ganglion.fleet.neuron import NewNeuron
 from ganglion.fleet.probes import cancel
 from ganglion.fleet.registry import Registry
 from ganglion.net import default_name, normalize_url

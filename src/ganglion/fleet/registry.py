@@ -26,7 +26,7 @@ from ganglion.errors import (
     NeuronUnreachable,
     UnknownNeuron,
 )
-from ganglion.fleet.model import Neuron, check_name
+from ganglion.fleet.neuron import Neuron, check_name
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
 from ganglion.net import default_name, normalize_url

@@ -39,7 +39,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import StreamingResponse
 
 from ganglion.errors import UnknownNeuron
-from ganglion.fleet.model import Neuron, NeuronView
+from ganglion.fleet.neuron import Neuron, NeuronView
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.speed import SpeedBook
 from ganglion.wire import sse

@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ganglion.fleet.bench import bench_model
-from ganglion.fleet.model import Neuron, NeuronView, NewNeuron
+from ganglion.fleet.neuron import Neuron, NeuronView, NewNeuron
 from ganglion.gateway.state import Gateway, GatewayDep
 
 router = APIRouter(prefix="/fleet", tags=["fleet"])

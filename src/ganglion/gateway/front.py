@@ -11,7 +11,7 @@ from urllib.parse import quote, unquote
 
 from fastapi import Request
 
-from ganglion.fleet.model import Neuron
+from ganglion.fleet.neuron import Neuron
 from ganglion.routing import DEFAULT_OUTPUT_TOKENS, Job
 
 PIN_HEADER = "X-Ganglion-Neuron"

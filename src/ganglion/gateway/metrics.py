@@ -22,7 +22,7 @@ from ganglion.fleet.traffic import FailureKind
 from ganglion.neurons.base import TokenStats
 
 if TYPE_CHECKING:
-    from ganglion.fleet.model import Neuron
+    from ganglion.fleet.neuron import Neuron
 
 router = APIRouter(tags=["metrics"])
 

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ganglion.errors import UnknownRun
-from ganglion.fleet.model import Text
+from ganglion.fleet.neuron import Text
 from ganglion.gateway.state import GatewayDep
 from ganglion.orchestra.request import RunRequest
 from ganglion.orchestra.view import RunView

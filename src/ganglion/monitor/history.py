@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from ganglion.clock import utcnow
-from ganglion.fleet.model import Neuron
+from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
 

@@ -18,6 +18,12 @@ TZ = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
+    _fleet_tables()
+    _run_tables()
+
+
+def _fleet_tables() -> None:
+    """The neurons, their speed samples, and the API keys."""
     op.create_table(
         "neurons",
         sa.Column("id", sa.Integer, primary_key=True),
@@ -53,6 +59,20 @@ def upgrade() -> None:
         sa.Column("tokens_per_second", sa.Float, nullable=True),
         sa.Column("created_at", TZ, nullable=False, index=True),
     )
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("name", sa.String(200), nullable=False),
+        sa.Column("prefix", sa.String(16), nullable=False, unique=True),
+        sa.Column("key_hash", sa.String(200), nullable=False),
+        sa.Column("role", sa.String(20), nullable=False),
+        sa.Column("created_at", TZ, nullable=False),
+        sa.Column("revoked_at", TZ, nullable=True),
+    )
+
+
+def _run_tables() -> None:
+    """The runs and their delegations."""
     op.create_table(
         "runs",
         sa.Column("id", sa.String(36), primary_key=True),
@@ -93,16 +113,6 @@ def upgrade() -> None:
         sa.Column("started_at", TZ, nullable=True),
         sa.Column("finished_at", TZ, nullable=True),
         sa.Column("error", sa.Text, nullable=True),
-    )
-    op.create_table(
-        "api_keys",
-        sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("prefix", sa.String(16), nullable=False, unique=True),
-        sa.Column("key_hash", sa.String(200), nullable=False),
-        sa.Column("role", sa.String(20), nullable=False),
-        sa.Column("created_at", TZ, nullable=False),
-        sa.Column("revoked_at", TZ, nullable=True),
     )
 
 
