@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ganglion.cli.options import (
@@ -57,6 +56,14 @@ def bench(
 def run_with_progress(
     client: GatewayClient, body: dict[str, Any], *, quiet: bool
 ) -> list[dict[str, Any]]:
+    from rich.progress import (  # here: loading it costs every other command 30 ms
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     results: list[dict[str, Any]] = []
     columns = (
         TextColumn("bench"),

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
-from ganglion.doctor import k3s
-from ganglion.doctor.vfio import DEFAULT_CPUS, DEFAULT_MEMORY_GIB
+from ganglion.doctor import defaults
 
 if TYPE_CHECKING:
     from ganglion.doctor.sysfs import HostPaths
@@ -95,8 +94,10 @@ def vfio(
     proc: ProcOption = Path("/proc"),
     memory: Annotated[
         int, typer.Option("--memory", metavar="GIB", help="The VM's memory, on hugepages.")
-    ] = DEFAULT_MEMORY_GIB,
-    cpus: Annotated[int, typer.Option("--cpus", help="The VM's virtual CPUs.")] = DEFAULT_CPUS,
+    ] = defaults.DEFAULT_MEMORY_GIB,
+    cpus: Annotated[
+        int, typer.Option("--cpus", help="The VM's virtual CPUs.")
+    ] = defaults.DEFAULT_CPUS,
     pci_ids: PciIdsOption = None,
     kernel: KernelOption = None,
 ) -> None:
@@ -119,13 +120,17 @@ def enlist_k3s(
     ] = None,
     model: Annotated[
         str, typer.Option("--model", metavar="MODEL", help="The model Ollama pulls.")
-    ] = k3s.DEFAULT_MODEL,
+    ] = defaults.DEFAULT_MODEL,
     namespace: Annotated[
         str, typer.Option("--namespace", help="Namespace for Ollama.")
-    ] = k3s.DEFAULT_NAMESPACE,
-    image: Annotated[str, typer.Option("--image", help="The Ollama image.")] = k3s.OLLAMA_IMAGE,
+    ] = defaults.DEFAULT_NAMESPACE,
+    image: Annotated[
+        str, typer.Option("--image", help="The Ollama image.")
+    ] = defaults.OLLAMA_IMAGE,
 ) -> None:
     """Print Kubernetes manifests that serve Ollama on a K3s GPU node, labelled for discovery."""
+    from ganglion.doctor import k3s
+
     enlistment = k3s.Enlistment(node or socket.gethostname().lower(), model, namespace, image)
     typer.echo(k3s.render(enlistment), nl=False)
 

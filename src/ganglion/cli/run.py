@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from ganglion.cli.options import (
@@ -20,6 +19,8 @@ from ganglion.cli.options import (
 )
 
 if TYPE_CHECKING:
+    from rich.progress import TaskID
+
     from ganglion.client import GatewayClient
     from ganglion.orchestra.view import RunView
 
@@ -94,6 +95,8 @@ def run(
 
 def follow(client: GatewayClient, run_id: str, *, quiet: bool) -> dict[str, Any]:
     """Live progress from the run's events; the final record."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     console = Console(stderr=True)
     bars: dict[int, TaskID] = {}
     answering = False

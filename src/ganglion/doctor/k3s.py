@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from ganglion.doctor import DoctorError
+from ganglion.doctor.defaults import DEFAULT_MODEL, DEFAULT_NAMESPACE, OLLAMA_IMAGE
 from ganglion.doctor.labels import (
     API_ANNOTATION,
     NEURON_LABELS,
@@ -27,9 +28,6 @@ from ganglion.doctor.labels import (
 )
 
 DEVICE_PLUGIN_IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.18.0"
-OLLAMA_IMAGE = "docker.io/ollama/ollama:latest"
-DEFAULT_MODEL = "llama3.2:3b"
-DEFAULT_NAMESPACE = "ganglion"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_NODE_LABEL = "nvidia.com/gpu.present"
 MODELS_DIR = "/var/lib/ganglion/ollama"

@@ -15,6 +15,7 @@ from typing import Any
 
 from ganglion.doctor import DoctorError
 from ganglion.doctor.catalog import base_codename
+from ganglion.doctor.defaults import DEFAULT_CPUS, DEFAULT_MEMORY_GIB
 from ganglion.doctor.facts import BRANCHES
 from ganglion.doctor.iommu import GroupCheck, describe
 from ganglion.doctor.pciid import parse_bdf, slot_of
@@ -22,8 +23,6 @@ from ganglion.doctor.report import GpuReport, doctor, nvidia_gpus
 from ganglion.doctor.sysfs import HostInfo, HostPaths, PciDevice, iommu_groups, scan
 from ganglion.doctor.verdicts import driver_number
 
-DEFAULT_MEMORY_GIB = 16
-DEFAULT_CPUS = 4
 HUGEPAGE_MIB = 2
 OVERRIDE_SCRIPT = "/usr/local/sbin/ganglion-vfio-override"
 VFIO_MODULES = ("vfio", "vfio_iommu_type1", "vfio_pci")
