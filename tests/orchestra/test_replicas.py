@@ -97,8 +97,10 @@ def test_a_gateway_killed_mid_run_resumes_and_reuses_completed_work(
             assert (d["attempts"], d["output"]) == (1, done[d["index"]])
     count = asked(sims)
     for n in range(6):
-        # work finished before the kill was asked for once; work cut by it, once more
-        assert count[f"solo part {n}"] == (2 if n in cut else 1), count
+        # work finished before the kill was asked for once; work cut by it, once more. A
+        # part still pending in the snapshot may have started before the kill landed.
+        expected = {1} if n in done else {2} if n in cut else {1, 2}
+        assert count[f"solo part {n}"] in expected, count
     syntheses = sum(n for p, n in count.items() if p.startswith("Task: task for brain"))
     assert (count["task for brain"], syntheses) == (1, 1), count  # one plan, one answer
 
