@@ -3,6 +3,7 @@ uses; and, through the real installed build, that ``make`` put the portable whee
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import platform
@@ -177,3 +178,43 @@ def test_the_installed_build_is_the_portable_wheel_from_ganglions_cache() -> Non
         assert installed.features <= build.baseline, installed.system_info
     cpu = Path("/proc/cpuinfo").read_text()
     assert missing_features(installed.features, cpu_flags(cpu)) == [], platform.processor()
+
+
+# --- the build's answer, kept between commands --------------------------------------------
+
+
+def test_a_builds_answer_is_asked_once_and_a_crash_is_never_kept(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    asked: list[str] = []
+    answers = iter([LocalFleetError("loading it died with SIGILL"), PORTABLE_INFO, NATIVE_INFO])
+
+    def ask() -> str:
+        answer = next(answers)
+        asked.append(str(answer))
+        if isinstance(answer, LocalFleetError):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(llamacpp, "system_info", ask)
+    monkeypatch.setattr(llamacpp, "system_info_cache", lambda: tmp_path / "kept")
+    monkeypatch.setattr(llamacpp, "build_fingerprint", lambda version: f"build-{version}")
+    with pytest.raises(LocalFleetError, match="SIGILL"):
+        llamacpp.remembered_system_info("0.3.36")
+    assert llamacpp.remembered_system_info("0.3.36") == PORTABLE_INFO  # asked again: no crash kept
+    assert llamacpp.remembered_system_info("0.3.36") == PORTABLE_INFO  # from the cache
+    assert len(asked) == 2
+    assert llamacpp.remembered_system_info("0.3.37") == NATIVE_INFO  # another build is asked
+    assert len(asked) == 3
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == [
+        "build-0.3.36.txt",
+        "build-0.3.37.txt",
+    ]
+
+
+@pytest.mark.llama
+def test_the_fingerprint_names_the_installed_build_and_its_version() -> None:
+    need(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed")
+    version = importlib.metadata.version(llamacpp.DISTRIBUTION)
+    assert llamacpp.build_fingerprint(version) == llamacpp.build_fingerprint(version)
+    assert llamacpp.build_fingerprint(version) != llamacpp.build_fingerprint(version + "+other")

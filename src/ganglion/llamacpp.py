@@ -9,7 +9,9 @@ and pip's cache off, keeps it under ``CACHE/llama-cpp-python-VERSION-MACHINE-DIG
 digest is of the CMake flags), and installs it from there: ``ganglion local build``.
 
 The installed build is inspected in a child process (:func:`read_build`): a build that uses an
-instruction this CPU lacks can die while loading, and must not take the caller with it.
+instruction this CPU lacks can die while loading, and must not take the caller with it. Its
+answer is kept in the user's cache folder under a fingerprint of the build and the CPU, so
+that ``ganglion doctor`` asks only once per build.
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ SYSTEM_INFO_SCRIPT = (
     "import sys, llama_cpp; sys.stdout.write(llama_cpp.llama_print_system_info().decode())"
 )
 SYSTEM_INFO_TIMEOUT_S = 60.0
+NATIVE_SUFFIXES = frozenset({".so", ".dylib", ".dll"})
 
 
 def cache_root() -> Path:
@@ -287,16 +290,61 @@ def system_info(python: str = sys.executable) -> str:
     return done.stdout.decode(errors="replace").strip()
 
 
+def build_fingerprint(version: str) -> str:
+    """What identifies the installed build's answer on this machine: its version, the path,
+    size and mtime of each native library it installed, this interpreter, and the CPU's flags
+    (a build that loads on one CPU may die on another)."""
+    identity: list[object] = [version, sys.executable]
+    for file in metadata.distribution(DISTRIBUTION).files or ():
+        if file.suffix in NATIVE_SUFFIXES:
+            path = Path(str(file.locate()))
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            identity.append([str(path), stat.st_size, stat.st_mtime_ns])
+    try:
+        identity.append(sorted(cpu_flags(Path("/proc/cpuinfo").read_text())))
+    except OSError:
+        identity.append(platform.machine())
+    return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:32]
+
+
+def system_info_cache() -> Path:
+    """Where a build's system info is kept between commands, by fingerprint."""
+    return Path(user_cache_dir("ganglion")) / "llama-system-info"
+
+
+def remembered_system_info(version: str) -> str:
+    """The installed build's system info: read from the cache when this very build already
+    answered on this machine (asking loads it in a child process: about 0.35 s and 40 MB),
+    else asked and remembered. Only an answer is kept, never a crash."""
+    kept = system_info_cache() / f"{build_fingerprint(version)}.txt"
+    try:
+        return kept.read_text()
+    except OSError:
+        pass
+    text = system_info()
+    try:
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        partial = kept.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(text)
+        partial.replace(kept)
+    except OSError:
+        pass  # a read-only cache costs time on the next command, nothing else
+    return text
+
+
 @cache
 def read_build() -> InstalledBuild:
-    """What the installed llama-cpp-python was compiled to use (cached: the installed build
-    does not change under a running process)."""
+    """What the installed llama-cpp-python was compiled to use (cached in the process, and on
+    disk by fingerprint: the installed build does not change under a running process)."""
     try:
         version = metadata.version(DISTRIBUTION)
     except metadata.PackageNotFoundError:
         return InstalledBuild(None)
     try:
-        text = system_info()
+        text = remembered_system_info(version)
     except LocalFleetError as error:
         return InstalledBuild(version, error=str(error))
     return InstalledBuild(version, parse_system_info(text), text, installed_wheel())

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ganglion.cli.commands import COMMANDS
 from tests.conftest import Spawner, run_cli
 
 HEAVY = {"sqlalchemy", "alembic", "uvicorn", "fastapi"}
@@ -32,6 +33,11 @@ with open(out, "w") as file:
 
 
 def loaded_by(tmp_path: Path, *args: str) -> set[str]:
+    """The top-level packages ``ganglion ARGS`` loads."""
+    return {name.split(".")[0] for name in modules_loaded_by(tmp_path, *args)}
+
+
+def modules_loaded_by(tmp_path: Path, *args: str) -> set[str]:
     out = tmp_path / "modules.json"
     subprocess.run(
         [sys.executable, "-c", WRAPPER, str(out), *args],
@@ -42,7 +48,7 @@ def loaded_by(tmp_path: Path, *args: str) -> set[str]:
     )
     result = json.loads(out.read_text())
     assert result["code"] in (0, None), result["code"]
-    return {name.split(".")[0] for name in result["modules"]}
+    return set(result["modules"])
 
 
 @pytest.mark.parametrize(
@@ -59,6 +65,23 @@ def test_neuron_list_talks_to_a_gateway_without_its_stack(spawn: Spawner, tmp_pa
     loaded = loaded_by(tmp_path, "neuron", "list", "--json", "--gateway", gateway.url)
     assert "httpx" in loaded  # it did ask the gateway
     assert not loaded & HEAVY
+
+
+def test_a_command_loads_only_its_own_module(tmp_path: Path) -> None:
+    loaded = modules_loaded_by(tmp_path, "doctor", "--json")
+    commands = {name for name in loaded if name.startswith("ganglion.cli.")}
+    assert commands == {"ganglion.cli.commands", "ganglion.cli.doctor"}
+    everything = modules_loaded_by(tmp_path, "--help")
+    assert {f"ganglion.cli.{name}" for name in COMMANDS.values()} <= everything
+
+
+def test_every_command_in_help_is_found_by_name() -> None:
+    """``--help`` lists exactly the commands :data:`COMMANDS` maps to their modules, so that a
+    new command cannot be left out of the lazy lookup."""
+    result = run_cli("--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    listed = result.stdout.split("Commands:", 1)[1].splitlines()
+    assert sorted(line.split()[0] for line in listed if line.strip()) == sorted(COMMANDS)
 
 
 def test_config_is_a_leaf() -> None:

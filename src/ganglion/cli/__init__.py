@@ -10,8 +10,6 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from ganglion.errors import ConfigFileError, GanglionError
 
@@ -20,25 +18,38 @@ app = typer.Typer(
     help="One brain, many neurons: run LLM work across every machine you own.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-def _register_all() -> None:
-    from ganglion.cli import commands
+@app.callback()
+def _root() -> None:
+    """Keeps ``ganglion`` a group of commands when only one of them is registered."""
 
-    for module in commands.MODULES:
+
+def _register(args: list[str]) -> None:
+    from ganglion.cli.commands import modules_for
+
+    for module in modules_for(args):
         module.register(app)
+
+
+def _register_all() -> None:
+    _register([])
 
 
 def main() -> None:
     """Entry point: run the CLI, turning any :class:`GanglionError` into one line and exit 1
     (2 for an invalid config file, a usage error like a bad flag)."""
-    _register_all()
+    _register(sys.argv[1:])
     try:
         app()
     except GanglionError as error:
+        from rich.console import Console
+        from rich.markup import escape
+
         said = escape(str(error))  # a message may quote [[neuron]] or [brackets]
         Console(stderr=True).print(f"[bold red]error:[/] {said}", highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(error, ConfigFileError) else 1)

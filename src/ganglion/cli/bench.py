@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("bench")(bench)
+    app.command("bench", short_help="Measure each neuron's speed with a short fixed generation.")(
+        bench
+    )
 
 
 def bench(

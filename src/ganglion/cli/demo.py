@@ -31,7 +31,9 @@ SAMPLE_RUN = {"task": SAMPLE_TASK, "decompose": "always", "max_subtasks": 3}
 
 
 def register(app: typer.Typer) -> None:
-    app.command("demo")(demo)
+    app.command("demo", short_help="Start the gateway and local neurons, and run a sample task.")(
+        demo
+    )
 
 
 def demo(

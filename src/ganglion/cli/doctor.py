@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from ganglion.doctor import defaults
 
@@ -19,6 +18,7 @@ if TYPE_CHECKING:
 doctor_app = typer.Typer(
     name="doctor",
     help="Which driver path works for each NVIDIA GPU, and the plan to enlist it.",
+    short_help="Which driver path works for each NVIDIA GPU, and how to enlist it.",
     invoke_without_command=True,
 )
 enlist_app = typer.Typer(name="enlist", help="Enlist a node in the fleet.", no_args_is_help=True)
@@ -72,7 +72,6 @@ def doctor(
     against the installed llama.cpp build (a build using features this CPU lacks crashes)."""
     if ctx.invoked_subcommand is not None:
         return
-    from ganglion.doctor import render
     from ganglion.doctor.report import doctor as run_doctor
     from ganglion.llamacpp import read_build
 
@@ -80,6 +79,10 @@ def doctor(
     if as_json:
         _print_json(report.as_json())
     else:
+        from rich.console import Console
+
+        from ganglion.doctor import render
+
         render.print_report(Console(), report)
 
 
@@ -102,13 +105,16 @@ def vfio(
     kernel: KernelOption = None,
 ) -> None:
     """Plan VFIO passthrough of a GPU to a VM: IOMMU groups, binding, boot files, the VM."""
-    from ganglion.doctor import render
     from ganglion.doctor.vfio import plan
 
     result = plan(_paths(sysfs, proc, pci_ids), pci or (), memory, cpus, kernel)
     if as_json:
         _print_json(result.as_json())
     else:
+        from rich.console import Console
+
+        from ganglion.doctor import render
+
         render.print_plan(Console(), result)
 
 

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 keys_app = typer.Typer(
     help="API keys: required on a non-loopback bind or with serve --require-keys.",
+    short_help="API keys: needed on a non-loopback bind or with --require-keys.",
     no_args_is_help=True,
 )
 

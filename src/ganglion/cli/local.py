@@ -15,6 +15,7 @@ from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, g
 
 local_app = typer.Typer(
     help="Run neurons on this machine with the bundled SmolLM2-135M model (no GPU needed).",
+    short_help="Run neurons here with the bundled SmolLM2-135M model (no GPU).",
     no_args_is_help=True,
 )
 

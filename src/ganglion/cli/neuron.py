@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from ganglion.cli.options import (
     DEFAULT_GATEWAY,
@@ -18,6 +16,10 @@ from ganglion.cli.options import (
     gateway_client,
 )
 from ganglion.neurons.base import Dialect
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 neuron_app = typer.Typer(
     help="Register and manage neurons: the inference endpoints of the fleet.",
@@ -56,7 +58,7 @@ def add(
         print(json.dumps(view, indent=2))
         return
     models = ", ".join(view["models"]) or "no models yet"
-    Console().print(
+    _console().print(
         f"added [bold]{view['name']}[/] ({view['api']}, node {view['node']}): {models}",
         highlight=False,
     )
@@ -74,14 +76,23 @@ def list_(
     if as_json:
         print(json.dumps(views, indent=2))
         return
-    console = Console()
+    console = _console()
     if not views:
         console.print("no neurons yet: add one with 'ganglion neuron add URL'")
         return
     console.print(neuron_table(views))
 
 
+def _console() -> Console:
+    """A console for people; ``--json`` output never loads rich (issue 14: CLI start)."""
+    from rich.console import Console
+
+    return Console()
+
+
 def neuron_table(views: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+
     table = Table(box=None, header_style="bold")
     for column in ("NAME", "STATUS", "NODE", "API", "MODELS", "TOK/S", "BUSY", "LAST SEEN"):
         numeric = column in ("TOK/S", "BUSY")
@@ -130,7 +141,7 @@ def rm(
 ) -> None:
     """Remove a neuron from the fleet (its speed history goes with it)."""
     _act("DELETE", f"/fleet/neurons/{name}", gateway, api_key)
-    Console().print(f"removed {name}")
+    _console().print(f"removed {name}")
 
 
 @neuron_app.command("suspend")
@@ -141,7 +152,7 @@ def suspend(
 ) -> None:
     """Take a neuron out of rotation without removing it; it keeps its history."""
     view = _act("POST", f"/fleet/neurons/{name}/suspend", gateway, api_key)
-    Console().print(f"{name} is {view['status']}")
+    _console().print(f"{name} is {view['status']}")
 
 
 @neuron_app.command("resume")
@@ -153,4 +164,4 @@ def resume(
     """Put a suspended neuron back into rotation (after a fresh probe)."""
     view = _act("POST", f"/fleet/neurons/{name}/resume", gateway, api_key)
     reason = f" ({view['reason']})" if view.get("reason") else ""
-    Console().print(f"{name} is {view['status']}{reason}", highlight=False)
+    _console().print(f"{name} is {view['status']}{reason}", highlight=False)

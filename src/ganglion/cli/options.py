@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -44,7 +45,14 @@ DEFAULT_GATEWAY = DEFAULT_GATEWAY_URL
 
 def gateway_client(url: str, api_key: str | None = None) -> GatewayClient:
     """A client of the gateway at ``url``. httpx is imported here, by the commands that talk
-    to a gateway, so that the others (and every ``--help``) start without it."""
+    to a gateway, so that the others (and every ``--help``) start without it.
+
+    httpx also imports its own command line (click, rich's progress bars, pygments) whenever
+    click is installed: about a third of a ``ganglion neuron list`` start, for a command
+    ganglion never runs. Marking that module absent before httpx loads makes httpx take the
+    fallback it has for installs without its ``cli`` extra; once httpx is loaded, this changes
+    nothing."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
     from ganglion.client import GatewayClient
 
     return GatewayClient(url, api_key=api_key)

@@ -13,7 +13,9 @@ from ganglion.defaults import DEFAULT_HOST, DEFAULT_PORT, LogLevel
 
 
 def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+    app.command(
+        "serve", short_help="Start the gateway: one Ollama and OpenAI endpoint for the fleet."
+    )(serve)
 
 
 def serve(

@@ -11,7 +11,7 @@ from rich.markup import escape
 HELP = (
     "Serve a simulated neuron: the Ollama and OpenAI APIs at a configured token rate.\n\n"
     "For capacity planning, dashboards without GPUs, tests and benchmarks. It never pretends "
-    "to be inference: answers are filler words starting with \\[sim], or a valid instance of "
+    "to be inference: answers are filler words starting with [sim], or a valid instance of "
     "the JSON schema a client asks for.\n\n"
     "Each generation waits for a slot (first come, first served), loads its model once, reads "
     "the prompt at --prefill-tps, then streams tokens at min(--tps, --aggregate-tps / k) while "
@@ -28,7 +28,12 @@ EPILOG = (
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to ``app``."""
-    app.command("sim", help=HELP, epilog=EPILOG)(sim)
+    app.command(
+        "sim",
+        help=HELP,
+        short_help="Serve a simulated neuron at a configured token rate.",
+        epilog=EPILOG,
+    )(sim)
 
 
 def sim(
@@ -61,14 +66,14 @@ def sim(
     aggregate_tps: Annotated[
         float | None,
         typer.Option(
-            help="Decode tokens/s shared by all streams: memory bandwidth. \\[default: tps*slots]",
+            help="Decode tokens/s shared by all streams: memory bandwidth. [default: tps*slots]",
             show_default=False,
         ),
     ] = None,
     prefill_tps: Annotated[
         float | None,
         typer.Option(
-            help="Prompt reading speed, tokens/s (a token is a word). \\[default: 10*tps]",
+            help="Prompt reading speed, tokens/s (a token is a word). [default: 10*tps]",
             show_default=False,
         ),
     ] = None,
@@ -98,7 +103,7 @@ def sim(
     output_tokens: Annotated[
         int | None,
         typer.Option(
-            help="Answer length when the client sets no limit (num_predict). \\[default: 64]",
+            help="Answer length when the client sets no limit (num_predict). [default: 64]",
             show_default=False,
         ),
     ] = None,
