@@ -27,12 +27,13 @@ from ganglion.errors import (
     UnknownNeuron,
 )
 from ganglion.fleet.neuron import Neuron, check_name
+from ganglion.fleet.samples import SampleWriter
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
 from ganglion.net import default_name, normalize_url
 from ganglion.neurons.base import Dialect, NeuronAdapter, ProbeResult, TokenStats
 from ganglion.neurons.detect import adapter_for, detect_dialect
-from ganglion.store import Store
+from ganglion.store import SpeedSample, Store
 from ganglion.store.schema import NeuronRow
 
 LAST_SEEN_PERSIST_S = 30.0
@@ -85,6 +86,7 @@ class Registry:
         self._persisted_seen: dict[str, float] = {}
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
+        self.samples = SampleWriter(store)
 
     def _adapter(self, api: Dialect, url: str) -> NeuronAdapter:
         return adapter_for(api, url, transport=self.transport)
@@ -155,6 +157,8 @@ class Registry:
         return neuron
 
     async def aclose(self) -> None:
+        """Write the pending speed samples, then close every neuron's connections."""
+        await self.samples.aclose()
         for neuron in self._neurons.values():
             await neuron.adapter.aclose()
 
@@ -322,7 +326,7 @@ class Registry:
         if neuron.loaded is not None and model not in neuron.loaded:
             neuron.loaded = [*neuron.loaded, model]  # it answered, so it is in memory now
         neuron.speeds.observe(model, stats)
-        await asyncio.to_thread(self.store.add_sample, neuron.id, model, source, stats)
+        self.samples.add(SpeedSample(neuron.id, model, source, stats))
         await self._reclassify(neuron, changed=True)
 
     async def record_failure(self, neuron: Neuron, reason: str) -> None:

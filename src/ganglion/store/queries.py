@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, select, update
@@ -17,6 +18,33 @@ from ganglion.store.schema import ApiKeyRow, Base, NeuronRow, SpeedSampleRow
 
 KEEP_SAMPLES = 1000
 PRUNE_EVERY = 100
+
+
+@dataclass(frozen=True)
+class SpeedSample:
+    """One request's cost on a neuron, as the store keeps it."""
+
+    neuron_id: int
+    model: str
+    source: str
+    stats: TokenStats
+
+
+def _sample_row(sample: SpeedSample) -> SpeedSampleRow:
+    stats = sample.stats
+    return SpeedSampleRow(
+        neuron_id=sample.neuron_id,
+        model=sample.model,
+        source=sample.source,
+        prompt_tokens=stats.prompt_tokens,
+        output_tokens=stats.output_tokens,
+        prefill_s=stats.prefill_s,
+        decode_s=stats.decode_s,
+        load_s=stats.load_s,
+        ttft_s=stats.ttft_s,
+        wall_s=stats.wall_s,
+        tokens_per_second=stats.decode_tps,
+    )
 
 
 class Store:
@@ -78,26 +106,25 @@ class Store:
     # speed samples
 
     def add_sample(self, neuron_id: int, model: str, source: str, stats: TokenStats) -> None:
-        """Record one request's cost. Every :data:`PRUNE_EVERY` samples, a neuron's history
-        is cut back to its newest :data:`KEEP_SAMPLES`, so a busy gateway's store stays small."""
+        """Record one request's cost (see :meth:`add_samples`)."""
+        self.add_samples([SpeedSample(neuron_id, model, source, stats)])
+
+    def add_samples(self, samples: Sequence[SpeedSample]) -> int:
+        """Record many requests' costs in one transaction; the count written. Samples of a
+        neuron removed meanwhile are skipped. Every :data:`PRUNE_EVERY` samples, a neuron's
+        history is cut back to its newest :data:`KEEP_SAMPLES`, so a busy gateway's store
+        stays small."""
+        if not samples:
+            return 0
         with self.session() as session:
-            row = SpeedSampleRow(
-                neuron_id=neuron_id,
-                model=model,
-                source=source,
-                prompt_tokens=stats.prompt_tokens,
-                output_tokens=stats.output_tokens,
-                prefill_s=stats.prefill_s,
-                decode_s=stats.decode_s,
-                load_s=stats.load_s,
-                ttft_s=stats.ttft_s,
-                wall_s=stats.wall_s,
-                tokens_per_second=stats.decode_tps,
-            )
-            session.add(row)
+            wanted = {sample.neuron_id for sample in samples}
+            known = set(session.scalars(select(NeuronRow.id).where(NeuronRow.id.in_(wanted))))
+            rows = [_sample_row(sample) for sample in samples if sample.neuron_id in known]
+            session.add_all(rows)
             session.commit()
-            if row.id % PRUNE_EVERY == 0:
+            for neuron_id in {row.neuron_id for row in rows if row.id % PRUNE_EVERY == 0}:
                 self._prune_samples(session, neuron_id)
+        return len(rows)
 
     @staticmethod
     def _prune_samples(session: Session, neuron_id: int) -> None:

@@ -1,0 +1,109 @@
+"""Speed samples are written behind the requests: in batches, off the request path, bounded,
+and all of them at a clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from ganglion.fleet.samples import SampleWriter
+from ganglion.neurons.base import TokenStats
+from ganglion.store import SpeedSample, Store
+from ganglion.store.schema import NeuronRow
+from tests.conftest import Spawner
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    opened = Store.open(store_url)
+    yield opened
+    opened.close()
+
+
+def registered(store: Store, name: str) -> int:
+    row = NeuronRow(
+        name=name, url=f"http://127.0.0.1:1/{name}", api="ollama", node=name, models=["m"]
+    )
+    return store.add_neuron(row).id
+
+
+def sample(neuron_id: int, tokens: int) -> SpeedSample:
+    return SpeedSample(neuron_id, "m", "traffic", TokenStats(output_tokens=tokens, decode_s=1.0))
+
+
+async def test_samples_wait_in_memory_and_are_written_in_one_batch(store: Store) -> None:
+    gpu = registered(store, "gpu")
+    writer = SampleWriter(store, flush_s=3600)  # only an explicit flush writes
+    for tokens in range(5):
+        writer.add(sample(gpu, tokens))
+    assert writer.pending == 5
+    assert store.samples(gpu) == []  # nothing waited for the store
+    assert await writer.flush() == 5
+    assert [s.output_tokens for s in store.samples(gpu)] == [0, 1, 2, 3, 4]
+    assert writer.pending == 0
+    await writer.aclose()
+
+
+async def test_the_writer_flushes_on_its_own_every_interval(store: Store) -> None:
+    gpu = registered(store, "gpu")
+    writer = SampleWriter(store, flush_s=0.01)
+    writer.add(sample(gpu, 7))
+    for _ in range(500):
+        if store.samples(gpu):
+            break
+        await asyncio.sleep(0.01)
+    assert [s.output_tokens for s in store.samples(gpu)] == [7]
+    await writer.aclose()
+
+
+async def test_closing_writes_what_is_left(store: Store) -> None:
+    gpu = registered(store, "gpu")
+    writer = SampleWriter(store, flush_s=3600)
+    writer.add(sample(gpu, 1))
+    writer.add(sample(gpu, 2))
+    await writer.aclose()
+    assert [s.output_tokens for s in store.samples(gpu)] == [1, 2]
+
+
+async def test_a_removed_neurons_samples_are_skipped_and_the_rest_kept(store: Store) -> None:
+    gpu, cpu = registered(store, "gpu"), registered(store, "cpu")
+    writer = SampleWriter(store, flush_s=3600)
+    writer.add(sample(gpu, 1))
+    writer.add(sample(cpu, 2))
+    store.remove_neuron("gpu")
+    assert await writer.flush() == 1
+    assert [s.output_tokens for s in store.samples(cpu)] == [2]
+    await writer.aclose()
+
+
+async def test_a_full_buffer_drops_the_oldest_and_counts_them(store: Store) -> None:
+    gpu = registered(store, "gpu")
+    writer = SampleWriter(store, flush_s=3600, max_pending=3)
+    for tokens in range(5):
+        writer.add(sample(gpu, tokens))
+    assert (writer.pending, writer.dropped) == (3, 2)
+    await writer.aclose()
+    assert [s.output_tokens for s in store.samples(gpu)] == [2, 3, 4]
+
+
+def test_a_clean_shutdown_loses_no_sample(spawn: Spawner, store_url: str) -> None:
+    """Through a real gateway and sim: every answered request's sample is in the store after
+    the gateway is stopped with SIGTERM, however recently it was answered."""
+    sim = spawn.sim(2000, model="m")
+    gateway = spawn.gateway(store_url, probe_interval=30)
+    httpx.post(f"{gateway.url}/fleet/neurons", json={"url": sim.url}, timeout=30).raise_for_status()
+    answered = 12
+    for _ in range(answered):
+        body = {"model": "m", "prompt": "hi", "stream": False, "options": {"num_predict": 4}}
+        httpx.post(f"{gateway.url}/api/generate", json=body, timeout=30).raise_for_status()
+    gateway.stop()
+    store = Store.open(store_url)
+    try:
+        (row,) = store.neurons()
+        traffic = [s for s in store.samples(row.id, limit=100) if s.source == "traffic"]
+        assert len(traffic) == answered
+    finally:
+        store.close()
