@@ -5,6 +5,7 @@ what a probe must never do (send traffic to a neuron)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from pathlib import Path
@@ -15,8 +16,10 @@ import pytest
 from alembic import command
 from alembic.config import Config
 
+from ganglion.defaults import LogLevel
 from ganglion.errors import StoreError
 from ganglion.gateway.health import StoreCheck, discovery_problem
+from ganglion.gateway.server import QuietProbes, log_config
 from ganglion.store import create_store_engine, migrate
 from ganglion.store.db import MIGRATIONS, newest_revision, schema_revisions
 from tests.conftest import Proc, Spawner, free_port, keys_create
@@ -189,3 +192,20 @@ def test_discovery_is_ready_once_every_source_has_synced() -> None:
     both = [Source("config file", True), Source("kubernetes", False)]
     assert discovery_problem(both) == "not synced yet: kubernetes"
     assert discovery_problem([Source("config file", True)]) is None
+
+
+def access_line(path: str, status: int) -> logging.LogRecord:
+    args = ("10.42.0.1:5123", "GET", path, "1.1", status)
+    return logging.LogRecord(
+        "uvicorn.access", logging.INFO, "", 0, '%s - "%s %s HTTP/%s" %d', args, None
+    )
+
+
+def test_passing_probes_leave_no_access_log_line_and_failing_ones_do() -> None:
+    quiet = QuietProbes()
+    assert not quiet.filter(access_line("/healthz", 200))
+    assert not quiet.filter(access_line("/readyz", 200))
+    assert quiet.filter(access_line("/readyz", 503))  # a replica not ready is news
+    assert quiet.filter(access_line("/api/chat", 200))
+    config = log_config(LogLevel.INFO)
+    assert "quiet_probes" in config["handlers"]["access"]["filters"]

@@ -38,6 +38,7 @@ STORE_TIMEOUT_S = 3.0
 """How long ``/readyz`` waits for the store; a probe's own timeout should be longer."""
 
 STARTING = "the gateway is still starting"
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class Alive(BaseModel):
