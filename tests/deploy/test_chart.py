@@ -271,3 +271,28 @@ def test_the_chart_version_follows_the_package() -> None:
     version = re.search(r'^version = "([^"]+)"', project, re.MULTILINE)
     assert version is not None
     assert chart["appVersion"] == version.group(1)
+
+
+OPAQUE = {"resources", "labels", "annotations", "startup", "liveness", "readiness", "hosts"}
+"""Values whose contents are Kubernetes' own fields, documented as one value."""
+
+
+def value_paths(values: Doc, prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key not in OPAQUE:
+            paths += value_paths(value, f"{prefix}{key}.")
+        else:
+            paths.append(f"{prefix}{key}")
+    return paths
+
+
+def test_every_value_is_documented() -> None:
+    doc = (ROOT / "docs" / "deploy.md").read_text()
+    paths = value_paths(yaml.safe_load((CHART / "values.yaml").read_text()))
+    subchart = yaml.safe_load((CHART / "charts" / "postgresql" / "values.yaml").read_text())
+    paths += value_paths(subchart, "postgresql.")
+    assert "image.repository" in paths
+    assert "postgresql.persistence.size" in paths
+    missing = [path for path in paths if f"`{path}`" not in doc]
+    assert not missing, missing
