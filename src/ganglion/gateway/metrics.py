@@ -145,20 +145,7 @@ class Metrics:
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
-        self.runs = Counter(
-            "ganglion_runs",
-            "Orchestrated runs that ended on this gateway, by outcome.",
-            ["status"],
-            registry=registry,
-        )
-        self.run_seconds = Histogram(
-            "ganglion_run_seconds",
-            "Where ended runs' time went, by phase: decompose, parallel, synthesize, total, "
-            "and first_token (from the request to the first answer token).",
-            ["phase"],
-            buckets=RUN_BUCKETS,
-            registry=registry,
-        )
+        self.runs, self.run_seconds = _run_series(registry)
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(name, documentation, NEURON_MODEL, registry=self.registry)
@@ -214,6 +201,24 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _run_series(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    runs = Counter(
+        "ganglion_runs",
+        "Orchestrated runs that ended on this gateway, by outcome.",
+        ["status"],
+        registry=registry,
+    )
+    seconds = Histogram(
+        "ganglion_run_seconds",
+        "Where ended runs' time went, by phase: decompose, parallel, synthesize, total, "
+        "and first_token (from the request to the first answer token).",
+        ["phase"],
+        buckets=RUN_BUCKETS,
+        registry=registry,
+    )
+    return runs, seconds
 
 
 def metrics_of(request: Request) -> Metrics:
