@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 export GANGLION_TEST_POSTGRES_URL ?= postgresql://ganglion:ganglion@127.0.0.1:5432/ganglion_test
 
-.PHONY: install demo test lint typecheck services docs clean
+.PHONY: install demo test lint typecheck services tools image docs clean
 
 $(STAMP): pyproject.toml src/ganglion/llamacpp.py
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,18 @@ demo: install
 services:
 	bash scripts/test-services.sh
 
-test: install services
+# helm, for the chart's tests (hadolint comes with the dev dependencies)
+tools: install
+	bash scripts/install-helm.sh $(BIN)
+
+# the gateway image (docs/deploy.md#the-image); not part of `make test`: it needs a base image
+# from a container registry
+IMAGE ?= localhost/ganglion:dev
+image:
+	podman build --format docker -f deploy/Containerfile -t $(IMAGE) .
+	bash scripts/check-image.sh $(IMAGE)
+
+test: install services tools
 	$(BIN)/ruff check src tests scripts benchmarks
 	$(BIN)/ruff format --check src tests scripts benchmarks
 	$(BIN)/mypy

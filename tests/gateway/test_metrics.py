@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -218,3 +219,47 @@ async def test_status_series_follow_a_neuron_going_offline(
     assert value(samples, "ganglion_neuron_active", neuron="cpu") == 0
     await client.delete("/fleet/neurons/cpu")
     assert value(await get_metrics(client), "ganglion_neuron_active", neuron="cpu") is None
+
+
+# runs
+
+
+def test_each_ended_run_counts_once_with_its_phases() -> None:
+    metrics = Metrics()
+    timings = {"decompose_s": 1.5, "parallel_s": 20.0, "synthesize_s": 3.0, "total_s": 24.5}
+    done = {"id": "r1", "status": "completed", "timings": timings | {"first_token_s": 4.0}}
+    metrics.run_event("r1", {"type": "run", "run": done})  # progress: not counted
+    assert value(scrape(metrics), "ganglion_runs_total", status="completed") is None
+    metrics.run_event("r1", {"type": "done", "run": done})
+    metrics.run_event("r2", {"type": "done", "run": {"status": "failed", "timings": {}}})
+    metrics.run_event("r3", {"type": "done", "run": {"status": "weird", "timings": None}})
+    samples = scrape(metrics)
+    assert value(samples, "ganglion_runs_total", status="completed") == 1
+    assert value(samples, "ganglion_runs_total", status="failed") == 1
+    assert value(samples, "ganglion_runs_total", status="other") == 1
+    assert value(samples, "ganglion_runs_total", status="weird") is None  # labels stay bounded
+    seconds = "ganglion_run_seconds"
+    for phase, spent in (("decompose", 1.5), ("parallel", 20.0), ("first_token", 4.0)):
+        assert value(samples, f"{seconds}_count", phase=phase) == 1
+        assert value(samples, f"{seconds}_sum", phase=phase) == pytest.approx(spent)
+    assert value(samples, f"{seconds}_bucket", phase="total", le="30.0") == 1
+    assert value(samples, f"{seconds}_bucket", phase="total", le="10.0") == 0
+
+
+async def test_a_real_run_through_the_app_shows_in_the_run_series(
+    app_client: tuple[httpx.AsyncClient, Gateway],
+) -> None:
+    client, _ = app_client
+    task = {"task": "say hi", "model": "llama3", "decompose": "never"}
+    started = await client.post("/fleet/runs", json=task)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+    for _ in range(500):  # the run's done event comes just after its record says so
+        samples = await get_metrics(client)
+        if value(samples, "ganglion_runs_total", status="completed"):
+            break
+        await asyncio.sleep(0.02)
+    assert (await client.get(f"/fleet/runs/{run_id}")).json()["status"] == "completed"
+    assert value(samples, "ganglion_runs_total", status="completed") == 1
+    assert value(samples, "ganglion_run_seconds_count", phase="total") == 1
+    assert value(samples, "ganglion_run_seconds_count", phase="parallel") == 1

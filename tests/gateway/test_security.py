@@ -28,8 +28,9 @@ from ganglion.gateway.app import create_app
 from ganglion.monitor.dashboard import STATIC
 from tests.conftest import Proc, Spawner, free_port, keys_create, need, run_cli
 
-# Everything else needs a key when keys are enforced: the page shell holds no fleet data, and
-# FastAPI's API description is the same for every gateway.
+# Everything else needs a key when keys are enforced: the page shell holds no fleet data,
+# FastAPI's API description is the same for every gateway, and the probes (which carry no
+# key) say only whether this gateway is alive and ready.
 PUBLIC_ROUTES = {
     "/",
     "/monitor/{asset}",
@@ -37,6 +38,8 @@ PUBLIC_ROUTES = {
     "/docs/oauth2-redirect",
     "/redoc",
     "/openapi.json",
+    "/healthz",
+    "/readyz",
 }
 MODEL = "sim-model"
 

@@ -12,12 +12,17 @@ from __future__ import annotations
 import json
 import re
 import signal
+import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.conftest import Proc, Spawner
+from ganglion.store import Store
+from ganglion.store import runs as records
+from tests.conftest import Proc, Spawner, run_cli
 from tests.orchestra.test_runs_e2e import wait_for
 
 LEASE_S = "2"
@@ -148,3 +153,79 @@ def test_two_replicas_on_one_postgresql_never_run_the_same_delegation_twice(
         syntheses = sum(c for p, c in count.items() if p.startswith(f"Task: task for brain{n}"))
         assert plans == 1 or (n in (0, 2) and plans == 2), count
         assert syntheses == 1, count
+
+
+# as the Helm chart runs them
+
+
+def chart_replica(spawn: Spawner, db: str, key_file: Path, name: str) -> Proc:
+    """What one replica's pod does: the init container imports the Secret's admin key, then
+    the gateway starts with keys required, and takes traffic once ``/readyz`` answers 200."""
+    imported = run_cli(
+        "keys", "import", "--admin", "--name", "chart", "--file", str(key_file), "--db", db
+    )
+    assert imported.returncode == 0, imported.stderr
+    return spawn.ganglion(
+        *("serve", "--port", "{port}", "--db", db, "--require-keys", "--probe-interval", "0.5"),
+        ready_path="/readyz",  # answers 503 until ready, and the wait needs under 500
+        env={"GANGLION_RUN_LEASE_S": LEASE_S, "GANGLION_REPLICA_ID": name},
+    )
+
+
+def until(gateway: Proc, path: str, check: Callable[[Any], bool], auth: dict[str, str]) -> Any:
+    deadline = time.monotonic() + 120
+    while not check(body := httpx.get(f"{gateway.url}{path}", headers=auth).json()):
+        assert time.monotonic() < deadline, body
+        time.sleep(0.1)
+    return body
+
+
+def test_chart_replicas_hand_a_stopped_replicas_run_to_the_other(
+    spawn: Spawner, fresh_postgres: str, tmp_path: Path
+) -> None:
+    admin = run_cli("keys", "generate").stdout.strip()
+    secret = tmp_path / "admin"
+    secret.write_text(admin)
+    a = chart_replica(spawn, fresh_postgres, secret, "replica-a")
+    b = chart_replica(spawn, fresh_postgres, secret, "replica-b")
+    auth = {"Authorization": f"Bearer {admin}"}
+    assert httpx.get(f"{b.url}/readyz").json()["ready"] is True
+    assert httpx.get(f"{a.url}/fleet/neurons").status_code == 401  # keys are enforced
+    sims = neurons(spawn, 2, 10, {"brain": plan("handover", 4, 40)})
+    for n, sim in enumerate(sims):
+        body = {"url": sim.url, "name": f"n{n}"}
+        assert httpx.post(f"{a.url}/fleet/neurons", json=body, headers=auth).status_code == 201
+    until(b, "/fleet/neurons", lambda ns: sum(n["is_active"] for n in ns) == len(sims), auth)
+
+    body = {"task": "task for brain", "brain": "brain", "model": "llama3", "max_subtasks": 4}
+    body |= {"decompose": "always", "synthesis": "rewrite"}
+    started = httpx.post(f"{a.url}/fleet/runs", json=body, headers=auth)
+    assert started.status_code == 202, started.text
+    run_id = started.json()["id"]
+    seen = until(
+        b,  # visible on the other replica while the first carries it
+        f"/fleet/runs/{run_id}",
+        lambda v: (
+            v["status"] == "running"
+            and any(d["status"] == "active" for d in v["delegations"] or [])
+        ),
+        auth,
+    )
+    assert seen["task"] == "task for brain"
+
+    a.stop()  # SIGTERM, as a rolling update or a drain sends it
+    assert a.process is not None
+    assert a.process.returncode is not None
+    view = until(b, f"/fleet/runs/{run_id}", lambda v: v["status"] != "running", auth)
+
+    assert view["status"] == "completed", view["reason"]
+    assert view["answer"]
+    assert all(d["status"] == "completed" and d["output"] for d in view["delegations"])
+    store = Store.open(fresh_postgres)
+    try:
+        row = records.get_run(store, run_id)
+    finally:
+        store.close()
+    assert row is not None
+    assert row.owner == "replica-b"  # adopted by the replica left
+    assert httpx.get(f"{b.url}/readyz").status_code == 200

@@ -7,7 +7,9 @@ gateway, so the first admin key can exist before a public gateway will start.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,6 +20,7 @@ from ganglion.cli.options import DbOption, JsonOption
 from ganglion.errors import ConfigError
 
 if TYPE_CHECKING:
+    from ganglion.gateway.auth import Role
     from ganglion.store import Store
     from ganglion.store.schema import ApiKeyRow
 
@@ -49,15 +52,12 @@ def create(
     db: DbOption = None,
 ) -> None:
     """Create a key and print it once: it is stored only as a hash and never shown again."""
-    from ganglion.gateway.auth import Role, create_key
+    from ganglion.gateway.auth import create_key
 
-    if admin == user:
-        raise ConfigError(
-            "choose the key's role: --admin (may change the fleet) or --user (may use it)"
-        )
+    role = _role(admin, user)
     store = _store(db)
     try:
-        key, row = create_key(store, Role.ADMIN if admin else Role.USER, name)
+        key, row = create_key(store, role, name)
     finally:
         store.close()
     Console(stderr=True).print(
@@ -66,6 +66,47 @@ def create(
         highlight=False,
     )
     print(key)
+
+
+@keys_app.command("import")
+def import_(
+    admin: Annotated[bool, typer.Option("--admin", help="May change the fleet.")] = False,
+    user: Annotated[
+        bool, typer.Option("--user", help="May use the gateway and read the fleet.")
+    ] = False,
+    file: Annotated[
+        Path | None,
+        typer.Option(help="Read the key from this file (a mounted Secret); default stdin."),
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="A label; default ROLE-PREFIX.")] = None,
+    db: DbOption = None,
+) -> None:
+    """Store a key made elsewhere (ganglion keys generate, a Kubernetes Secret). Importing a
+    key already stored changes nothing, so every replica may run it at start."""
+    from ganglion.gateway.auth import import_key
+
+    role = _role(admin, user)
+    key = (file.read_text() if file is not None else sys.stdin.read()).strip()
+    store = _store(db)
+    try:
+        row = import_key(store, key, role, name)
+    finally:
+        store.close()
+    err = Console(stderr=True)
+    if row.revoked_at is not None:
+        err.print(f"key {row.prefix} ({row.name}) was revoked: left revoked", highlight=False)
+    elif row.role != role.value:
+        err.print(f"key {row.prefix} is stored as a {row.role} key: left so", highlight=False)
+    else:
+        err.print(f"{row.role} key {row.name} (prefix {row.prefix}) is stored", highlight=False)
+
+
+@keys_app.command("generate")
+def generate() -> None:
+    """Print a new key without storing it: for a Secret, to import with ganglion keys import."""
+    from ganglion.gateway.auth import new_key
+
+    print(new_key()[1])
 
 
 @keys_app.command("list")
@@ -110,6 +151,16 @@ def revoke(
     finally:
         store.close()
     Console().print(f"revoked {row.role} key {row.name} ({row.prefix})", highlight=False)
+
+
+def _role(admin: bool, user: bool) -> Role:
+    from ganglion.gateway.auth import Role
+
+    if admin == user:
+        raise ConfigError(
+            "choose the key's role: --admin (may change the fleet) or --user (may use it)"
+        )
+    return Role.ADMIN if admin else Role.USER
 
 
 def _prefix_of(given: str) -> str:

@@ -57,6 +57,14 @@ Address = Literal["auto", "dns", "cluster-ip"]
 
 
 class Discovery(Protocol):
+    source: str
+    """What it watches, as a person would name it (``config file``, ``kubernetes``)."""
+
+    @property
+    def synced(self) -> bool:
+        """Whether it has read its source through once (``/readyz`` waits for that)."""
+        ...
+
     async def start(self) -> None: ...
 
     async def stop(self) -> None: ...
@@ -133,6 +141,8 @@ def _port(notes: Mapping[str, str], spec: Mapping[str, Any]) -> int:
 class KubernetesDiscovery:
     """Registers labelled Services as neurons and removes them when they go."""
 
+    source = "kubernetes"
+
     def __init__(
         self,
         registry: Registry,
@@ -157,6 +167,7 @@ class KubernetesDiscovery:
         self.owned = f"{PREFIX}{namespace}-" if namespace else PREFIX
         self._wanted: dict[str, Target] = {}
         self._listed = False
+        self._synced = False
         self._problems: dict[str, str] = {}
         self._lock = asyncio.Lock()
         self._tasks: list[asyncio.Task[None]] = []
@@ -251,7 +262,13 @@ class KubernetesDiscovery:
         async with self._lock:
             self._wanted, self._listed = wanted, True
         await self._sync(set(wanted) | self.registry_names())
+        self._synced = True
         return version
+
+    @property
+    def synced(self) -> bool:
+        """Listed the Services once and registered (or queued for retry) what it found."""
+        return self._synced
 
     async def _watch(self, version: str, *, deadline: float) -> None:
         """Follow events from ``version`` until ``deadline`` (then the caller lists again)."""
@@ -348,6 +365,8 @@ class StaticDiscovery:
     ``neurons`` is ``None`` when the gateway runs without a config file: then the neurons an
     earlier file registered stay. With a file, those it no longer lists are unregistered."""
 
+    source = "config file"
+
     def __init__(
         self, registry: Registry, neurons: list[NewNeuron] | None, *, retry_s: float
     ) -> None:
@@ -357,11 +376,18 @@ class StaticDiscovery:
         self._pending = [_static_target(neuron) for neuron in neurons or []]
         self._problems: dict[str, str] = {}
         self._task: asyncio.Task[None] | None = None
+        self._synced = False
+
+    @property
+    def synced(self) -> bool:
+        """Went through the file's list once (a neuron not answering yet is retried)."""
+        return self._synced
 
     async def start(self) -> None:
         if self._manages:
             await self._drop_unlisted()
         await self._sync()
+        self._synced = True
         if self._pending:
             self._task = asyncio.create_task(self._retry_loop(), name="ganglion-static-retry")
 

@@ -22,6 +22,7 @@ from ganglion.gateway import (
     errors,
     events,
     fleet_api,
+    health,
     history_api,
     metrics,
     ollama_api,
@@ -83,6 +84,7 @@ async def open_gateway(
         replica=settings.replica,
         lease_s=settings.run_lease_s,
     )
+    orchestra.events.listen(metrics.run_event)
     return Gateway(settings, store, registry, prober, router, dispatcher, metrics, orchestra)
 
 
@@ -104,6 +106,7 @@ def create_app(
         ]
         if settings.discover:
             discoveries.append(make_discovery(settings.discover, gateway.registry, settings))
+        app.state.discoveries = discoveries  # /readyz waits until each has synced once
         if probe:
             gateway.prober.start()
         for discovery in discoveries:
@@ -128,6 +131,8 @@ def create_app(
     errors.install(app)
     app.add_middleware(bodies.RequestBodies, max_bytes=settings.max_body_bytes)
     app.state.metrics = Metrics()
+    app.state.store_check = health.StoreCheck()
+    app.include_router(health.router)  # probes carry no API key
     app.include_router(fleet_api.router, dependencies=[Depends(auth.fleet_access)])
     app.include_router(events.router, dependencies=[Depends(auth.user_access)])
     app.include_router(ollama_api.router, dependencies=[Depends(auth.user_access)])

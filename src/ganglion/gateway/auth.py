@@ -38,7 +38,7 @@ from enum import StrEnum
 
 from fastapi import Request
 
-from ganglion.errors import AdminRequired, KeyRequired
+from ganglion.errors import AdminRequired, ConfigError, KeyRequired
 from ganglion.gateway.state import Gateway
 from ganglion.store import Store
 from ganglion.store.schema import ApiKeyRow
@@ -99,6 +99,32 @@ def create_key(store: Store, role: Role, name: str | None = None) -> tuple[str, 
         if store.add_api_key(row) is not None:
             return key, row
     raise RuntimeError("could not draw an unused key prefix in 5 tries")  # pragma: no cover
+
+
+def import_key(store: Store, key: str, role: Role, name: str | None = None) -> ApiKeyRow:
+    """Store ``key``, made elsewhere (a Kubernetes Secret), unless it is stored already:
+    importing the same key again, as each replica's start does, changes nothing. Raises
+    :class:`ConfigError` for a malformed key, or one whose prefix another key holds."""
+    prefix = key_prefix(key)
+    if prefix is None:
+        raise ConfigError(
+            "not an API key: a key reads gk_<8 hex>_<32 or more of A-Z a-z 0-9 _ ->; make one "
+            "with ganglion keys generate"
+        )
+    row = ApiKeyRow(
+        name=name or f"{role.value}-{prefix}",
+        prefix=prefix,
+        key_hash=hash_key(key),
+        role=role.value,
+    )
+    if store.add_api_key(row) is not None:
+        return row
+    stored = store.api_key(prefix)
+    if stored is None or not verify_key(key, stored.key_hash):
+        raise ConfigError(
+            f"another API key already has the prefix {prefix}: generate a new key to import"
+        )
+    return stored
 
 
 def authorize(stored: ApiKeyRow | None, key: str, *, admin: bool) -> None:

@@ -8,8 +8,8 @@ apps in one process (tests) never share a count. Every series is documented in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
@@ -30,6 +30,14 @@ TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 """Seconds. From a warm GPU (tens of ms) to a cold model load on a CPU box (a minute or two)."""
 
 NEURON_MODEL = ("neuron", "model")
+
+RUN_BUCKETS = (0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+"""Seconds. From a short direct answer on a GPU to a long task split across CPU boxes."""
+
+RUN_PHASES = ("decompose", "parallel", "synthesize", "total", "first_token")
+"""The phases of a run's ``timings`` (``decompose_s``...) that ``ganglion_run_seconds`` draws."""
+
+RUN_OUTCOMES = frozenset({"completed", "failed", "cancelled"})
 
 
 class FleetCollector(Collector):
@@ -137,6 +145,7 @@ class Metrics:
             buckets=TTFT_BUCKETS,
             registry=registry,
         )
+        self.runs, self.run_seconds = _run_series(registry)
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(name, documentation, NEURON_MODEL, registry=self.registry)
@@ -176,8 +185,40 @@ class Metrics:
             self._in_flight[neuron, model] = running - 1
             self.in_flight.labels(neuron, model).dec()
 
+    def run_event(self, run_id: str, event: Mapping[str, Any]) -> None:
+        """An orchestra event (:meth:`~ganglion.orchestra.events.RunEvents.listen`): a run's
+        ``done`` counts it once, with the phases its timings measured."""
+        run = event.get("run")
+        if event.get("type") != "done" or not isinstance(run, Mapping):
+            return
+        status = str(run.get("status"))
+        self.runs.labels(status if status in RUN_OUTCOMES else "other").inc()
+        timings = run.get("timings") or {}
+        for phase in RUN_PHASES:
+            seconds = timings.get(f"{phase}_s")
+            if isinstance(seconds, int | float) and seconds >= 0:
+                self.run_seconds.labels(phase).observe(seconds)
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _run_series(registry: CollectorRegistry) -> tuple[Counter, Histogram]:
+    runs = Counter(
+        "ganglion_runs",
+        "Orchestrated runs that ended on this gateway, by outcome.",
+        ["status"],
+        registry=registry,
+    )
+    seconds = Histogram(
+        "ganglion_run_seconds",
+        "Where ended runs' time went, by phase: decompose, parallel, synthesize, total, "
+        "and first_token (from the request to the first answer token).",
+        ["phase"],
+        buckets=RUN_BUCKETS,
+        registry=registry,
+    )
+    return runs, seconds
 
 
 def metrics_of(request: Request) -> Metrics:

@@ -17,6 +17,7 @@ from ganglion.errors import ConfigError
 from ganglion.fleet.discovery import make_discovery
 from ganglion.gateway.app import create_app, open_gateway
 from ganglion.gateway.auth import Role
+from ganglion.gateway.health import PROBE_PATHS
 from ganglion.net import is_loopback
 from ganglion.store import Store
 
@@ -75,11 +76,23 @@ class HideQuery(logging.Filter):
         return True
 
 
+class QuietProbes(logging.Filter):
+    """A probe that passes is not traffic: ``/healthz`` and ``/readyz`` answered 200 leave no
+    access-log line (Kubernetes asks every few seconds). A failing one is still logged."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5:
+            _, method, path, _, status = args
+            return not (method == "GET" and path in PROBE_PATHS and status == 200)
+        return True
+
+
 def log_config(level: LogLevel) -> dict[str, Any]:
     """uvicorn's logging, with query strings hidden, and ganglion's own loggers at ``level``."""
     config = copy.deepcopy(LOGGING_CONFIG)
-    config["filters"] = {"hide_query": {"()": HideQuery}}
-    config["handlers"]["access"]["filters"] = ["hide_query"]
+    config["filters"] = {"hide_query": {"()": HideQuery}, "quiet_probes": {"()": QuietProbes}}
+    config["handlers"]["access"]["filters"] = ["quiet_probes", "hide_query"]
     config["loggers"]["ganglion"] = {
         "handlers": ["default"],
         "level": level.upper(),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
@@ -37,10 +40,15 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the database to the newest schema (``alembic upgrade head``)."""
+def _alembic() -> Config:
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the newest schema (``alembic upgrade head``)."""
+    config = _alembic()
     where = engine.url.render_as_string(hide_password=True)
     try:
         with engine.begin() as connection:
@@ -54,6 +62,28 @@ def migrate(engine: Engine) -> None:
         ) from None
     except SQLAlchemyError as error:
         raise StoreError(f"cannot migrate the database {where}: {error}") from None
+
+
+@cache
+def newest_revision() -> str | None:
+    """The newest migration this release has (read from its scripts once)."""
+    return ScriptDirectory.from_config(_alembic()).get_current_head()
+
+
+def schema_revisions(engine: Engine) -> tuple[str | None, str | None]:
+    """``(current, head)``: the migration the database is at (``None`` before the first) and
+    the newest this release has. Reads only. Raises :class:`StoreError` when the database
+    does not answer."""
+    head = newest_revision()
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    except SQLAlchemyError as error:
+        orig = getattr(error, "orig", None)
+        reason = str(orig or error).strip().splitlines()[0]
+        where = engine.url.render_as_string(hide_password=True)
+        raise StoreError(f"the database {where} does not answer: {reason}") from None
+    return current, head
 
 
 def table_names(engine: Engine) -> set[str]:
