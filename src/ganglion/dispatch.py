@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ganglion.errors import (
     AllNeuronsFailed,
@@ -175,21 +173,35 @@ class Dispatcher:
 
     async def _next(self, neuron: Neuron, stream: AsyncIterator[Chunk], timeout_s: float) -> Chunk:
         """The stream's next chunk within ``timeout_s`` (else TimeoutError), or
-        NeuronUnreachable as soon as the probes find the neuron offline."""
+        NeuronUnreachable as soon as the probes find the neuron offline.
+
+        This runs once per chunk, so it costs one timer and one callback, not a task: the
+        neuron going offline cancels the waiting task itself, and the cancellation becomes
+        NeuronUnreachable here."""
         lost = self.registry.lost(neuron)
-        step = asyncio.ensure_future(anext(stream))
-        either: set[asyncio.Future[Any]] = {step, lost}
-        try:
-            await asyncio.wait(either, timeout=timeout_s, return_when=FIRST_COMPLETED)
-        finally:
-            if not step.done():
-                step.cancel()
-                await asyncio.wait({step})
-        if not step.cancelled():
-            return step.result()
         if lost.done():
             raise NeuronUnreachable(f"{neuron.name} went offline: {lost.result()}")
-        raise TimeoutError
+        task = asyncio.current_task()
+        assert task is not None
+        waiting, cut = True, False
+
+        def cut_off(_: asyncio.Future[str]) -> None:
+            nonlocal cut
+            if waiting:  # a callback scheduled just before the chunk came must not fire later
+                cut = True
+                task.cancel()
+
+        lost.add_done_callback(cut_off)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await anext(stream)
+        except asyncio.CancelledError:
+            if cut and task.uncancel() == 0:
+                raise NeuronUnreachable(f"{neuron.name} went offline: {lost.result()}") from None
+            raise
+        finally:
+            waiting = False
+            lost.remove_done_callback(cut_off)
 
     async def _failed(self, neuron: Neuron, error: BaseException) -> str:
         reason = str(error) or (

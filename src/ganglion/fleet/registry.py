@@ -27,9 +27,9 @@ from ganglion.errors import (
     UnknownNeuron,
 )
 from ganglion.fleet.neuron import Neuron, check_name
-from ganglion.fleet.samples import SampleWriter
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
+from ganglion.fleet.writes import WriteBehind
 from ganglion.net import default_name, normalize_url
 from ganglion.neurons.base import Dialect, NeuronAdapter, ProbeResult, TokenStats
 from ganglion.neurons.detect import adapter_for, detect_dialect
@@ -86,7 +86,7 @@ class Registry:
         self._persisted_seen: dict[str, float] = {}
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
-        self.samples = SampleWriter(store)
+        self.writes = WriteBehind(store)
 
     def _adapter(self, api: Dialect, url: str) -> NeuronAdapter:
         return adapter_for(api, url, transport=self.transport)
@@ -132,6 +132,7 @@ class Registry:
     async def _forget(self, neuron: Neuron) -> None:
         del self._neurons[neuron.name]
         self._lost.pop(neuron.name, None)
+        self.writes.forget(neuron.id)
         await neuron.adapter.aclose()
         neuron.status, neuron.reason = NeuronStatus.OFFLINE, "removed from the fleet"
         self._notify(neuron)
@@ -157,8 +158,8 @@ class Registry:
         return neuron
 
     async def aclose(self) -> None:
-        """Write the pending speed samples, then close every neuron's connections."""
-        await self.samples.aclose()
+        """Write what is pending to the store, then close every neuron's connections."""
+        await self.writes.aclose()
         for neuron in self._neurons.values():
             await neuron.adapter.aclose()
 
@@ -326,7 +327,7 @@ class Registry:
         if neuron.loaded is not None and model not in neuron.loaded:
             neuron.loaded = [*neuron.loaded, model]  # it answered, so it is in memory now
         neuron.speeds.observe(model, stats)
-        self.samples.add(SpeedSample(neuron.id, model, source, stats))
+        self.writes.add(SpeedSample(neuron.id, model, source, stats))
         await self._reclassify(neuron, changed=True)
 
     async def record_failure(self, neuron: Neuron, reason: str) -> None:
@@ -365,7 +366,7 @@ class Registry:
             values["last_seen"] = neuron.last_seen
             self._persisted_seen[neuron.name] = self.clock()
         if values and neuron.name in self._neurons:
-            await asyncio.to_thread(self.store.update_neuron, neuron.name, **values)
+            self.writes.update_neuron(neuron.id, values)
         if changed:
             self._notify(neuron)
 

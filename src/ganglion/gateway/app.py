@@ -24,6 +24,7 @@ from ganglion.gateway import (
     fleet_api,
     health,
     history_api,
+    hot,
     metrics,
     ollama_api,
     openai_api,
@@ -130,6 +131,7 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(bodies.RequestBodies, max_bytes=settings.max_body_bytes)
+    app.add_middleware(hot.HotPaths, max_bytes=settings.max_body_bytes)  # outermost
     app.state.metrics = Metrics()
     app.state.store_check = health.StoreCheck()
     app.include_router(health.router)  # probes carry no API key

@@ -76,6 +76,12 @@ def answer(
 
 async def _ganglion(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, errors.GanglionError)
+    return for_error(request, error)
+
+
+def for_error(request: Request, error: errors.GanglionError) -> JSONResponse:
+    """The answer to ganglion's own ``error``: its status, one line, and the headers it
+    calls for (``WWW-Authenticate`` on 401, ``Retry-After`` when busy)."""
     status = status_for(error)
     headers: dict[str, str] = {}
     if status == 401:

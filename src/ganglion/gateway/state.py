@@ -30,7 +30,8 @@ class Gateway:
     orchestra: Orchestra
 
 
-def _gateway(request: Request) -> Gateway:
+async def _gateway(request: Request) -> Gateway:
+    """Async, so that FastAPI calls it on the event loop, not in a worker thread."""
     gateway: Gateway = request.app.state.gateway
     return gateway
 

@@ -27,6 +27,10 @@ from ganglion.errors import (
 
 #: Connecting must be quick; an answer may take minutes on a slow neuron (a model load).
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
+# As many connections kept open as requests run at once, up to this: the router bounds what
+# a neuron is sent (its slots and queue), and a connection closed after each answer (httpx
+# keeps 20 by default) costs a new TCP handshake on the next request.
+KEEPALIVE = httpx.Limits(max_connections=None, max_keepalive_connections=256)
 
 #: How much of a server's error body goes into a message.
 ERROR_TEXT_LIMIT = 300
@@ -91,6 +95,19 @@ def decode_json(text: str | bytes, where: str, *, started: bool) -> Any:
         ) from exc
 
 
+TRAILING_LINES = 8
+
+
+async def read_to_end(lines: AsyncIterator[str], most: int = TRAILING_LINES) -> None:
+    """Read what follows a stream's last message (at most ``most`` lines, normally none but the
+    end of the body), so that the stream ends and its connection goes back to the pool: one
+    closed with bytes unread cannot be used again, and the next request pays a new one."""
+    async for _ in lines:
+        most -= 1
+        if most <= 0:
+            return
+
+
 class NeuronHTTP:
     """One neuron's base URL and client, with httpx's failures mapped to ganglion's errors.
 
@@ -108,7 +125,9 @@ class NeuronHTTP:
     ) -> None:
         self.base_url = base_url
         self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(transport=transport, timeout=timeout)
+        self._client = client or httpx.AsyncClient(
+            transport=transport, timeout=timeout, limits=KEEPALIVE
+        )
 
     async def get_json(self, path: str) -> Any:
         return await self._json("GET", path, None)

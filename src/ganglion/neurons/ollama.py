@@ -42,6 +42,7 @@ from ganglion.neurons.http import (
     decode_json,
     error_text,
     parse,
+    read_to_end,
 )
 from ganglion.wire.ollama import (
     ChatResponse,
@@ -175,7 +176,8 @@ class OllamaAdapter:
         start = self._clock()
         ttft: float | None = None
         started = False
-        async for line in self._http.stream_lines(path, body):
+        lines = self._http.stream_lines(path, body)
+        async for line in lines:
             data = decode_json(line, where, started=started)
             started = True
             if (error := error_text(data)) is not None:
@@ -185,6 +187,7 @@ class OllamaAdapter:
             if text and ttft is None:
                 ttft = self._clock() - start
             if part.done:
+                await read_to_end(lines)
                 stats = _stats(part, wall_s=self._clock() - start, ttft_s=ttft)
                 yield Chunk(text=text, done=True, stats=stats, done_reason=part.done_reason)
                 return

@@ -49,6 +49,7 @@ from ganglion.neurons.http import (
     decode_json,
     error_text,
     parse,
+    read_to_end,
 )
 from ganglion.wire.openai import (
     ChatCompletion,
@@ -239,11 +240,13 @@ class OpenAIAdapter:
         finish: str | None = None
         deltas = 0
         started = False
-        async for line in self._http.stream_lines(path, body, self._schema_retry(body)):
+        lines = self._http.stream_lines(path, body, self._schema_retry(body))
+        async for line in lines:
             if line.startswith(SSE_OTHER_FIELDS):
                 continue
             payload = line.removeprefix("data:").strip() if line.startswith("data:") else line
             if payload == "[DONE]":
+                await read_to_end(lines)
                 wall = self._clock() - start
                 stats = _stats(usage, timings, wall_s=wall, ttft_s=ttft, deltas=deltas)
                 yield Chunk(text="", done=True, stats=stats, done_reason=finish)

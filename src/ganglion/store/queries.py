@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,6 +125,20 @@ class Store:
             for neuron_id in {row.neuron_id for row in rows if row.id % PRUNE_EVERY == 0}:
                 self._prune_samples(session, neuron_id)
         return len(rows)
+
+    def write_behind(
+        self, samples: Sequence[SpeedSample], updates: Mapping[int, Mapping[str, object]]
+    ) -> int:
+        """Neuron updates by id (a removed neuron's skipped), then samples (see
+        :meth:`add_samples`); the count of samples written."""
+        if updates:
+            with self.session() as session:
+                for neuron_id, values in updates.items():
+                    session.execute(
+                        update(NeuronRow).where(NeuronRow.id == neuron_id).values(**values)
+                    )
+                session.commit()
+        return self.add_samples(samples)
 
     @staticmethod
     def _prune_samples(session: Session, neuron_id: int) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from ganglion.fleet.samples import SampleWriter
+from ganglion.fleet.writes import WriteBehind
 from ganglion.neurons.base import TokenStats
 from ganglion.store import SpeedSample, Store
 from ganglion.store.schema import NeuronRow
@@ -36,7 +36,7 @@ def sample(neuron_id: int, tokens: int) -> SpeedSample:
 
 async def test_samples_wait_in_memory_and_are_written_in_one_batch(store: Store) -> None:
     gpu = registered(store, "gpu")
-    writer = SampleWriter(store, flush_s=3600)  # only an explicit flush writes
+    writer = WriteBehind(store, flush_s=3600)  # only an explicit flush writes
     for tokens in range(5):
         writer.add(sample(gpu, tokens))
     assert writer.pending == 5
@@ -49,7 +49,7 @@ async def test_samples_wait_in_memory_and_are_written_in_one_batch(store: Store)
 
 async def test_the_writer_flushes_on_its_own_every_interval(store: Store) -> None:
     gpu = registered(store, "gpu")
-    writer = SampleWriter(store, flush_s=0.01)
+    writer = WriteBehind(store, flush_s=0.01)
     writer.add(sample(gpu, 7))
     for _ in range(500):
         if store.samples(gpu):
@@ -61,7 +61,7 @@ async def test_the_writer_flushes_on_its_own_every_interval(store: Store) -> Non
 
 async def test_closing_writes_what_is_left(store: Store) -> None:
     gpu = registered(store, "gpu")
-    writer = SampleWriter(store, flush_s=3600)
+    writer = WriteBehind(store, flush_s=3600)
     writer.add(sample(gpu, 1))
     writer.add(sample(gpu, 2))
     await writer.aclose()
@@ -70,7 +70,7 @@ async def test_closing_writes_what_is_left(store: Store) -> None:
 
 async def test_a_removed_neurons_samples_are_skipped_and_the_rest_kept(store: Store) -> None:
     gpu, cpu = registered(store, "gpu"), registered(store, "cpu")
-    writer = SampleWriter(store, flush_s=3600)
+    writer = WriteBehind(store, flush_s=3600)
     writer.add(sample(gpu, 1))
     writer.add(sample(cpu, 2))
     store.remove_neuron("gpu")
@@ -81,7 +81,7 @@ async def test_a_removed_neurons_samples_are_skipped_and_the_rest_kept(store: St
 
 async def test_a_full_buffer_drops_the_oldest_and_counts_them(store: Store) -> None:
     gpu = registered(store, "gpu")
-    writer = SampleWriter(store, flush_s=3600, max_pending=3)
+    writer = WriteBehind(store, flush_s=3600, max_pending=3)
     for tokens in range(5):
         writer.add(sample(gpu, tokens))
     assert (writer.pending, writer.dropped) == (3, 2)
@@ -107,3 +107,40 @@ def test_a_clean_shutdown_loses_no_sample(spawn: Spawner, store_url: str) -> Non
         assert len(traffic) == answered
     finally:
         store.close()
+
+
+async def test_neuron_updates_are_kept_newest_first_and_written_together(store: Store) -> None:
+    gpu, cpu = registered(store, "gpu"), registered(store, "cpu")
+    writer = WriteBehind(store, flush_s=3600)
+    writer.update_neuron(gpu, {"status": "offline", "reason": "no answer"})
+    writer.update_neuron(gpu, {"status": "degraded", "reason": "decoding at 10 tok/s"})
+    writer.update_neuron(cpu, {"status": "offline", "reason": "no answer"})
+    assert {row.name: row.status for row in store.neurons()} == {"gpu": "active", "cpu": "active"}
+    await writer.aclose()
+    rows = {row.name: (row.status, row.reason) for row in store.neurons()}
+    assert rows == {"gpu": ("degraded", "decoding at 10 tok/s"), "cpu": ("offline", "no answer")}
+
+
+async def test_a_removed_neurons_pending_writes_never_reach_another_row(store: Store) -> None:
+    """SQLite gives a removed neuron's id to the next one registered: what the registry
+    forgets on removal must not land on the newcomer."""
+    gpu = registered(store, "gpu")
+    writer = WriteBehind(store, flush_s=3600)
+    writer.update_neuron(gpu, {"status": "offline"})
+    writer.add(sample(gpu, 9))
+    store.remove_neuron("gpu")
+    writer.forget(gpu)
+    newcomer = registered(store, "gpu")
+    await writer.aclose()
+    (row,) = store.neurons()
+    assert row.status == "active"
+    assert store.samples(newcomer) == []
+
+
+async def test_an_update_for_a_neuron_removed_elsewhere_changes_nothing(store: Store) -> None:
+    gpu, cpu = registered(store, "gpu"), registered(store, "cpu")
+    writer = WriteBehind(store, flush_s=3600)
+    writer.update_neuron(gpu, {"status": "offline"})
+    store.remove_neuron("gpu")  # by another replica: this writer was not told
+    await writer.aclose()
+    assert [(row.id, row.status) for row in store.neurons()] == [(cpu, "active")]
