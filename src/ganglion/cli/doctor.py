@@ -13,6 +13,7 @@ import typer
 from ganglion.doctor import defaults
 
 if TYPE_CHECKING:
+    from ganglion.doctor.cuda import CudaProbe
     from ganglion.doctor.sysfs import HostPaths
 
 doctor_app = typer.Typer(
@@ -49,6 +50,14 @@ def _paths(sysfs: Path, proc: Path, pci_ids: list[Path] | None) -> HostPaths:
     )
 
 
+def _cuda_probe(libcuda: list[str] | None) -> CudaProbe:
+    from functools import partial
+
+    from ganglion.doctor.cuda import LIBCUDA_NAMES, check_cuda
+
+    return partial(check_cuda, tuple(libcuda) if libcuda else LIBCUDA_NAMES)
+
+
 def _print_json(data: dict[str, Any]) -> None:
     typer.echo(json.dumps(data, indent=2))
 
@@ -67,15 +76,42 @@ def doctor(
     ] = None,
     pci_ids: PciIdsOption = None,
     kernel: KernelOption = None,
+    cuda_check: Annotated[
+        bool | None,
+        typer.Option(
+            "--cuda-check/--no-cuda-check",
+            help="Check that CUDA initialises here (libcuda, else nvidia-smi, in a child process "
+            "with a timeout). [default: when reading this machine's /sys]",
+            show_default=False,
+        ),
+    ] = None,
+    libcuda: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--libcuda",
+            metavar="FILE",
+            help="The libcuda to check CUDA with (repeat to try several). "
+            "[default: libcuda.so.1, then libcuda.so, from the loader's path]",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    """Find the NVIDIA GPUs and say which driver path works for each, and why; check the CPU
-    against the installed llama.cpp build (a build using features this CPU lacks crashes)."""
+    """Find the NVIDIA GPUs and say which driver path works for each, and why; what is loaded
+    now and whether CUDA initialises; whether this machine is a VM guest; and the CPU against
+    the installed llama.cpp build (a build using features this CPU lacks crashes)."""
     if ctx.invoked_subcommand is not None:
         return
     from ganglion.doctor.report import doctor as run_doctor
     from ganglion.llamacpp import read_build
 
-    report = run_doctor(_paths(sysfs, proc, pci_ids), pci_id or (), kernel, llama=read_build)
+    check = sysfs == Path("/sys") and not pci_id if cuda_check is None else cuda_check
+    report = run_doctor(
+        _paths(sysfs, proc, pci_ids),
+        pci_id or (),
+        kernel,
+        llama=read_build,
+        cuda=_cuda_probe(libcuda) if check else None,
+    )
     if as_json:
         _print_json(report.as_json())
     else:
