@@ -7,8 +7,31 @@ from __future__ import annotations
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
+from ganglion.doctor.cuda import CudaCheck, CudaDevice
 from tests.conftest import need
+
+H200_CUDA = CudaCheck(
+    True,
+    "CUDA 13.0, 1 GPU initialised",
+    "libcuda",
+    13000,
+    (CudaDevice("NVIDIA H200", "0000:00:06.0", 143771, "9.0", 4022.8),),
+    "/usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04",
+)
+"""What the CUDA check says on the working H200 guest."""
+NO_LIBCUDA = CudaCheck(False, "no libcuda (libcuda.so.1 not found)", error="no libcuda")
+"""What it says where the driver's user space is missing."""
+H200_LIVE: dict[str, Any] = {
+    "driver": "nvidia",
+    "flavour": "open",
+    "version": "580.159.04",
+    "cuda_driver_version": "13.0",
+    "cuda_ok": True,
+    "why": "working: nvidia-open 580.159.04, CUDA 13.0, 1 GPU initialised",
+}
+"""The ``live`` section's named fields on the working H200 guest."""
 
 LIBCUDA_C = r"""
 #include <stdlib.h>

@@ -23,15 +23,8 @@ from tests.doctor.conftest import (
     PROPRIETARY_580,
     FakeHost,
 )
+from tests.doctor.cuda_fakes import H200_CUDA, H200_LIVE, NO_LIBCUDA
 
-H200_CUDA = CudaCheck(
-    True,
-    "CUDA 13.0, 1 GPU initialised",
-    "libcuda",
-    13000,
-    (CudaDevice("NVIDIA H200", "0000:00:06.0", 143771, "9.0", 4022.8),),
-    "/usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04",
-)
 M4000_CUDA = CudaCheck(
     True,
     "CUDA 13.0, 1 GPU initialised",
@@ -40,7 +33,6 @@ M4000_CUDA = CudaCheck(
     (CudaDevice("Quadro M4000", "0000:01:00.0", 8192, "5.2", 192.3),),
     "/usr/lib/x86_64-linux-gnu/libcuda.so.580.95.05",
 )
-NO_LIBCUDA = CudaCheck(False, "no libcuda (libcuda.so.1 not found)", error="no libcuda")
 
 
 def run(host: FakeHost, cuda: CudaCheck | None = None) -> Report:
@@ -67,17 +59,20 @@ def test_the_h200_guest_is_working_and_the_next_step_is_enlisting(h200_guest: Fa
 
 def test_the_h200_guest_live_section(h200_guest: FakeHost) -> None:
     live = run(h200_guest, H200_CUDA).as_json()["live"]
-    assert live == {
-        "driver": "nvidia",
-        "flavour": "open",
-        "version": "580.159.04",
-        "cuda_driver_version": "13.0",
-        "cuda_ok": True,
-        "why": "working: nvidia-open 580.159.04, CUDA 13.0, 1 GPU initialised",
+    assert live == H200_LIVE | {
         "modules": ["nvidia", "nvidia_uvm"],
         "checked_with": "libcuda",
         "library": "/usr/lib/x86_64-linux-gnu/libcuda.so.580.159.04",
         "gpus_initialised": 1,
+        "devices": [
+            {
+                "name": "NVIDIA H200",
+                "bus_id": "0000:00:06.0",
+                "memory_mib": 143771,
+                "compute_capability": "9.0",
+                "bandwidth_gbps": 4022.8,
+            }
+        ],
     }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from ganglion.doctor.catalog import GpuModel
@@ -103,6 +103,7 @@ class Live:
             "checked_with": self.cuda.how,
             "library": self.cuda.library,
             "gpus_initialised": len(self.cuda.devices) if self.cuda.ok else 0,
+            "devices": [asdict(device) for device in self.cuda.devices],
         }
 
 

@@ -86,10 +86,7 @@ class HostInfo:
     nvidia_driver: str | None = None
     mem_total_mib: int | None = None
     guest: Guest | None = None
-
-    @property
-    def vm_guest(self) -> bool:
-        return self.guest is not None
+    """Set when this machine is a VM guest."""
 
 
 @dataclass(frozen=True)

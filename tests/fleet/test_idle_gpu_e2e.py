@@ -1,0 +1,64 @@
+"""A GPU present but contributing nothing, through real processes: a simulated Ollama whose
+``/api/ps`` says ``size_vram: 0``, a gateway, and ``ganglion doctor --send`` from a node whose
+Quadro M4000 runs nouveau. The neuron's status, ``ganglion neuron list`` and the Prometheus
+gauges all say the model is on the CPU, and point to ``ganglion doctor`` on that node."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import Spawner, run_cli
+from tests.doctor.conftest import FakeHost
+from tests.fleet.test_liveness_e2e import ganglion, wait_status
+
+ON_CPU = "model on CPU: 0 of 1.0 GB in VRAM (sim-model:latest); run `ganglion doctor` on gpu-box"
+
+
+def nouveau_box(root: Path) -> FakeHost:
+    host = FakeHost(root)
+    host.gpu(driver="nouveau")
+    host.module("nouveau")
+    return host
+
+
+def test_a_sim_with_nothing_in_vram_on_a_nouveau_node(
+    spawn: Spawner, db_url: str, tmp_path: Path
+) -> None:
+    gateway = spawn.gateway(db_url, probe_interval=0.5)
+    sim = spawn.sim(40, extra=("--vram", "0"))
+    ganglion(gateway, "neuron", "add", sim.url, "--name", "gpu-ollama", "--node", "gpu-box")
+    answer = httpx.post(
+        f"{gateway.url}/api/generate",
+        json={"model": "sim-model", "prompt": "hi", "stream": False, "options": {"num_predict": 4}},
+        timeout=30,
+    )
+    assert answer.status_code == 200, answer.text
+    assert wait_status(gateway, "gpu-ollama", "active", within=10)["status"] == "active"
+
+    box = nouveau_box(tmp_path / "box")
+    sent = run_cli(
+        "doctor", *box.args, "--no-cuda-check", "--send", "--node", "gpu-box",
+        "--gateway", gateway.url, "--json",
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    assert f"sent to {gateway.url} as node gpu-box: Quadro M4000: nouveau drives it" in sent.stderr
+
+    view = wait_status(gateway, "gpu-ollama", "degraded", within=10)
+    assert (view["status"], view["reason"], view["idle_gpu"]) == ("degraded", ON_CPU, ON_CPU)
+    assert view["memory"] == {"sim-model:latest": {"size_bytes": 1_000_000_000, "vram_bytes": 0}}
+
+    listed = run_cli("neuron", "list", "--gateway", gateway.url, env={"COLUMNS": "250"})
+    assert listed.returncode == 0, listed.stderr
+    assert "degraded" in listed.stdout
+    assert "model on CPU: 0 of 1.0 GB in VRAM (sim-model:latest)" in listed.stdout
+
+    metrics = httpx.get(f"{gateway.url}/metrics", timeout=10).text
+    assert 'ganglion_neuron_idle_gpu{neuron="gpu-ollama"} 1.0' in metrics
+    assert (
+        'ganglion_neuron_model_vram_ratio{model="sim-model:latest",neuron="gpu-ollama"} 0.0'
+        in metrics
+    )
+    (node,) = httpx.get(f"{gateway.url}/fleet/nodes", timeout=10).json()
+    assert (node["node"], node["gpus"], node["cuda_ok"]) == ("gpu-box", ["Quadro M4000"], None)
