@@ -186,6 +186,8 @@ def test_unreadable_sysfs_roots(cli, tmp_path: Path) -> None:
         ["doctor", "--pci-id", "1002:73bf"],
         ["doctor", "--sysfs", "/nonexistent/sys"],
         ["doctor", "vfio", "--sysfs", "/nonexistent/sys"],
+        ["doctor", "--pci-id", "10de:2335", "--send"],
+        ["doctor", "--json", "--no-cuda-check", "--send", "--gateway", "http://127.0.0.1:9"],
         ["enlist", "k3s", "--node", "Bad_Node"],
     ],
 )

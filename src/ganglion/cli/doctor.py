@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, gateway_client
-from ganglion.doctor import defaults
+from ganglion.doctor import DoctorError, defaults
 
 if TYPE_CHECKING:
     from ganglion.doctor.cuda import CudaProbe
@@ -131,6 +131,8 @@ def doctor(
     from ganglion.doctor.report import doctor as run_doctor
     from ganglion.llamacpp import read_build
 
+    if send and pci_id:
+        raise DoctorError("--send tells the gateway about this machine: leave out --pci-id")
     check = sysfs == Path("/sys") and not pci_id if cuda_check is None else cuda_check
     report = run_doctor(
         _paths(sysfs, proc, pci_ids),

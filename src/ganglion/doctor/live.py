@@ -245,7 +245,7 @@ def _enlist(in_use: InUse, loaded: LoadedDriver) -> Recommendation:
     if in_use.state == "working":
         first = f"{in_use.why[0].upper()}{in_use.why[1:]}. Nothing to install"
     else:
-        first = f"{in_use.why}: run `ganglion doctor` on this machine to check CUDA"
+        first = f"{in_use.why} (`ganglion doctor --cuda-check` on this machine checks it)"
     return Recommendation(
         path,
         f"{first}; next, enlist it: serve Ollama here and `ganglion neuron add "
