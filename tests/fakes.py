@@ -27,6 +27,7 @@ class FakeOllama:
     hang: bool = False  # generation requests never answer
     die_after: int | None = None  # streams break after this many chunks
     refuse: int | None = None  # generation requests answer this HTTP status
+    in_memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # /api/ps: size, VRAM
     log: list[str] = field(default_factory=list)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
@@ -45,7 +46,11 @@ class FakeOllama:
                 200, json={"models": [{"name": m, "model": m, "size": 1} for m in self.models]}
             )
         if path == "/api/ps":
-            return httpx.Response(200, json={"models": []})
+            running = [
+                {"name": m, "model": m, "size": size, "size_vram": vram}
+                for m, (size, vram) in self.in_memory.items()
+            ]
+            return httpx.Response(200, json={"models": running})
         if path == "/v1/models":
             return httpx.Response(404, json={"error": "not found"})
         if path in ("/api/chat", "/api/generate"):

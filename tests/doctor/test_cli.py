@@ -12,6 +12,7 @@ import pytest
 
 from ganglion.cli import app
 from ganglion.doctor import DoctorError
+from tests.doctor.cuda_fakes import H200_LIVE, build_libcuda, nvidia_smi
 
 PATH_KEYS = {
     "nouveau": {"works", "cuda", "why"},
@@ -185,6 +186,8 @@ def test_unreadable_sysfs_roots(cli, tmp_path: Path) -> None:
         ["doctor", "--pci-id", "1002:73bf"],
         ["doctor", "--sysfs", "/nonexistent/sys"],
         ["doctor", "vfio", "--sysfs", "/nonexistent/sys"],
+        ["doctor", "--pci-id", "10de:2335", "--send"],
+        ["doctor", "--json", "--no-cuda-check", "--send", "--gateway", "http://127.0.0.1:9"],
         ["enlist", "k3s", "--node", "Bad_Node"],
     ],
 )
@@ -196,3 +199,68 @@ def test_bad_input_prints_one_line_without_a_traceback(args: list[str]) -> None:
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error:")
     assert result.stderr.strip().count("\n") == 0
+
+
+# issue 17: what is loaded and working, and VM guests
+
+WIDE = {"COLUMNS": "200"}
+
+
+def test_the_h200_guest_through_the_cli(cli, h200_guest, tmp_path: Path) -> None:
+    library = build_libcuda(tmp_path / "lib")
+    args = [*h200_guest.args, "--cuda-check", "--libcuda", str(library)]
+    result = cli.invoke(app, ["doctor", *args], env=WIDE)
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "this machine is a VM guest (QEMU); the GPU was passed through to it" in out
+    assert (
+        "✓ working: nvidia-open 580.159.04, CUDA 13.0, 1 GPU initialised (checked with libcuda)"
+        in out
+    )
+    assert (
+        "→ Working: nvidia-open 580.159.04, CUDA 13.0, 1 GPU initialised. Nothing to install" in out
+    )
+    assert "run `ganglion doctor vfio` on the host" in out
+    for wrong in ("intel_iommu", "GRUB", "Install the current NVIDIA driver"):
+        assert wrong not in out
+    data = run_json(cli, *args)
+    assert_contract(data["gpus"][0])
+    assert data["gpus"][0]["live"]["state"] == "working"
+    assert {key: data["live"][key] for key in H200_LIVE} == H200_LIVE
+    assert data["host"]["virtualization"]["guest"] is True
+
+
+def test_a_fixture_tree_is_not_cuda_checked_unless_asked(cli, h200_guest) -> None:
+    live = run_json(cli, *h200_guest.args)["live"]
+    assert (live["cuda_ok"], live["checked_with"]) == (None, None)
+    assert live["why"] == "nvidia-open 580.159.04 is loaded, CUDA not checked"
+
+
+def test_the_cli_falls_back_to_nvidia_smi_on_path(cli, h200_guest, tmp_path: Path) -> None:
+    folder = tmp_path / "bin"
+    nvidia_smi(folder)
+    env = {"PATH": f"{folder}:/usr/bin:/bin"}
+    args = [*h200_guest.args, "--cuda-check", "--libcuda", "/nonexistent/libcuda.so.1"]
+    result = cli.invoke(app, ["doctor", "--json", *args], env=env)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert (data["live"]["checked_with"], data["live"]["cuda_ok"]) == ("nvidia-smi", False)
+    assert data["live"]["cuda_driver_version"] == "13.0"
+    gpu = data["gpus"][0]
+    assert gpu["live"]["state"] == "broken"
+    assert "CUDA programs such as Ollama cannot use them" in gpu["recommendation"]
+
+
+def test_nouveau_on_the_m4000_through_the_cli(cli, m4000_nouveau) -> None:
+    data = run_json(cli, *m4000_nouveau.args, "--no-cuda-check")
+    (gpu,) = data["gpus"]
+    assert (gpu["driver_in_use"], gpu["live"]["state"]) == ("nouveau", "wrong")
+    assert gpu["recommendation"].startswith("nouveau drives it: display only, never CUDA")
+    assert data["live"]["driver"] == "nouveau"
+    assert data["host"]["virtualization"] == {"guest": False, "hypervisor": None, "evidence": []}
+
+
+def test_no_vfio_plan_in_the_guest_through_the_cli(cli, h200_guest) -> None:
+    result = cli.invoke(app, ["doctor", "vfio", *h200_guest.args])
+    assert isinstance(result.exception, DoctorError)
+    assert "run `ganglion doctor vfio` there" in str(result.exception)

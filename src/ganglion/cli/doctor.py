@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ganglion.doctor import defaults
+from ganglion.cli.options import DEFAULT_GATEWAY, ApiKeyOption, GatewayOption, gateway_client
+from ganglion.doctor import DoctorError, defaults
 
 if TYPE_CHECKING:
+    from ganglion.doctor.cuda import CudaProbe
     from ganglion.doctor.sysfs import HostPaths
 
 doctor_app = typer.Typer(
@@ -49,8 +51,60 @@ def _paths(sysfs: Path, proc: Path, pci_ids: list[Path] | None) -> HostPaths:
     )
 
 
+def _cuda_probe(libcuda: list[str] | None) -> CudaProbe:
+    from functools import partial
+
+    from ganglion.doctor.cuda import LIBCUDA_NAMES, check_cuda
+
+    return partial(check_cuda, tuple(libcuda) if libcuda else LIBCUDA_NAMES)
+
+
 def _print_json(data: dict[str, Any]) -> None:
     typer.echo(json.dumps(data, indent=2))
+
+
+PciIdOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--pci-id", metavar="VVVV:DDDD", help="Judge this GPU instead of scanning (repeat)."
+    ),
+]
+CudaCheckOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--cuda-check/--no-cuda-check",
+        help="Check that CUDA initialises here (libcuda, else nvidia-smi, in a child process "
+        "with a timeout). [default: when reading this machine's /sys]",
+        show_default=False,
+    ),
+]
+LibcudaOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--libcuda",
+        metavar="FILE",
+        help="The libcuda to check CUDA with (repeat to try several). "
+        "[default: libcuda.so.1, then libcuda.so, from the loader's path]",
+        show_default=False,
+    ),
+]
+SendOption = Annotated[
+    bool,
+    typer.Option(
+        "--send",
+        help="Send the report to the gateway, which then marks this node's neurons whose "
+        "GPU contributes nothing (a model on the CPU).",
+    ),
+]
+NodeOption = Annotated[
+    str | None,
+    typer.Option(
+        "--node",
+        metavar="NAME",
+        help="This machine's node name in the fleet, as its neurons give it. [default: host]",
+        show_default=False,
+    ),
+]
 
 
 @doctor_app.callback()
@@ -59,23 +113,34 @@ def doctor(
     as_json: JsonOption = False,
     sysfs: SysfsOption = Path("/sys"),
     proc: ProcOption = Path("/proc"),
-    pci_id: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--pci-id", metavar="VVVV:DDDD", help="Judge this GPU instead of scanning (repeat)."
-        ),
-    ] = None,
+    pci_id: PciIdOption = None,
     pci_ids: PciIdsOption = None,
     kernel: KernelOption = None,
+    cuda_check: CudaCheckOption = None,
+    libcuda: LibcudaOption = None,
+    send: SendOption = False,
+    node: NodeOption = None,
+    gateway: GatewayOption = DEFAULT_GATEWAY,
+    api_key: ApiKeyOption = None,
 ) -> None:
-    """Find the NVIDIA GPUs and say which driver path works for each, and why; check the CPU
-    against the installed llama.cpp build (a build using features this CPU lacks crashes)."""
+    """Find the NVIDIA GPUs and say which driver path works for each, and why; what is loaded
+    now and whether CUDA initialises; whether this machine is a VM guest; and the CPU against
+    the installed llama.cpp build (a build using features this CPU lacks crashes)."""
     if ctx.invoked_subcommand is not None:
         return
     from ganglion.doctor.report import doctor as run_doctor
     from ganglion.llamacpp import read_build
 
-    report = run_doctor(_paths(sysfs, proc, pci_ids), pci_id or (), kernel, llama=read_build)
+    if send and pci_id:
+        raise DoctorError("--send tells the gateway about this machine: leave out --pci-id")
+    check = sysfs == Path("/sys") and not pci_id if cuda_check is None else cuda_check
+    report = run_doctor(
+        _paths(sysfs, proc, pci_ids),
+        pci_id or (),
+        kernel,
+        llama=read_build,
+        cuda=_cuda_probe(libcuda) if check else None,
+    )
     if as_json:
         _print_json(report.as_json())
     else:
@@ -84,6 +149,19 @@ def doctor(
         from ganglion.doctor import render
 
         render.print_report(Console(), report)
+    if send:
+        _send(report.as_json(), node or socket.gethostname().lower(), gateway, api_key)
+
+
+def _send(report: dict[str, Any], node: str, gateway: str, api_key: str | None) -> None:
+    from urllib.parse import quote
+
+    with gateway_client(gateway, api_key) as client:
+        kept = client.request(
+            "PUT", f"/fleet/nodes/{quote(node, safe='')}/doctor", json_body=report
+        )
+    verdict = kept["trouble"] or "nothing against its GPUs"
+    typer.echo(f"sent to {gateway} as node {node}: {verdict}", err=True)
 
 
 @doctor_app.command("vfio")

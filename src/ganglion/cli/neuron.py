@@ -91,6 +91,7 @@ def _console() -> Console:
 
 
 def neuron_table(views: list[dict[str, Any]]) -> Table:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
@@ -101,7 +102,10 @@ def neuron_table(views: list[dict[str, Any]]) -> Table:
         status = view["status"]
         shown = f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
         if view.get("reason"):
-            shown += f"\n[dim]{view['reason']}[/]"
+            shown += f"\n[dim]{escape(view['reason'])}[/]"
+        idle_gpu = view.get("idle_gpu")
+        if idle_gpu and idle_gpu != view.get("reason"):
+            shown += f"\n[yellow]{escape(idle_gpu)}[/]"
         tps = view.get("tokens_per_second")
         table.add_row(
             view["name"],

@@ -36,89 +36,112 @@ def register(app: typer.Typer) -> None:
     )(sim)
 
 
+PortOption = Annotated[
+    int, typer.Option(help="TCP port to listen on; 0 takes any free port.", show_default=False)
+]
+ModelOption = Annotated[
+    list[str],
+    typer.Option(
+        "--model",
+        "-m",
+        metavar="NAME",
+        help="A model the neuron serves (repeat for several); others answer 404.",
+        show_default=False,
+    ),
+]
+TpsOption = Annotated[
+    float,
+    typer.Option(
+        help="Decode speed of one stream, tokens/s (e.g. 90 GPU, 5.5 CPU).", show_default=False
+    ),
+]
+HostOption = Annotated[
+    str, typer.Option(help="Address to bind; loopback only unless --allow-public.")
+]
+SlotsOption = Annotated[
+    int, typer.Option(help="Generations run at once (OLLAMA_NUM_PARALLEL); more queue.")
+]
+AggregateTpsOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Decode tokens/s shared by all streams: memory bandwidth. [default: tps*slots]",
+        show_default=False,
+    ),
+]
+PrefillTpsOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Prompt reading speed, tokens/s (a token is a word). [default: 10*tps]",
+        show_default=False,
+    ),
+]
+LoadSOption = Annotated[
+    float, typer.Option(help="Seconds to load each model, once, on its first request.")
+]
+FailRateOption = Annotated[
+    float, typer.Option(help="Fraction of generations answered HTTP 500 before any byte.")
+]
+HangRateOption = Annotated[
+    float, typer.Option(help="Fraction of generations never answered (a stuck server).")
+]
+StallRateOption = Annotated[
+    float,
+    typer.Option(
+        help="Fraction of generations that stream --stall-after-tokens tokens, then stop "
+        "forever (a server stuck mid-answer)."
+    ),
+]
+StallAfterTokensOption = Annotated[
+    int, typer.Option(help="Tokens a stalling generation sends before it stops.")
+]
+SeedOption = Annotated[
+    int | None, typer.Option(help="Seed for the fault draws, to replay the same run.")
+]
+NameOption = Annotated[str, typer.Option(help="The neuron's name, shown in /sim/stats.")]
+OutputTokensOption = Annotated[
+    int | None,
+    typer.Option(
+        help="Answer length when the client sets no limit (num_predict). [default: 64]",
+        show_default=False,
+    ),
+]
+VramOption = Annotated[
+    float, typer.Option(help="Share of each model /api/ps reports in VRAM (0: on the CPU).")
+]
+AllowPublicOption = Annotated[
+    bool,
+    typer.Option("--allow-public", help="Allow a non-loopback --host. The sim has no auth."),
+]
+StructuredReplyOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Text to answer every schema-constrained request with, instead of a generated "
+        "instance: a brain's plan as JSON for demos and tests, or anything else for a "
+        "brain that breaks its schema."
+    ),
+]
+
+
 def sim(
     *,
-    port: Annotated[
-        int, typer.Option(help="TCP port to listen on; 0 takes any free port.", show_default=False)
-    ],
-    model: Annotated[
-        list[str],
-        typer.Option(
-            "--model",
-            "-m",
-            metavar="NAME",
-            help="A model the neuron serves (repeat for several); others answer 404.",
-            show_default=False,
-        ),
-    ],
-    tps: Annotated[
-        float,
-        typer.Option(
-            help="Decode speed of one stream, tokens/s (e.g. 90 GPU, 5.5 CPU).", show_default=False
-        ),
-    ],
-    host: Annotated[
-        str, typer.Option(help="Address to bind; loopback only unless --allow-public.")
-    ] = "127.0.0.1",
-    slots: Annotated[
-        int, typer.Option(help="Generations run at once (OLLAMA_NUM_PARALLEL); more queue.")
-    ] = 1,
-    aggregate_tps: Annotated[
-        float | None,
-        typer.Option(
-            help="Decode tokens/s shared by all streams: memory bandwidth. [default: tps*slots]",
-            show_default=False,
-        ),
-    ] = None,
-    prefill_tps: Annotated[
-        float | None,
-        typer.Option(
-            help="Prompt reading speed, tokens/s (a token is a word). [default: 10*tps]",
-            show_default=False,
-        ),
-    ] = None,
-    load_s: Annotated[
-        float, typer.Option(help="Seconds to load each model, once, on its first request.")
-    ] = 0.0,
-    fail_rate: Annotated[
-        float, typer.Option(help="Fraction of generations answered HTTP 500 before any byte.")
-    ] = 0.0,
-    hang_rate: Annotated[
-        float, typer.Option(help="Fraction of generations never answered (a stuck server).")
-    ] = 0.0,
-    stall_rate: Annotated[
-        float,
-        typer.Option(
-            help="Fraction of generations that stream --stall-after-tokens tokens, then stop "
-            "forever (a server stuck mid-answer)."
-        ),
-    ] = 0.0,
-    stall_after_tokens: Annotated[
-        int, typer.Option(help="Tokens a stalling generation sends before it stops.")
-    ] = 1,
-    seed: Annotated[
-        int | None, typer.Option(help="Seed for the fault draws, to replay the same run.")
-    ] = None,
-    name: Annotated[str, typer.Option(help="The neuron's name, shown in /sim/stats.")] = "sim",
-    output_tokens: Annotated[
-        int | None,
-        typer.Option(
-            help="Answer length when the client sets no limit (num_predict). [default: 64]",
-            show_default=False,
-        ),
-    ] = None,
-    allow_public: Annotated[
-        bool,
-        typer.Option("--allow-public", help="Allow a non-loopback --host. The sim has no auth."),
-    ] = False,
-    structured_reply: Annotated[
-        str | None,
-        typer.Option(
-            help="Text to answer every schema-constrained request with, instead of a generated "
-            "instance: a brain's plan as JSON for demos and tests, or anything else for a "
-            "brain that breaks its schema."
-        ),
-    ] = None,
+    port: PortOption,
+    model: ModelOption,
+    tps: TpsOption,
+    host: HostOption = "127.0.0.1",
+    slots: SlotsOption = 1,
+    aggregate_tps: AggregateTpsOption = None,
+    prefill_tps: PrefillTpsOption = None,
+    load_s: LoadSOption = 0.0,
+    fail_rate: FailRateOption = 0.0,
+    hang_rate: HangRateOption = 0.0,
+    stall_rate: StallRateOption = 0.0,
+    stall_after_tokens: StallAfterTokensOption = 1,
+    seed: SeedOption = None,
+    name: NameOption = "sim",
+    output_tokens: OutputTokensOption = None,
+    vram: VramOption = 1.0,
+    allow_public: AllowPublicOption = False,
+    structured_reply: StructuredReplyOption = None,
 ) -> None:
     from ganglion.local.sim import DEFAULT_OUTPUT_TOKENS, SimConfig, run_sim
 
@@ -140,6 +163,7 @@ def sim(
         allow_public=allow_public,
         output_tokens=DEFAULT_OUTPUT_TOKENS if output_tokens is None else output_tokens,
         structured=structured_reply,
+        vram=vram,
     )
     console = Console(highlight=False, soft_wrap=True)
 

@@ -10,7 +10,9 @@ from rich.table import Table
 from ganglion.doctor.cpu import CpuCheck
 from ganglion.doctor.facts import ARCHITECTURES
 from ganglion.doctor.iommu import describe
+from ganglion.doctor.live import InUse, Live
 from ganglion.doctor.report import GpuReport, Report
+from ganglion.doctor.verdicts import guest_line
 from ganglion.doctor.vfio import VfioPlan
 
 
@@ -22,10 +24,26 @@ def _host_line(report: Report) -> str:
     host = report.host
     iommu = f"on ({host.iommu_groups} groups)" if host.iommu_enabled else "off"
     driver = f" · NVIDIA driver {host.nvidia_driver}" if host.nvidia_driver else ""
+    guest = f" · VM guest ({host.guest.name})" if host.guest else ""
     return (
         f"kernel {host.kernel or 'unknown'} · {host.distribution or 'unknown distribution'}"
-        f" · IOMMU {iommu}{driver}"
+        f" · IOMMU {iommu}{driver}{guest}"
     )
+
+
+IN_USE_MARKS = {"working": True, "loaded": None, "passthrough": None, "display": None}
+
+
+def _in_use(in_use: InUse) -> str:
+    return f"{_mark(IN_USE_MARKS.get(in_use.state, False))} {escape(in_use.why)}"
+
+
+def _live(console: Console, report: Report, live: Live) -> None:
+    if report.host.guest and report.gpus:
+        console.print(f"[bold]{escape(guest_line(report.host.guest))}[/]")
+    mark = _mark(live.cuda.ok) if live.cuda.ok is not None else "-"
+    how = f" [dim](checked with {live.cuda.how})[/]" if live.cuda.how else ""
+    console.print(f"{mark} {escape(live.why)}{how}\n")
 
 
 def _gpu(console: Console, gpu: GpuReport) -> None:
@@ -46,6 +64,8 @@ def _gpu(console: Console, gpu: GpuReport) -> None:
         ("PyTorch wheels", d.engines.pytorch or "none"),
     ):
         facts.add_row(label, escape(value))
+    if gpu.in_use:
+        facts.add_row("now", _in_use(gpu.in_use))
     if model.note:
         facts.add_row("[yellow]guess[/]", escape(model.note))
     paths = Table(show_header=True, header_style="bold", expand=True)
@@ -85,6 +105,8 @@ def _cpu(console: Console, cpu: CpuCheck) -> None:
 
 def print_report(console: Console, report: Report) -> None:
     console.print(f"[dim]{escape(_host_line(report))}[/]\n")
+    if report.live:
+        _live(console, report, report.live)
     if report.cpu:
         _cpu(console, report.cpu)
     for gpu in report.gpus:

@@ -4,8 +4,11 @@
 
     {"gpus": [{"pci_id", "bdf", "name", "chip", "arch", "compute_capability", "driver_in_use",
                "guessed", "note", "paths": {...}, "cuda": {"max_major"}, "engines": {...},
-               "recommended_path", "recommendation"}],
-     "host": {"kernel", "distribution", "iommu": {"enabled", "groups"}, "nvidia_driver"},
+               "live": {"state", "why", "fix"} or null, "recommended_path", "recommendation"}],
+     "host": {"kernel", "distribution", "iommu": {"enabled", "groups"}, "nvidia_driver",
+              "virtualization": {"guest", "hypervisor", "evidence"}},
+     "live": {"driver", "flavour", "version", "cuda_driver_version", "cuda_ok", "why", "modules",
+              "checked_with", "library", "gpus_initialised"},
      "cpu": {"model", "features", "llama_cpp": {"installed", "version", "features", "missing",
              "beyond_baseline", "wheel", "verdict", "message"}} or null,
      "message"}
@@ -20,7 +23,9 @@ from typing import Any
 from ganglion.doctor import DoctorError
 from ganglion.doctor.catalog import Catalog, GpuModel, default_catalog
 from ganglion.doctor.cpu import CpuCheck
+from ganglion.doctor.cuda import NOT_CHECKED, CudaCheck, CudaProbe
 from ganglion.doctor.iommu import GroupCheck, check_group
+from ganglion.doctor.live import InUse, Live, LoadedDriver, advise, judge, read_loaded, summarise
 from ganglion.doctor.pciid import parse_nvidia_id, system_pci_ids
 from ganglion.doctor.sysfs import (
     HostInfo,
@@ -56,6 +61,7 @@ class GpuReport:
     driver_in_use: str | None
     group: GroupCheck | None
     recommendation: Recommendation
+    in_use: InUse | None = None
 
     @property
     def model(self) -> GpuModel:
@@ -82,6 +88,7 @@ class GpuReport:
             },
             "cuda": {"max_major": d.cuda_major},
             "engines": asdict(d.engines),
+            "live": self.in_use.as_json() if self.in_use else None,
             "recommended_path": self.recommendation.path,
             "recommendation": self.recommendation.text,
         }
@@ -97,9 +104,10 @@ class Report:
     message: str | None = None
     unknown: tuple[str, ...] = ()
     cpu: CpuCheck | None = None
+    live: Live | None = None
 
     def as_json(self) -> dict[str, Any]:
-        host = self.host
+        host, guest = self.host, self.host.guest
         return {
             "gpus": [gpu.as_json() for gpu in self.gpus],
             "host": {
@@ -107,7 +115,13 @@ class Report:
                 "distribution": host.distribution,
                 "iommu": {"enabled": host.iommu_enabled, "groups": host.iommu_groups},
                 "nvidia_driver": host.nvidia_driver,
+                "virtualization": {
+                    "guest": guest is not None,
+                    "hypervisor": guest.hypervisor if guest else None,
+                    "evidence": list(guest.evidence) if guest else [],
+                },
             },
+            "live": self.live.as_json() if self.live else None,
             "cpu": self.cpu.as_json() if self.cpu else None,
             "unknown": list(self.unknown),
             "message": self.message,
@@ -125,7 +139,7 @@ def _driver_conflict(model: GpuModel, host: HostInfo) -> str | None:
     if not loaded.isdigit() or int(loaded) <= driver_number(model):
         return None
     return (
-        f"this host runs NVIDIA {host.nvidia_driver}, which no longer drives this GPU "
+        f"this machine runs NVIDIA {host.nvidia_driver}, which no longer drives this GPU "
         f"(its last branch is {model.last_branch})"
     )
 
@@ -143,15 +157,20 @@ def _flavour_conflict(model: GpuModel, others: Sequence[_Found]) -> str | None:
     return None
 
 
-def _diagnose(
-    found: _Found,
-    everyone: Sequence[_Found],
-    host: HostInfo,
-    devices: Mapping[str, PciDevice],
-    groups: Mapping[str, list[str]],
-) -> GpuReport:
-    model, device = found.model, found.device
-    group = check_group(device, devices, groups) if device else None
+@dataclass(frozen=True)
+class _Machine:
+    """What the diagnosis of each GPU reads about the machine."""
+
+    host: HostInfo
+    devices: Mapping[str, PciDevice]
+    groups: Mapping[str, list[str]]
+    loaded: LoadedDriver
+    cuda: CudaCheck
+
+
+def _diagnose(found: _Found, everyone: Sequence[_Found], machine: _Machine) -> GpuReport:
+    model, device, host = found.model, found.device, machine.host
+    group = check_group(device, machine.devices, machine.groups) if device else None
     others = [f for f in everyone if f is not found]
     conflict = _driver_conflict(model, host) or _flavour_conflict(model, others)
     diagnosis = Diagnosis(
@@ -163,13 +182,16 @@ def _diagnose(
         cuda_major=cuda_max_major(model),
         engines=engines(model),
         conflict=conflict,
+        guest=host.guest,
     )
+    in_use = judge(model, device, machine.loaded, machine.cuda)
     return GpuReport(
         diagnosis,
         nouveau(model),
         device.driver if device else None,
         group,
-        recommend(diagnosis),
+        advise(recommend(diagnosis), diagnosis, in_use, machine.loaded),
+        in_use,
     )
 
 
@@ -193,15 +215,16 @@ def doctor(
     kernel: str | None = None,
     catalog: Catalog | None = None,
     llama: Callable[[], InstalledBuild] | None = None,
+    cuda: CudaProbe | None = None,
 ) -> Report:
     """Diagnose the NVIDIA GPUs in ``paths.sysfs``, or the ``pci_ids`` given instead; with
-    ``llama`` (:func:`ganglion.llamacpp.read_build`), check the CPU against that build too."""
+    ``llama`` (:func:`ganglion.llamacpp.read_build`), check the CPU against that build too;
+    with ``cuda`` (:func:`ganglion.doctor.cuda.check_cuda`), check that CUDA initialises."""
     catalog = catalog or default_catalog()
     names = system_pci_ids(paths.pci_ids)
     wanted = [parse_nvidia_id(text) for text in pci_ids]
     host = read_host(paths, kernel)
     devices: list[PciDevice] = [] if wanted else scan(paths.sysfs)
-    groups = iommu_groups(paths.sysfs) if devices else {}
     unknown: list[str] = []
     found = [_Found(catalog.lookup(pci_id, names), None) for pci_id in wanted]
     for device in nvidia_gpus(devices):
@@ -209,10 +232,24 @@ def doctor(
             found.append(_Found(catalog.lookup(device.pci_id, names), device))
         except DoctorError as error:
             unknown.append(f"{device.bdf}: {error}")
-    by_bdf = {device.bdf: device for device in devices}
-    gpus = [_diagnose(f, found, host, by_bdf, groups) for f in found]
+    loaded, checked = read_loaded(paths), cuda() if cuda else NOT_CHECKED
+    machine = _Machine(
+        host,
+        {device.bdf: device for device in devices},
+        iommu_groups(paths.sysfs) if devices else {},
+        loaded,
+        checked,
+    )
+    gpus = [_diagnose(f, found, machine) for f in found]
     message = None if gpus or unknown else _no_gpu_message(devices, paths)
-    return Report(gpus, host, message, tuple(unknown), check_cpu(paths, llama) if llama else None)
+    return Report(
+        gpus,
+        host,
+        message,
+        tuple(unknown),
+        check_cpu(paths, llama) if llama else None,
+        summarise(nvidia_gpus(devices), loaded, checked),
+    )
 
 
 def check_cpu(paths: HostPaths, llama: Callable[[], InstalledBuild]) -> CpuCheck:

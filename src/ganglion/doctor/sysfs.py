@@ -1,4 +1,5 @@
-"""Reading this machine: PCI devices and IOMMU groups from sysfs, the kernel, the distribution.
+"""Reading this machine: PCI devices and IOMMU groups from sysfs, the kernel, the distribution,
+and whether it is itself a VM guest.
 
 Every path is rooted in :class:`HostPaths`, so tests (and rescue systems) point the doctor at a
 fixture tree instead of ``/sys`` and ``/proc``.
@@ -84,9 +85,57 @@ class HostInfo:
     cmdline: str | None = None
     nvidia_driver: str | None = None
     mem_total_mib: int | None = None
+    guest: Guest | None = None
+    """Set when this machine is a VM guest."""
 
 
-def _read(path: Path) -> str | None:
+@dataclass(frozen=True)
+class Guest:
+    """This machine is a VM guest: ``hypervisor`` by name where DMI tells it, and the
+    ``evidence`` (the ``hypervisor`` CPU flag, DMI strings, ``/sys/hypervisor/type``)."""
+
+    hypervisor: str | None
+    evidence: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.hypervisor or "an unknown hypervisor"
+
+
+DMI_FIELDS = ("sys_vendor", "product_name", "board_vendor", "bios_vendor", "chassis_vendor")
+"""``/sys/class/dmi/id`` files that name the (virtual) machine."""
+
+HYPERVISORS: tuple[tuple[str, str], ...] = (
+    ("qemu", "QEMU"),
+    ("kvm", "KVM"),
+    ("vmware", "VMware"),
+    ("virtualbox", "VirtualBox"),
+    ("innotek", "VirtualBox"),
+    ("virtual machine", "Hyper-V"),
+    ("xen", "Xen"),
+    ("bochs", "Bochs"),
+    ("bhyve", "bhyve"),
+    ("parallels", "Parallels"),
+    ("cloud hypervisor", "Cloud Hypervisor"),
+    ("openstack", "OpenStack"),
+    ("ovirt", "oVirt"),
+    ("nutanix", "Nutanix AHV"),
+)
+"""A word in the DMI strings -> the hypervisor. Each names virtual hardware only, so DMI alone
+is proof (passthrough setups hide the ``hypervisor`` flag from the guest to please old NVIDIA
+drivers). Clouds that also sell bare metal (``Amazon EC2``) are named by the flag, not here."""
+
+CLOUDS: tuple[tuple[str, str], ...] = (
+    ("amazon ec2", "Amazon EC2"),
+    ("google compute engine", "Google Compute Engine"),
+    ("alibaba cloud", "Alibaba Cloud ECS"),
+    ("oraclecloud", "Oracle Cloud"),
+)
+"""DMI words that name a cloud's machine: a guest's hypervisor when the flag says guest."""
+
+
+def read_text(path: Path) -> str | None:
+    """The text of ``path`` stripped, or ``None`` when it cannot be read."""
     try:
         return path.read_text(encoding="utf-8", errors="replace").strip()
     except OSError:
@@ -113,7 +162,7 @@ def pci_devices_dir(sysfs: Path) -> Path:
 
 
 def _device(path: Path) -> PciDevice | None:
-    vendor, device, klass = (_read(path / name) for name in ("vendor", "device", "class"))
+    vendor, device, klass = (read_text(path / name) for name in ("vendor", "device", "class"))
     if vendor is None or device is None or klass is None:
         return None
     try:
@@ -153,7 +202,7 @@ def iommu_groups(sysfs: Path) -> dict[str, list[str]]:
 
 
 def kernel_release(procfs: Path) -> str | None:
-    return _read(procfs / "sys" / "kernel" / "osrelease") or platform.release() or None
+    return read_text(procfs / "sys" / "kernel" / "osrelease") or platform.release() or None
 
 
 def parse_kernel(release: str | None) -> tuple[int, int] | None:
@@ -164,7 +213,7 @@ def parse_kernel(release: str | None) -> tuple[int, int] | None:
 
 def os_release(paths: tuple[Path, ...]) -> dict[str, str]:
     for path in paths:
-        text = _read(path)
+        text = read_text(path)
         if text is not None:
             pairs = (line.split("=", 1) for line in text.splitlines() if "=" in line)
             return {key.strip(): value.strip().strip("\"'") for key, value in pairs}
@@ -172,7 +221,7 @@ def os_release(paths: tuple[Path, ...]) -> dict[str, str]:
 
 
 def cpuinfo(procfs: Path) -> str:
-    return _read(procfs / "cpuinfo") or ""
+    return read_text(procfs / "cpuinfo") or ""
 
 
 def cpu_vendor(procfs: Path) -> str | None:
@@ -181,8 +230,42 @@ def cpu_vendor(procfs: Path) -> str | None:
     return next((name for key, name in vendors.items() if key in text), None)
 
 
+def _dmi(sysfs: Path) -> dict[str, str]:
+    found = ((name, read_text(sysfs / "class" / "dmi" / "id" / name)) for name in DMI_FIELDS)
+    return {name: value for name, value in found if value}
+
+
+def _named(dmi: dict[str, str], table: tuple[tuple[str, str], ...]) -> tuple[str, str] | None:
+    for field, value in dmi.items():
+        for word, name in table:
+            if re.search(rf"\b{word}\b", value.lower()):
+                return name, f"DMI {field}: {value}"
+    return None
+
+
+def virtualization(sysfs: Path, procfs: Path) -> Guest | None:
+    """Whether this machine is a VM guest, from the ``hypervisor`` CPU flag, DMI and
+    ``/sys/hypervisor/type``; ``None`` for bare metal."""
+    if "control_d" in (read_text(procfs / "xen" / "capabilities") or ""):
+        return None  # Xen's dom0 manages the guests: for passthrough it is the host
+    flag = re.search(r"^flags\s*:.*\bhypervisor\b", cpuinfo(procfs), re.MULTILINE) is not None
+    dmi = _dmi(sysfs)
+    product = _named(dmi, HYPERVISORS)
+    cloud = _named(dmi, CLOUDS) if flag else None
+    xen = read_text(sysfs / "hypervisor" / "type")
+    evidence = [
+        *(["CPU flag: hypervisor"] if flag else []),
+        *(found[1] for found in (product, cloud) if found),
+        *([f"/sys/hypervisor/type: {xen}"] if xen else []),
+    ]
+    if not evidence:
+        return None
+    named = product or cloud
+    return Guest(named[0] if named else (xen.capitalize() if xen else None), tuple(evidence))
+
+
 def mem_total_mib(procfs: Path) -> int | None:
-    match = re.search(r"^MemTotal:\s+(\d+) kB", _read(procfs / "meminfo") or "", re.MULTILINE)
+    match = re.search(r"^MemTotal:\s+(\d+) kB", read_text(procfs / "meminfo") or "", re.MULTILINE)
     return int(match.group(1)) // 1024 if match else None
 
 
@@ -198,7 +281,8 @@ def read_host(paths: HostPaths, kernel: str | None = None) -> HostInfo:
         iommu_enabled=bool(groups),
         iommu_groups=len(groups),
         cpu_vendor=cpu_vendor(paths.procfs),
-        cmdline=_read(paths.procfs / "cmdline"),
-        nvidia_driver=_read(paths.sysfs / "module" / "nvidia" / "version"),
+        cmdline=read_text(paths.procfs / "cmdline"),
+        nvidia_driver=read_text(paths.sysfs / "module" / "nvidia" / "version"),
         mem_total_mib=mem_total_mib(paths.procfs),
+        guest=virtualization(paths.sysfs, paths.procfs),
     )

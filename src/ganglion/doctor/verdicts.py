@@ -22,7 +22,7 @@ from ganglion.doctor.facts import (
     parse_cc,
 )
 from ganglion.doctor.iommu import GroupCheck
-from ganglion.doctor.sysfs import HostInfo, parse_kernel
+from ganglion.doctor.sysfs import Guest, HostInfo, parse_kernel
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,18 @@ def nvidia_proprietary(model: GpuModel, kernel: str | None) -> NvidiaProprietary
     return NvidiaProprietary(True, last, True, why)
 
 
+def guest_line(guest: Guest) -> str:
+    """``this machine is a VM guest (QEMU); the GPU was passed through to it``."""
+    return f"this machine is a VM guest ({guest.name}); the GPU was passed through to it"
+
+
 def vfio_passthrough(host: HostInfo, group: GroupCheck | None) -> VfioPassthrough:
+    if host.guest is not None and not host.iommu_enabled:
+        why = (
+            f"{guest_line(host.guest)}: passthrough is the host's business (run "
+            "`ganglion doctor vfio` on the host)"
+        )
+        return VfioPassthrough(False, why)
     if not host.iommu_enabled:
         return VfioPassthrough(False, "the IOMMU is off: enable VT-d/AMD-Vi and intel_iommu=on")
     if group is None:
@@ -180,6 +191,7 @@ class Diagnosis:
     cuda_major: int
     engines: Engines
     conflict: str | None
+    guest: Guest | None = None
 
 
 def _engine_list(d: Diagnosis) -> str:
@@ -214,12 +226,28 @@ def _vm(d: Diagnosis) -> Recommendation | None:
     reason = d.conflict or (None if d.proprietary.works or d.open.works else d.proprietary.why)
     if reason is None:
         return None
+    if d.guest is not None:
+        return _in_guest(d, d.guest, reason)
     where = f" --pci {d.bdf}" if d.bdf else ""
     fix = "" if d.vfio.works is not False else f" First: {d.vfio.why}."
     text = (
         f"Pass it through to a VM (VFIO) that runs the {d.model.last_branch} driver with CUDA "
         f"{d.cuda_major}, join the VM to K3s and serve {_engine_list(d)} there, because "
         f"{reason.removeprefix('no: ')}.{fix} `ganglion doctor vfio{where}` writes the plan."
+    )
+    return Recommendation("vfio", text)
+
+
+def _in_guest(d: Diagnosis, guest: Guest, reason: str) -> Recommendation:
+    """A card this machine cannot drive, in a VM guest: the fix is this VM's system, or
+    another VM, which only the host can give it."""
+    line = guest_line(guest)
+    text = (
+        f"{line[0].upper()}{line[1:]}, so its driver belongs here, but "
+        f"{reason.removeprefix('no: ')}. Give this VM a system the {d.model.last_branch} "
+        f"driver builds on ({branch_of(d.model).guest_os}) and install it there with CUDA "
+        f"{d.cuda_major}, or have the host pass the card to another VM (`ganglion doctor vfio` "
+        "on the host)."
     )
     return Recommendation("vfio", text)
 

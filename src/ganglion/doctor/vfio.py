@@ -21,7 +21,7 @@ from ganglion.doctor.iommu import GroupCheck, describe
 from ganglion.doctor.pciid import parse_bdf, slot_of
 from ganglion.doctor.report import GpuReport, doctor, nvidia_gpus
 from ganglion.doctor.sysfs import HostInfo, HostPaths, PciDevice, iommu_groups, scan
-from ganglion.doctor.verdicts import driver_number
+from ganglion.doctor.verdicts import driver_number, guest_line
 
 HUGEPAGE_MIB = 2
 OVERRIDE_SCRIPT = "/usr/local/sbin/ganglion-vfio-override"
@@ -310,6 +310,12 @@ def _warnings(
     reports: Sequence[GpuReport], host: HostInfo, memory_gib: int, functions: Sequence[str]
 ) -> list[str]:
     notes = []
+    if host.guest is not None:
+        notes.append(
+            f"This machine is itself a VM guest ({host.guest.name}): passing a GPU on to a "
+            "nested VM needs the virtual IOMMU the host gave it, and this plan edits this VM, "
+            "not the host."
+        )
     if not host.iommu_enabled:
         notes.append(
             "The IOMMU is off: enable VT-d (Intel) or AMD-Vi in the firmware, apply the kernel "
@@ -421,6 +427,11 @@ def plan(
     report = doctor(paths, kernel=kernel)
     if not report.gpus:
         raise DoctorError(report.message or "no NVIDIA GPU that ganglion knows: nothing to pass")
+    if report.host.guest is not None and not report.host.iommu_enabled:
+        raise DoctorError(
+            f"{guest_line(report.host.guest)}. Passthrough is set up on the host: run "
+            "`ganglion doctor vfio` there. Here, `ganglion doctor` checks the driver."
+        )
     chosen = _passthrough(devices, report.gpus, wanted)
     host, tools = report.host, _family(report.host)
     cmdline = _kernel_cmdline(host, chosen)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Annotated
 
@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field
 
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, is_active
-from ganglion.neurons.base import Dialect, NeuronAdapter
+from ganglion.neurons.base import Dialect, ModelMemory, NeuronAdapter
 
 
 def _no_nul(text: str) -> str:
@@ -73,6 +73,16 @@ class NeuronView(BaseModel):
     in_flight: int
     slots: int
     loaded: list[str] | None
+    memory: dict[str, dict[str, int]] | None = Field(
+        default=None,
+        description="Per loaded model, its size_bytes and how many of them are in VRAM "
+        "(vram_bytes), when the server says (Ollama /api/ps)",
+    )
+    idle_gpu: str | None = Field(
+        default=None,
+        description="Why the node's GPU contributes nothing to this neuron (a model on the "
+        "CPU), or null",
+    )
     last_seen: datetime | None
 
 
@@ -93,6 +103,8 @@ class Neuron:
     reason: str | None = None
     last_seen: datetime | None = None
     loaded: list[str] | None = None
+    memory: dict[str, ModelMemory] | None = None
+    idle_gpu: str | None = None
     in_flight: int = 0
     slots: int = 1
     origin: str | None = None
@@ -118,6 +130,10 @@ class Neuron:
             in_flight=self.in_flight,
             slots=self.slots,
             loaded=self.loaded,
+            memory=None
+            if self.memory is None
+            else {model: asdict(where) for model, where in sorted(self.memory.items())},
+            idle_gpu=self.idle_gpu,
             last_seen=self.last_seen,
         )
 

@@ -2,7 +2,9 @@
 
 The registry is the only writer of neuron state. Probes and real requests feed it evidence
 (:meth:`Registry.probe`, :meth:`Registry.record_success`, :meth:`Registry.record_failure`);
-it classifies (:func:`ganglion.fleet.status.classify`) and persists what changed. Whoever
+it classifies (:func:`ganglion.fleet.status.classify`) and persists what changed. Nodes'
+doctor reports (:meth:`Registry.report_node`) tell it a GPU that contributes nothing to the
+neurons on its node (:mod:`ganglion.fleet.placement`). Whoever
 waits on a neuron can also wait on :meth:`Registry.lost`, which resolves when it goes
 offline: a request in flight there need not wait out its whole timeout.
 """
@@ -27,6 +29,7 @@ from ganglion.errors import (
     UnknownNeuron,
 )
 from ganglion.fleet.neuron import Neuron, check_name
+from ganglion.fleet.placement import MAX_NODES, DoctorReport, NodeGpus, contributing_nothing
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
 from ganglion.fleet.writes import WriteBehind
@@ -34,7 +37,7 @@ from ganglion.net import default_name, normalize_url
 from ganglion.neurons.base import Dialect, NeuronAdapter, ProbeResult, TokenStats
 from ganglion.neurons.detect import adapter_for, detect_dialect
 from ganglion.store import SpeedSample, Store
-from ganglion.store.schema import NeuronRow
+from ganglion.store.schema import NeuronRow, NodeReportRow
 
 LAST_SEEN_PERSIST_S = 30.0
 
@@ -82,6 +85,7 @@ class Registry:
         self.reachable = reachable
         self.clock = clock
         self._neurons: dict[str, Neuron] = {}
+        self._nodes: dict[str, NodeGpus] = {}
         self._lost: dict[str, asyncio.Future[str]] = {}
         self._persisted_seen: dict[str, float] = {}
         self._listeners: list[Listener] = []
@@ -95,6 +99,17 @@ class Registry:
         """Load the registered neurons from the store. Their status is re-earned by probes."""
         for row in await asyncio.to_thread(self.store.neurons):
             self._neurons[row.name] = await self._loaded(row)
+        await self._load_nodes()
+
+    async def _load_nodes(self) -> set[str]:
+        """Read the nodes' doctor reports from the store; the nodes whose report changed."""
+        rows = await asyncio.to_thread(self.store.node_reports)
+        nodes = {row.node: NodeGpus.from_json(row.report) for row in rows}
+        changed = {
+            n for n in nodes.keys() | self._nodes.keys() if nodes.get(n) != self._nodes.get(n)
+        }
+        self._nodes = nodes
+        return changed
 
     async def _loaded(self, row: NeuronRow) -> Neuron:
         """The neuron of ``row``, with its speed history."""
@@ -128,6 +143,7 @@ class Registry:
                 if row.suspended != neuron.health.suspended:
                     neuron.health.suspended = row.suspended
                     await self._reclassify(neuron)
+            await self._reclassify_nodes(await self._load_nodes())
 
     async def _forget(self, neuron: Neuron) -> None:
         del self._neurons[neuron.name]
@@ -180,6 +196,10 @@ class Registry:
             raise UnknownNeuron(
                 f"no neuron named {name!r} (known: {known}); see ganglion neuron list"
             ) from None
+
+    def nodes(self) -> list[NodeGpus]:
+        """The nodes' doctor reports, by node."""
+        return sorted(self._nodes.values(), key=lambda report: report.node)
 
     def lost(self, neuron: Neuron) -> asyncio.Future[str]:
         """A future that resolves, with the reason, once ``neuron`` is offline: whatever it
@@ -237,7 +257,7 @@ class Registry:
             )
             row = await asyncio.to_thread(self.store.add_neuron, row)
             neuron = self._from_row(row)
-            neuron.loaded = probe.loaded
+            neuron.loaded, neuron.memory = probe.loaded, probe.memory
             self._neurons[name] = neuron
             self._persisted_seen[name] = self.clock()
         self._notify(neuron)
@@ -259,6 +279,25 @@ class Registry:
             ) from None
         finally:
             await adapter.aclose()
+
+    async def report_node(self, node: str, report: DoctorReport) -> NodeGpus:
+        """Keep what ``node``'s doctor said of its GPUs, and judge the neurons on it again."""
+        if node not in self._nodes and len(self._nodes) >= MAX_NODES:
+            raise FleetError(
+                f"the gateway keeps doctor reports for at most {MAX_NODES} nodes; {node!r} "
+                "would be one more"
+            )
+        gpus = NodeGpus.from_report(node, report, utcnow())
+        row = NodeReportRow(node=node, report=gpus.as_json(), reported_at=gpus.reported_at)
+        await asyncio.to_thread(self.store.set_node_report, row)
+        self._nodes[node] = gpus
+        await self._reclassify_nodes({node})
+        return gpus
+
+    async def _reclassify_nodes(self, nodes: set[str]) -> None:
+        for neuron in self.neurons():
+            if neuron.node in nodes:
+                await self._reclassify(neuron)
 
     async def remove(self, name: str) -> None:
         async with self._lock:
@@ -309,7 +348,7 @@ class Registry:
         else:
             neuron.health.probe_succeeded(self.limits)
             neuron.last_seen = utcnow()
-            neuron.loaded = result.loaded
+            neuron.loaded, neuron.memory = result.loaded, result.memory
             if result.models != neuron.models:
                 neuron.models = result.models
                 await asyncio.to_thread(self.store.update_neuron, neuron.name, models=neuron.models)
@@ -346,13 +385,28 @@ class Registry:
             neuron.in_flight -= 1
             self._notify(neuron)
 
+    def _idle_gpu(self, neuron: Neuron) -> str | None:
+        on_node = (n for n in self._neurons.values() if n.node == neuron.node)
+        vram = any(w.vram_bytes > 0 for n in on_node for w in (n.memory or {}).values())
+        return contributing_nothing(
+            neuron.node,
+            neuron.memory,
+            neuron.speeds.by_model(),
+            self._nodes.get(neuron.node),
+            vram,
+        )
+
     async def _reclassify(self, neuron: Neuron, *, changed: bool = False) -> None:
+        idle_gpu = self._idle_gpu(neuron)
+        if idle_gpu != neuron.idle_gpu:
+            neuron.idle_gpu, changed = idle_gpu, True
         status, reason = classify(
             neuron.health,
             now=self.clock(),
             speed=neuron.speeds.speed(),
             baseline=neuron.speeds.baseline(),
             limits=self.limits,
+            idle_gpu=idle_gpu,
         )
         values: dict[str, object] = {}
         if (status, reason) != (neuron.status, neuron.reason):

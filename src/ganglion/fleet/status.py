@@ -80,8 +80,11 @@ def classify(
     speed: float | None,
     baseline: float | None,
     limits: Thresholds,
+    idle_gpu: str | None = None,
 ) -> tuple[NeuronStatus, str | None]:
-    """The status and the reason for it (``None`` only when ``active``)."""
+    """The status and the reason for it (``None`` only when ``active``). ``idle_gpu`` says why
+    the node's GPU contributes nothing to the neuron (:mod:`ganglion.fleet.placement`): it
+    runs, slowly, on the CPU."""
     if health.suspended:
         return NeuronStatus.SUSPENDED, "suspended by the operator (ganglion neuron resume NAME)"
     if health.offline:
@@ -95,6 +98,8 @@ def classify(
             f"{len(errors)} failed requests in the last {limits.error_window_s:.0f} s; "
             f"last: {errors[-1]}"
         )
+    if idle_gpu is not None:
+        return NeuronStatus.DEGRADED, idle_gpu
     if speed is not None and baseline and speed < limits.degraded_speed_ratio * baseline:
         return NeuronStatus.DEGRADED, (
             f"decoding at {speed:.1f} tok/s, below {limits.degraded_speed_ratio:.0%} of its "

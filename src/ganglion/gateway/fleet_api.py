@@ -1,4 +1,5 @@
-"""The fleet API: list, add, remove, suspend, resume and bench neurons."""
+"""The fleet API: list, add, remove, suspend, resume and bench neurons; the nodes' doctor
+reports."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ganglion.fleet.bench import bench_model
-from ganglion.fleet.neuron import Neuron, NeuronView, NewNeuron
+from ganglion.fleet.neuron import Neuron, NeuronView, NewNeuron, Text
+from ganglion.fleet.placement import DoctorReport
 from ganglion.gateway.state import Gateway, GatewayDep
 
 router = APIRouter(prefix="/fleet", tags=["fleet"])
@@ -57,6 +59,21 @@ async def suspend_neuron(name: str, gateway: GatewayDep) -> NeuronView:
 @router.post("/neurons/{name}/resume")
 async def resume_neuron(name: str, gateway: GatewayDep) -> NeuronView:
     return (await gateway.registry.resume(name)).view()
+
+
+@router.get("/nodes")
+async def list_nodes(gateway: GatewayDep) -> list[dict[str, Any]]:
+    """What each node's doctor said of its GPUs (``ganglion doctor --send``)."""
+    return [report.as_json() for report in gateway.registry.nodes()]
+
+
+@router.put("/nodes/{node}/doctor")
+async def report_node(
+    node: Annotated[Text, Path(max_length=200)], report: DoctorReport, gateway: GatewayDep
+) -> dict[str, Any]:
+    """Keep ``ganglion doctor --json`` from ``node``: a GPU there whose driver gives no CUDA,
+    or a model there on the CPU, marks the neurons on that node."""
+    return (await gateway.registry.report_node(node, report)).as_json()
 
 
 @router.post("/bench", response_model=None)

@@ -50,11 +50,15 @@ class FleetCollector(Collector):
         return self._families()
 
     def collect(self) -> Iterable[Metric]:
-        status, active, speed, prefill, load = families = self._families()
+        status, active, speed, prefill, load, vram, idle = families = self._families()
         for neuron in self.neurons():
             for each in NeuronStatus:
                 status.add_metric([neuron.name, each.value], float(neuron.status == each))
             active.add_metric([neuron.name], float(neuron.is_active))
+            idle.add_metric([neuron.name], float(neuron.idle_gpu is not None))
+            for model, where in sorted((neuron.memory or {}).items()):
+                if where.size_bytes > 0:
+                    vram.add_metric([neuron.name, model], where.vram_bytes / where.size_bytes)
             book = neuron.speeds
             for family, by_model in (
                 (speed, book.by_model()),
@@ -93,6 +97,18 @@ class FleetCollector(Collector):
                 "ganglion_neuron_load_seconds",
                 "Measured time to load the model when it was not in memory (moving average).",
                 labels=list(NEURON_MODEL),
+            ),
+            GaugeMetricFamily(
+                "ganglion_neuron_model_vram_ratio",
+                "Share of a loaded model in the GPU's memory (Ollama /api/ps size_vram / size): "
+                "below 1, part of it runs on the CPU.",
+                labels=list(NEURON_MODEL),
+            ),
+            GaugeMetricFamily(
+                "ganglion_neuron_idle_gpu",
+                "1 when the node has a GPU that contributes nothing to the neuron (a model on the "
+                "CPU, a driver without CUDA): the neuron's idle_gpu says why.",
+                labels=["neuron"],
             ),
         ]
 

@@ -123,12 +123,26 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class ModelMemory:
+    """A loaded model's size in memory, and how much of it is in the GPU's memory (Ollama
+    ``/api/ps``: ``size`` and ``size_vram``). Less in VRAM than in all: partly on the CPU."""
+
+    size_bytes: int
+    vram_bytes: int
+
+    @property
+    def on_cpu(self) -> bool:
+        return self.vram_bytes < self.size_bytes
+
+
+@dataclass(frozen=True)
 class ProbeResult:
     """What a liveness probe saw. Probes never load or evict a model.
 
     ``version`` is the server's version where it tells one (Ollama); ``models`` the models it
     serves; ``loaded`` the models in memory now (Ollama ``/api/ps``; ``None`` when the dialect
-    cannot tell); ``latency_s`` the round trip of the liveness call.
+    cannot tell); ``memory`` where those are, model by model, when the server says (Ollama);
+    ``latency_s`` the round trip of the liveness call.
     """
 
     dialect: Dialect
@@ -136,6 +150,7 @@ class ProbeResult:
     loaded: list[str] | None = None
     version: str | None = None
     latency_s: float = 0.0
+    memory: dict[str, ModelMemory] | None = None
 
 
 class NeuronAdapter(Protocol):

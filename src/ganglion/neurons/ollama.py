@@ -32,6 +32,7 @@ from ganglion.neurons.base import (
     Embeddings,
     GenerateCall,
     ModelInfo,
+    ModelMemory,
     ProbeResult,
     TokenStats,
 )
@@ -85,12 +86,14 @@ class OllamaAdapter:
         version = await self.version()
         latency = self._clock() - start
         tags = await self._get(TagsResponse, "/api/tags")
+        running = await self._running()
         return ProbeResult(
             dialect=self.dialect,
             models=[model.name for model in tags.models],
-            loaded=await self._loaded(),
+            loaded=None if running is None else [model.name for model in running.models],
             version=version,
             latency_s=latency,
+            memory=None if running is None else _memory(running),
         )
 
     async def version(self) -> str:
@@ -144,15 +147,14 @@ class OllamaAdapter:
     async def _get(self, model: type[Wire], path: str) -> Wire:
         return parse(model, await self._http.get_json(path), f"{self.url}{path}")
 
-    async def _loaded(self) -> list[str] | None:
+    async def _running(self) -> ProcessResponse | None:
         """The models in memory; ``None`` from an Ollama too old to have ``/api/ps``."""
         try:
-            running = await self._get(ProcessResponse, "/api/ps")
+            return await self._get(ProcessResponse, "/api/ps")
         except NeuronRequestError as exc:
             if exc.status_code in NOT_FOUND:
                 return None
             raise
-        return [model.name for model in running.models]
 
     async def _complete(
         self, path: str, body: dict[str, Any], wire: type[Answer], model: str
@@ -230,3 +232,12 @@ def _stats(metrics: FinalStats, *, wall_s: float, ttft_s: float | None) -> Token
         ttft_s=ttft_s,
         wall_s=wall_s,
     )
+
+
+def _memory(running: ProcessResponse) -> dict[str, ModelMemory]:
+    """Where each loaded model is, for those ``/api/ps`` gives both sizes of."""
+    return {
+        model.name: ModelMemory(model.size, model.size_vram)
+        for model in running.models
+        if model.size is not None and model.size_vram is not None
+    }

@@ -14,7 +14,7 @@ from ganglion.clock import utcnow
 from ganglion.errors import DuplicateNeuron, UnknownApiKey, UnknownNeuron
 from ganglion.neurons.base import TokenStats
 from ganglion.store.db import create_store_engine, migrate
-from ganglion.store.schema import ApiKeyRow, Base, NeuronRow, SpeedSampleRow
+from ganglion.store.schema import ApiKeyRow, Base, NeuronRow, NodeReportRow, SpeedSampleRow
 
 KEEP_SAMPLES = 1000
 PRUNE_EVERY = 100
@@ -102,6 +102,18 @@ class Store:
         with self.session() as session:
             session.execute(update(NeuronRow).where(NeuronRow.name == name).values(**values))
             session.commit()
+
+    # nodes
+
+    def set_node_report(self, row: NodeReportRow) -> None:
+        """Keep ``row`` as its node's report, in place of the one before."""
+        with self.session() as session:
+            session.merge(row)
+            session.commit()
+
+    def node_reports(self) -> Sequence[NodeReportRow]:
+        with self.session() as session:
+            return session.scalars(select(NodeReportRow).order_by(NodeReportRow.node)).all()
 
     # speed samples
 

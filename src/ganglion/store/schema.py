@@ -109,6 +109,17 @@ class DelegationRow(Base):
     error: Mapped[str | None] = mapped_column(Text, default=None)
 
 
+class NodeReportRow(Base):
+    """What a node's doctor said of its GPUs (``ganglion doctor --send``), the latest only:
+    :meth:`ganglion.fleet.placement.NodeGpus.as_json`."""
+
+    __tablename__ = "node_reports"
+
+    node: Mapped[str] = mapped_column(String(200), primary_key=True)
+    report: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reported_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiKeyRow(Base):
     """An API key: only its hash is stored. ``prefix`` identifies it in listings."""
 

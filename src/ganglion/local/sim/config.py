@@ -46,6 +46,9 @@ class SimConfig:
     structured: str | None = None
     """The scripted answer to every schema-constrained request, sent as it is: a brain's
     plan as JSON, or anything else for a brain that breaks its schema."""
+    vram: float = 1.0
+    """Share of each loaded model in GPU memory, as ``/api/ps`` reports it (``size_vram``):
+    0 plays a GPU box whose models fell back to the CPU."""
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -71,6 +74,7 @@ class SimConfig:
             ("--fail-rate", self.fail_rate),
             ("--hang-rate", self.hang_rate),
             ("--stall-rate", self.stall_rate),
+            ("--vram", self.vram),
         ]
         for flag, rate in rates:
             if not 0 <= rate <= 1:
@@ -114,9 +118,10 @@ class SimConfig:
         if self.stall_rate:
             faults += f", stall {self.stall_rate:g} after {self.stall_after_tokens} tokens"
         faulty = self.fail_rate or self.hang_rate or self.stall_rate
+        vram = f", {self.vram:.0%} of each model in VRAM" if self.vram < 1 else ""
         return (
             f"models {', '.join(self.models)}; decode {self.tps:g} tok/s per stream x "
             f"{self.slots} slot{'s' if self.slots != 1 else ''} "
             f"(aggregate {self.aggregate_rate:g}), prefill {self.prefill_rate:g} tok/s, "
-            f"load {self.load_s:g} s{faults if faulty else ''}"
+            f"load {self.load_s:g} s{faults if faulty else ''}{vram}"
         )

@@ -101,7 +101,7 @@ class OllamaAPI:
             wire.RunningModel(
                 **_card(name),
                 expires_at=(since + KEEP_LOADED).isoformat(),
-                size_vram=SIZE,
+                size_vram=round(SIZE * self.sim.config.vram),
                 context_length=CONTEXT_LENGTH,
             )
             for name, since in sorted(self.sim.loaded.items())

@@ -142,6 +142,8 @@
     const best = s("line", { class: "best", x1: bx0, y1: by0, x2: bx1, y2: by1 });
     const value = s("text", { class: "value", x: CX, y: CY + 4, text: "–" });
     const unit = s("text", { class: "unit", x: CX, y: CY + 17, text: "TOK/S" });
+    // The marker for a GPU that contributes nothing: the model runs on the CPU.
+    const idle = s("text", { class: "idle-gpu", x: CX, y: CY - 20, text: "\u26a0 CPU", visibility: "hidden" });
     const dial = s(
       "svg",
       { class: "dial", viewBox: "0 0 120 86", "aria-hidden": "true", focusable: "false" },
@@ -150,6 +152,7 @@
       best,
       value,
       unit,
+      idle,
     );
     const pill = h("span", { class: "pill" });
     const busy = h("span", { class: "busy" });
@@ -167,7 +170,7 @@
       dial,
       h("div", { class: "meta" }, h("div", { class: "name", text: name }), h("div", { class: "row" }, pill, busy), models),
     );
-    return { el, parts: { fill, best, value, pill, busy, models } };
+    return { el, parts: { fill, best, value, pill, busy, models, idle } };
   }
 
   function describe(view) {
@@ -177,6 +180,7 @@
     words.push(`Node ${view.node}. ${view.in_flight} in flight.`);
     if (view.models.length) words.push(`Models: ${view.models.join(", ")}.`);
     if (view.reason) words.push(`Reason: ${view.reason}`);
+    if (view.idle_gpu && view.idle_gpu !== view.reason) words.push(`GPU idle: ${view.idle_gpu}`);
     return words.join(" ");
   }
 
@@ -186,8 +190,11 @@
     const tps = view.tokens_per_second;
     el.dataset.status = view.status;
     el.setAttribute("aria-label", describe(view));
-    if (view.reason) el.title = view.reason;
+    const note = [view.reason, view.idle_gpu !== view.reason ? view.idle_gpu : null].filter(Boolean);
+    if (note.length) el.title = note.join("\n");
     else el.removeAttribute("title");
+    el.dataset.idleGpu = view.idle_gpu ? "true" : "false";
+    parts.idle.setAttribute("visibility", view.idle_gpu ? "visible" : "hidden");
     const fraction = down || tps == null ? 0 : Math.min(1, tps / state.scale);
     parts.fill.setAttribute("stroke-dasharray", `${(fraction * 100).toFixed(2)} 100`);
     parts.fill.setAttribute("visibility", fraction > 0 ? "visible" : "hidden"); // no round-cap dot at 0
@@ -552,6 +559,9 @@
       h("div", { class: "tt-name" }, view.name, h("span", { class: `pill ${view.status}`, text: WORDS[view.status] })),
       facts,
       view.reason ? h("div", { class: `tt-reason ${view.status}`, text: view.reason }) : null,
+      view.idle_gpu && view.idle_gpu !== view.reason
+        ? h("div", { class: "tt-reason degraded", text: view.idle_gpu })
+        : null,
       h("div", { class: "tt-hint", text: "Enter or click for history and errors" }),
     );
   }
