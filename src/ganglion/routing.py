@@ -5,7 +5,8 @@ The predicted finish time of a job on a neuron (DESIGN.md, "Routing and scheduli
     finish = backlog / (slots * decode)          queue wait: work already on the neuron
            + prompt_tokens / prefill             prefill
            + expected_output / decode            decode
-           + load_s                              when the model is not loaded (Ollama /api/ps)
+           + load_s                              when the model is not loaded (Ollama /api/ps):
+                                                 what is left of the load if one is under way
 
 ``decode`` is the neuron's measured EWMA for the model (the fleet's median for that model,
 or :data:`PRIOR_DECODE_TPS`, before any measurement). ``prefill`` and ``load_s`` are the
@@ -213,8 +214,13 @@ class Router:
         loaded = neuron.loaded
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
         load = 0.0
-        if cold and not book.tickets:
+        if cold:
+            # Not loaded: this job loads the model, or waits for the load already under way
+            # (started with the neuron's oldest job in flight): it holds up the queue too.
             load = _measured(neuron.speeds.loads, job.model) or DEFAULT_LOAD_S
+            if book.tickets:
+                started = min(ticket.started for ticket in book.tickets)
+                load = max(load - (now - started), 0.0)
         finish = wait + prefill + job.output_tokens / decode + load
         return Estimate(neuron, finish, wait, decode, len(book.tickets))
 

@@ -4,6 +4,7 @@ gateway learns them from the neurons' own timings, routes a long prompt by them,
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -64,3 +65,22 @@ def test_a_long_prompt_goes_to_the_neuron_measured_to_read_it_fastest(
     assert restored["decoder"]["prefill_speeds"] == seen["decoder"]["prefill_speeds"]
     assert restored["reader"]["load_seconds"] == seen["reader"]["load_seconds"]
     assert generate(again.url, long_prompt).headers[PIN] == "reader"
+
+
+@pytest.mark.parametrize("load_s", ["0", "2"], ids=["loaded at once", "a 2 s load"])
+def test_concurrent_requests_spread_over_neurons_never_measured(
+    spawn: Spawner, db_url: str, load_s: str
+) -> None:
+    """Issue 16's defect: two equal sims, one slot each, added without ``ganglion bench``;
+    six requests at once must not all queue on the first while the second idles."""
+    extra = ("--prefill-tps", "200", "--load-s", load_s)
+    sims = [spawn.sim(40, model="llama3", extra=extra) for _ in range(2)]
+    gateway = spawn.gateway(db_url)
+    for name, sim in zip(("first", "second"), sims, strict=True):
+        added = httpx.post(f"{gateway.url}/fleet/neurons", json={"url": sim.url, "name": name})
+        assert added.status_code == 201, added.text
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda _: generate(gateway.url, 20, out=16), range(6)))
+    served = sorted(answer.headers[PIN] for answer in answers)
+    assert served.count("first") >= 2, served
+    assert served.count("second") >= 2, served

@@ -11,7 +11,7 @@ from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect, TokenStats
-from ganglion.routing import ROUTING_POLICIES, Job, Router
+from ganglion.routing import DEFAULT_LOAD_S, ROUTING_POLICIES, Job, Router
 from ganglion.store import Store
 
 
@@ -191,3 +191,23 @@ def test_a_measured_prefill_speed_replaces_the_estimate(registry: Registry) -> N
     assert router.rank(long_prompt)[0].neuron.name == "reader"
     short_prompt = Job("llama3", prompt_tokens=10, output_tokens=500)
     assert router.rank(short_prompt)[0].neuron.name == "decoder"
+
+
+def test_concurrent_requests_spread_over_unmeasured_cold_neurons(registry: Registry) -> None:
+    """Two equal neurons, neither measured nor with the model loaded: a load under way on
+    one holds up every job queued behind it, so concurrent short jobs split between them
+    instead of piling onto the first (issue 16)."""
+    first, second = neuron("first", None), neuron("second", None)
+    first.loaded, second.loaded = [], []
+    router, clock = router_with(registry, first, second)
+    placed = [hold(router, Job("llama3", output_tokens=16)) for _ in range(6)]
+    assert sorted(placed) == ["first"] * 3 + ["second"] * 3
+    clock.now += DEFAULT_LOAD_S  # both loads done: the queues alone decide
+    assert hold(router, Job("llama3", output_tokens=16)) in ("first", "second")
+
+
+def test_concurrent_requests_spread_over_unmeasured_neurons(registry: Registry) -> None:
+    first, second = neuron("first", None), neuron("second", None)
+    router, _ = router_with(registry, first, second)
+    placed = [hold(router, Job("llama3", output_tokens=16)) for _ in range(6)]
+    assert sorted(placed) == ["first"] * 3 + ["second"] * 3
