@@ -36,7 +36,15 @@ def exported() -> dict[str, set[str]]:
     metrics.run_event("r", {"type": "done", "run": {"status": "completed", "timings": timings}})
     speeds = {"llama3": 50.0}
     book = SimpleNamespace(by_model=lambda: speeds, prefill=speeds, loads={"llama3": 2.0})
-    neuron = SimpleNamespace(name="gpu", status=NeuronStatus.ACTIVE, is_active=True, speeds=book)
+    memory = {"llama3": SimpleNamespace(size_bytes=4_700_000_000, vram_bytes=0)}
+    neuron = SimpleNamespace(
+        name="gpu",
+        status=NeuronStatus.ACTIVE,
+        is_active=True,
+        speeds=book,
+        idle_gpu="model on CPU: 0 of 4.7 GB in VRAM",
+        memory=memory,
+    )
     metrics.watch(lambda: [neuron])  # the fleet is read at scrape time
     names: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(metrics.exposition().decode()):
