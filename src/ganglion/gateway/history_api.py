@@ -38,6 +38,7 @@ router = APIRouter(prefix="/fleet", tags=["monitor"], lifespan=lifespan)
 async def neuron_history(name: str, gateway: GatewayDep, log: StatusLogDep) -> NeuronHistory:
     """Recent speed samples, request errors and status changes of one neuron."""
     neuron = gateway.registry.get(name)
+    await gateway.registry.writes.flush()  # the samples still waiting to be written, too
     rows = await asyncio.to_thread(gateway.store.samples, neuron.id, SAMPLES_SHOWN)
     samples = [
         SpeedPoint(
