@@ -12,7 +12,9 @@ dialect's JSON, see :func:`parse`) is :class:`~ganglion.errors.NotAnLLMServer`.
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import AsyncIterator, Callable
+from functools import cache
 from typing import Any, TypeVar
 
 import httpx
@@ -98,6 +100,14 @@ def decode_json(text: str | bytes, where: str, *, started: bool) -> Any:
 TRAILING_LINES = 8
 
 
+@cache
+def tls_context() -> ssl.SSLContext:
+    """The one TLS context every neuron's client verifies with. httpx makes a context per
+    client by default, loading the system's CA bundle each time: about 0.8 MB and 45 ms per
+    registered neuron, where a shared context costs a client about 7 KB."""
+    return httpx.create_ssl_context()
+
+
 async def read_to_end(lines: AsyncIterator[str], most: int = TRAILING_LINES) -> None:
     """Read what follows a stream's last message (at most ``most`` lines, normally none but the
     end of the body), so that the stream ends and its connection goes back to the pool: one
@@ -126,7 +136,7 @@ class NeuronHTTP:
         self.base_url = base_url
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
-            transport=transport, timeout=timeout, limits=KEEPALIVE
+            transport=transport, timeout=timeout, limits=KEEPALIVE, verify=tls_context()
         )
 
     async def get_json(self, path: str) -> Any:
