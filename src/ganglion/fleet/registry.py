@@ -335,6 +335,7 @@ class Registry:
         try:
             result = await asyncio.wait_for(neuron.adapter.probe(), self.probe_timeout_s)
         except TimeoutError:
+            neuron.health.probed_at = self.clock()
             if neuron.in_flight and await self.reachable(neuron.url, self.probe_timeout_s):
                 # Busy is not dead: some servers (llama-cpp-python) hold even /v1/models
                 # until the running answer ends, but they still accept connections. A
@@ -344,8 +345,10 @@ class Registry:
                 f"no answer within {self.probe_timeout_s:.0f} s at {neuron.url}", self.limits
             )
         except NeuronError as error:
+            neuron.health.probed_at = self.clock()
             neuron.health.probe_failed(str(error), self.limits)
         else:
+            neuron.health.probed_at = self.clock()
             neuron.health.probe_succeeded(self.limits)
             neuron.last_seen = utcnow()
             neuron.loaded, neuron.memory = result.loaded, result.memory
@@ -361,7 +364,7 @@ class Registry:
         self, neuron: Neuron, model: str, stats: TokenStats, *, source: str = "traffic"
     ) -> None:
         """A request completed: proof of life, and a speed sample."""
-        neuron.health.request_completed()
+        neuron.health.request_completed(self.clock())
         neuron.last_seen = utcnow()
         if neuron.loaded is not None and model not in neuron.loaded:
             neuron.loaded = [*neuron.loaded, model]  # it answered, so it is in memory now

@@ -47,6 +47,8 @@ class Health:
     probe_successes: int = 0
     last_failure: str | None = None
     errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=50))
+    answered_at: float | None = None  # when real traffic last completed (monotonic clock)
+    probed_at: float | None = None  # when a probe last ended, either way (monotonic clock)
 
     def probe_failed(self, reason: str, limits: Thresholds) -> None:
         self.probe_failures += 1
@@ -61,10 +63,11 @@ class Health:
         if self.probe_successes >= limits.online_after_successes:
             self.offline = False
 
-    def request_completed(self) -> None:
+    def request_completed(self, now: float | None = None) -> None:
         """A completed request is proof of life: the neuron is not offline."""
         self.probe_failures = 0
         self.offline = False
+        self.answered_at = now
 
     def request_failed(self, now: float, reason: str) -> None:
         self.errors.append((now, reason))
