@@ -252,3 +252,18 @@ async def test_a_hanging_request_holds_until_the_client_gives_up(spawn: Spawner)
             await asyncio.sleep(0.1)
     assert stats["totals"]["hung"] == 1
     assert stats["hanging"] == 0
+
+
+def test_one_process_serves_many_sims_on_consecutive_ports(spawn: Spawner) -> None:
+    """``--count 3``: three neurons, each with its own name and log, on three ports."""
+    sim = spawn.sim(200.0, model="fast", extra=("--count", "3", "--name", "box"))
+    urls = [f"http://127.0.0.1:{sim.port + index}" for index in range(3)]
+    names = [httpx.get(f"{url}/sim/stats", timeout=10).json()["name"] for url in urls]
+    assert names == ["box-0", "box-1", "box-2"]
+    body = {"model": "fast", "prompt": "hi", "stream": False, "options": {"num_predict": 2}}
+    assert httpx.post(f"{urls[1]}/api/generate", json=body, timeout=30).status_code == 200
+    logged = [
+        [entry["path"] for entry in httpx.get(f"{url}/sim/log", timeout=10).json()] for url in urls
+    ]
+    assert "/api/generate" in logged[1]
+    assert "/api/generate" not in logged[0] + logged[2]

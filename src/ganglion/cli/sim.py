@@ -98,6 +98,16 @@ SeedOption = Annotated[
     int | None, typer.Option(help="Seed for the fault draws, to replay the same run.")
 ]
 NameOption = Annotated[str, typer.Option(help="The neuron's name, shown in /sim/stats.")]
+CountOption = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        max=20_000,
+        help="Serve this many simulated neurons from one process, on --port and the ports "
+        "after it (any free ports with --port 0), named NAME-0, NAME-1... Each has its own "
+        "slots and log. For benchmarks and tests of large fleets.",
+    ),
+]
 OutputTokensOption = Annotated[
     int | None,
     typer.Option(
@@ -138,6 +148,7 @@ def sim(
     stall_after_tokens: StallAfterTokensOption = 1,
     seed: SeedOption = None,
     name: NameOption = "sim",
+    count: CountOption = 1,
     output_tokens: OutputTokensOption = None,
     vram: VramOption = 1.0,
     allow_public: AllowPublicOption = False,
@@ -167,8 +178,9 @@ def sim(
     )
     console = Console(highlight=False, soft_wrap=True)
 
-    def announce(url: str) -> None:
+    def announce(urls: list[str]) -> None:
         described = escape(config.describe())
-        console.print(f"ganglion sim [bold]{escape(name)}[/] on {url}: {described} (filler text)")
+        where = urls[0] if len(urls) == 1 else f"{len(urls)} ports, {urls[0]} to {urls[-1]}"
+        console.print(f"ganglion sim [bold]{escape(name)}[/] on {where}: {described} (filler text)")
 
-    run_sim(config, on_ready=announce)
+    run_sim(config, count=count, on_ready=announce)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import resource
 import socket
 import time
 from collections.abc import Callable
@@ -107,13 +108,58 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def run_sim(config: SimConfig, *, on_ready: Callable[[str], None] | None = None) -> None:
-    """Serve the simulator until SIGINT/SIGTERM. ``on_ready`` gets the URL once bound."""
-    sock = bind(config.host, config.port)
-    bound = replace(config, port=sock.getsockname()[1])
+class ByPort:
+    """ASGI: many simulators in one process, each answering on its own port."""
+
+    def __init__(self, apps: dict[int, ASGIApp]) -> None:
+        self.apps = apps
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        await self.apps[server[1] if server else next(iter(self.apps))](scope, receive, send)
+
+
+def bind_many(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets: on ``port`` and the ports after it, or on any free ports
+    when ``port`` is 0. All or none: a port in use closes the ones bound."""
+    socks: list[socket.socket] = []
+    try:
+        for index in range(count):
+            socks.append(bind(host, port + index if port else 0))
+    except ConfigError:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def open_files_for(count: int) -> None:
+    """Raise this process's open-file limit to what ``count`` simulators need (a listening
+    socket each, and their connections), up to the hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 4 * count + 64
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+
+
+def run_sim(
+    config: SimConfig, *, count: int = 1, on_ready: Callable[[list[str]], None] | None = None
+) -> None:
+    """Serve ``count`` simulators until SIGINT/SIGTERM: ``config`` on its port, or on that port
+    and the ones after it, named ``NAME-0``, ``NAME-1``... when there are several (each with
+    its own slots, clock of work and log). ``on_ready`` gets their URLs once bound."""
+    open_files_for(count)
+    socks = bind_many(config.host, config.port, count)
+    apps: dict[int, ASGIApp] = {}
+    for index, sock in enumerate(socks):
+        port = sock.getsockname()[1]
+        name = config.name if count == 1 else f"{config.name}-{index}"
+        seed = None if config.seed is None else config.seed + index
+        apps[port] = create_sim_app(replace(config, port=port, name=name, seed=seed))
     server = uvicorn.Server(
         uvicorn.Config(
-            create_sim_app(bound),
+            ByPort(apps) if count > 1 else next(iter(apps.values())),
             log_level="warning",
             access_log=False,
             lifespan="off",
@@ -122,7 +168,8 @@ def run_sim(config: SimConfig, *, on_ready: Callable[[str], None] | None = None)
     )
     try:
         if on_ready is not None:
-            on_ready(url_of(sock))
-        server.run(sockets=[sock])
+            on_ready([url_of(sock) for sock in socks])
+        server.run(sockets=socks)
     finally:
-        sock.close()
+        for sock in socks:
+            sock.close()
