@@ -193,3 +193,54 @@ async def test_delete_removes_it(app_client: tuple[httpx.AsyncClient, Gateway]) 
     await client.post("/fleet/neurons", json={"url": "http://gpu:11434", "name": "gpu"})
     assert (await client.delete("/fleet/neurons/gpu")).status_code == 204
     assert (await client.get("/fleet/neurons")).json() == []
+
+
+async def test_a_list_registers_many_and_says_which_failed(
+    fleet: FakeFleet, app_client: tuple[httpx.AsyncClient, Gateway]
+) -> None:
+    client, _ = app_client
+    for index in range(12):
+        fleet.add(f"box{index}:11434")
+    wanted = [{"url": f"http://box{index}:11434", "name": f"n{index}"} for index in range(12)]
+    added = await client.post("/fleet/neurons", json=wanted)
+    assert added.status_code == 201, added.text
+    assert [item["neuron"]["name"] for item in added.json()] == [f"n{i}" for i in range(12)]
+    again = [
+        {"url": "http://box0:11434", "name": "n0"},  # registered already
+        {"url": "http://nowhere:11434", "name": "lost"},  # nothing answers there
+        {"url": "http://gpu:11434", "name": "fresh"},
+    ]
+    fleet.add("gpu:11434")
+    mixed = await client.post("/fleet/neurons", json=again)
+    assert mixed.status_code == 207, mixed.text
+    first, second, third = mixed.json()
+    assert first["neuron"] is None
+    assert "already registered" in first["error"]
+    assert second["neuron"] is None
+    assert "nowhere" in second["error"]
+    assert third["error"] is None
+    assert third["neuron"]["name"] == "fresh"
+
+
+async def test_the_list_is_in_natural_order_filtered_and_paged(
+    fleet: FakeFleet, app_client: tuple[httpx.AsyncClient, Gateway]
+) -> None:
+    client, _ = app_client
+    for index in (10, 2, 1):
+        fleet.add(f"box{index}:11434", models=["qwen"] if index == 2 else ["llama3"])
+        body = {"url": f"http://box{index}:11434", "name": f"n{index}", "node": f"rack{index % 2}"}
+        assert (await client.post("/fleet/neurons", json=body)).status_code == 201
+    listed = await client.get("/fleet/neurons")
+    assert [view["name"] for view in listed.json()] == ["n1", "n2", "n10"]
+    assert listed.headers["X-Total-Count"] == "3"
+    paged = await client.get("/fleet/neurons", params={"offset": 1, "limit": 1})
+    assert [view["name"] for view in paged.json()] == ["n2"]
+    assert paged.headers["X-Total-Count"] == "3"
+    on_rack0 = await client.get("/fleet/neurons", params={"node": "rack0"})
+    assert [view["name"] for view in on_rack0.json()] == ["n2", "n10"]
+    serving = await client.get("/fleet/neurons", params={"model": "llama3"})
+    assert [view["name"] for view in serving.json()] == ["n1", "n10"]
+    active = await client.get("/fleet/neurons", params={"status": ["active", "degraded"]})
+    assert len(active.json()) == 3
+    offline = await client.get("/fleet/neurons", params={"status": "offline"})
+    assert (offline.json(), offline.headers["X-Total-Count"]) == ([], "0")

@@ -48,6 +48,8 @@ from ganglion.neurons.base import Dialect
 
 log = logging.getLogger(__name__)
 
+SYNC_CONCURRENCY = 64  # config-file neurons checked at once
+
 PREFIX = "k8s-"
 CLUSTER_DOMAIN = "cluster.local"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
@@ -412,36 +414,46 @@ class StaticDiscovery:
                 log.warning("config file: neuron %s is no longer listed: unregistered", neuron.name)
 
     async def _sync(self) -> None:
-        waiting = []
-        for want in self._pending:
-            have = next((n for n in self.registry.neurons() if n.name == want.name), None)
-            if have is not None and _matches(want, have.url, have.api, have.node):
-                if have.origin != CONFIG_ORIGIN:  # registered by hand first: the file has it now
-                    await self.registry.adopt(want.name, CONFIG_ORIGIN)
-                continue
-            try:
-                if have is not None:
-                    await self.registry.remove(want.name)
-                    log.info(
-                        "config file: neuron %s moves from %s to %s", want.name, have.url, want.url
-                    )
-                await self.registry.add(
-                    want.url,
-                    name=want.name,
-                    api=want.api,
-                    node=want.node,
-                    slots=want.slots,
-                    origin=CONFIG_ORIGIN,
+        """Register every listed neuron not registered as listed, :data:`SYNC_CONCURRENCY`
+        at a time (each is checked over the network first); keep the ones that failed."""
+        gate = asyncio.Semaphore(SYNC_CONCURRENCY)
+
+        async def one(want: Target) -> bool:
+            async with gate:
+                return await self._register(want)
+
+        done = await asyncio.gather(*(one(want) for want in self._pending))
+        self._pending = [want for want, ok in zip(self._pending, done, strict=True) if not ok]
+
+    async def _register(self, want: Target) -> bool:
+        """Make the registry hold ``want`` as listed; False (and a warning) if not yet."""
+        have = next((n for n in self.registry.neurons() if n.name == want.name), None)
+        if have is not None and _matches(want, have.url, have.api, have.node):
+            if have.origin != CONFIG_ORIGIN:  # registered by hand first: the file has it now
+                await self.registry.adopt(want.name, CONFIG_ORIGIN)
+            return True
+        try:
+            if have is not None:
+                await self.registry.remove(want.name)
+                log.info(
+                    "config file: neuron %s moves from %s to %s", want.name, have.url, want.url
                 )
-            except GanglionError as error:
-                message = f"not registered yet ({error}); retrying every {self.retry_s:g} s"
-                if self._problems.get(want.name) != message:
-                    self._problems[want.name] = message
-                    log.warning("config file: neuron %s: %s", want.name, message)
-                waiting.append(want)
-                continue
-            log.info("config file: registered neuron %s at %s", want.name, want.url)
-        self._pending = waiting
+            await self.registry.add(
+                want.url,
+                name=want.name,
+                api=want.api,
+                node=want.node,
+                slots=want.slots,
+                origin=CONFIG_ORIGIN,
+            )
+        except GanglionError as error:
+            message = f"not registered yet ({error}); retrying every {self.retry_s:g} s"
+            if self._problems.get(want.name) != message:
+                self._problems[want.name] = message
+                log.warning("config file: neuron %s: %s", want.name, message)
+            return False
+        log.info("config file: registered neuron %s at %s", want.name, want.url)
+        return True
 
 
 def _static_target(neuron: NewNeuron) -> Target:

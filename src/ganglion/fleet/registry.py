@@ -231,19 +231,10 @@ class Registry:
             check_name(name)
         except ValueError as error:
             raise FleetError(f"neuron name {name!r} {error}") from None
+        self._check_unique(name, url)  # before the network: a mistake fails at once
+        probe = await self._first_probe(url, api)  # outside the lock: adds run in parallel
         async with self._lock:
-            for other in self._neurons.values():
-                if other.name == name:
-                    raise DuplicateNeuron(
-                        f"a neuron named {name!r} is already registered ({other.url}): "
-                        "choose another --name, or remove it first (ganglion neuron rm NAME)"
-                    )
-                if other.url == url:
-                    raise DuplicateNeuron(
-                        f"{url} is already registered as {other.name!r}: "
-                        "remove it first (ganglion neuron rm NAME) to register it again"
-                    )
-            probe = await self._first_probe(url, api)
+            self._check_unique(name, url)  # another add may have taken it meanwhile
             row = NeuronRow(
                 name=name,
                 url=url,
@@ -262,6 +253,19 @@ class Registry:
             self._persisted_seen[name] = self.clock()
         self._notify(neuron)
         return neuron
+
+    def _check_unique(self, name: str, url: str) -> None:
+        for other in self._neurons.values():
+            if other.name == name:
+                raise DuplicateNeuron(
+                    f"a neuron named {name!r} is already registered ({other.url}): "
+                    "choose another --name, or remove it first (ganglion neuron rm NAME)"
+                )
+            if other.url == url:
+                raise DuplicateNeuron(
+                    f"{url} is already registered as {other.name!r}: "
+                    "remove it first (ganglion neuron rm NAME) to register it again"
+                )
 
     async def _first_probe(self, url: str, api: Dialect | None) -> ProbeResult:
         if api is None:

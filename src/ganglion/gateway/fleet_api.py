@@ -6,20 +6,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
+from ganglion.errors import GanglionError
 from ganglion.fleet.bench import bench_model
 from ganglion.fleet.neuron import Neuron, NeuronView, NewNeuron, Text
 from ganglion.fleet.placement import DoctorReport
+from ganglion.fleet.status import NeuronStatus
 from ganglion.gateway.state import Gateway, GatewayDep
+from ganglion.routing import same_model
 
 router = APIRouter(prefix="/fleet", tags=["fleet"])
+
+BULK_MAX = 10_000
+BULK_CONCURRENCY = 64  # neurons checked at once while registering a list
 
 
 class BenchRequest(BaseModel):
@@ -28,16 +35,81 @@ class BenchRequest(BaseModel):
 
 
 @router.get("/neurons")
-async def list_neurons(gateway: GatewayDep) -> list[NeuronView]:
-    return [neuron.view() for neuron in gateway.registry.neurons()]
+async def list_neurons(
+    gateway: GatewayDep,
+    response: Response,
+    status: Annotated[
+        list[NeuronStatus] | None, Query(description="Only neurons in these statuses.")
+    ] = None,
+    node: Annotated[str | None, Query(description="Only the neurons on this node.")] = None,
+    model: Annotated[str | None, Query(description="Only neurons serving this model.")] = None,
+    offset: Annotated[int, Query(ge=0, description="Neurons to skip, for paging.")] = 0,
+    limit: Annotated[
+        int | None, Query(ge=1, le=BULK_MAX, description="At most this many; default all.")
+    ] = None,
+) -> list[NeuronView]:
+    """The fleet's neurons in natural name order (``gpu-2`` before ``gpu-10``), filtered;
+    ``X-Total-Count`` says how many matched before paging."""
+    wanted = [
+        neuron
+        for neuron in gateway.registry.neurons()
+        if (status is None or neuron.status in status)
+        and (node is None or neuron.node == node)
+        and (model is None or any(same_model(model, m) for m in neuron.models))
+    ]
+    wanted.sort(key=lambda neuron: natural_key(neuron.name))
+    response.headers["X-Total-Count"] = str(len(wanted))
+    end = None if limit is None else offset + limit
+    return [neuron.view() for neuron in wanted[offset:end]]
 
 
-@router.post("/neurons", status_code=201)
-async def add_neuron(new: NewNeuron, gateway: GatewayDep) -> NeuronView:
-    neuron = await gateway.registry.add(
+def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
+    """Sorts ``n2`` before ``n10``: runs of digits compare as numbers."""
+    return tuple(
+        (1, int(part), "") if part.isdigit() else (0, 0, part.lower())
+        for part in re.split(r"(\d+)", name)
+        if part
+    )
+
+
+class Added(BaseModel):
+    """One neuron of a bulk registration: its view when added, else why not."""
+
+    url: str
+    neuron: NeuronView | None = None
+    error: str | None = None
+
+
+@router.post("/neurons", status_code=201, response_model=NeuronView | list[Added])
+async def add_neuron(
+    new: NewNeuron | Annotated[list[NewNeuron], Field(max_length=BULK_MAX)],
+    gateway: GatewayDep,
+    response: Response,
+) -> NeuronView | list[Added]:
+    """Register one neuron, or a list of them at once (up to 10,000, checked
+    :data:`BULK_CONCURRENCY` at a time). A list is answered per neuron, in its order: 201
+    when all were added, else 207 with the reason for each that was not."""
+    if isinstance(new, NewNeuron):
+        return (await _add(gateway, new)).view()
+    gate = asyncio.Semaphore(BULK_CONCURRENCY)
+
+    async def one(item: NewNeuron) -> Added:
+        async with gate:
+            try:
+                return Added(url=item.url, neuron=(await _add(gateway, item)).view())
+            except GanglionError as error:
+                return Added(url=item.url, error=str(error))
+
+    added = list(await asyncio.gather(*(one(item) for item in new)))
+    if any(result.error for result in added):
+        response.status_code = 207
+    return added
+
+
+async def _add(gateway: Gateway, new: NewNeuron) -> Neuron:
+    return await gateway.registry.add(
         new.url, name=new.name, api=new.api, node=new.node, slots=new.slots
     )
-    return neuron.view()
 
 
 @router.get("/neurons/{name}")
