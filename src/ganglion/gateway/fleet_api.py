@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, TypeAdapter
 
 from ganglion.errors import GanglionError
 from ganglion.fleet.bench import bench_model
@@ -34,10 +34,12 @@ class BenchRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=8, le=4096)
 
 
-@router.get("/neurons")
+VIEWS = TypeAdapter(list[NeuronView])
+
+
+@router.get("/neurons", response_model=list[NeuronView])
 async def list_neurons(
     gateway: GatewayDep,
-    response: Response,
     status: Annotated[
         list[NeuronStatus] | None, Query(description="Only neurons in these statuses.")
     ] = None,
@@ -47,9 +49,10 @@ async def list_neurons(
     limit: Annotated[
         int | None, Query(ge=1, le=BULK_MAX, description="At most this many; default all.")
     ] = None,
-) -> list[NeuronView]:
+) -> Response:
     """The fleet's neurons in natural name order (``gpu-2`` before ``gpu-10``), filtered;
-    ``X-Total-Count`` says how many matched before paging."""
+    ``X-Total-Count`` says how many matched before paging. Encoded once, straight from the
+    views (a thousand neurons list in milliseconds)."""
     wanted = [
         neuron
         for neuron in gateway.registry.neurons()
@@ -58,9 +61,13 @@ async def list_neurons(
         and (model is None or any(same_model(model, m) for m in neuron.models))
     ]
     wanted.sort(key=lambda neuron: natural_key(neuron.name))
-    response.headers["X-Total-Count"] = str(len(wanted))
     end = None if limit is None else offset + limit
-    return [neuron.view() for neuron in wanted[offset:end]]
+    views = [neuron.view() for neuron in wanted[offset:end]]
+    return Response(
+        VIEWS.dump_json(views),
+        media_type="application/json",
+        headers={"X-Total-Count": str(len(wanted))},
+    )
 
 
 def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
