@@ -38,6 +38,10 @@ STATUS_CODES: dict[type[errors.GanglionError], int] = {
     errors.AdminRequired: 403,
     errors.UnknownApiKey: 404,
 }
+#: Tags of a body taken in several forms (``POST /fleet/neurons``: one object, or a list of
+#: them). They name the form that was tried, not a field, so a field's path leaves them out.
+OBJECT_FORM, LIST_FORM = "(object)", "(list)"
+FORM_TAGS = frozenset({OBJECT_FORM, LIST_FORM})
 SHOWN_PROBLEMS = 3  # a 422 names this many wrong fields, then counts the rest
 JSON_KINDS = {
     list: "an array",
@@ -94,7 +98,7 @@ def for_error(request: Request, error: errors.GanglionError) -> JSONResponse:
 
 async def _invalid(request: Request, error: Exception) -> JSONResponse:
     assert isinstance(error, RequestValidationError)
-    problems = error.errors()
+    problems = [_without_form(problem) for problem in error.errors()]
     if problems and problems[0]["type"] == "json_invalid":
         cause = problems[0].get("ctx", {}).get("error", "malformed")
         where = problems[0]["loc"][-1]
@@ -111,6 +115,11 @@ async def _http(request: Request, error: Exception) -> JSONResponse:
     elif error.status_code == 405:
         message = f"{request.method} is not allowed on {request.url.path}: see /docs"
     return answer(request, error.status_code, message, headers=error.headers)
+
+
+def _without_form(problem: Any) -> Any:
+    """A problem's place without the tag of the body's form (:data:`FORM_TAGS`)."""
+    return {**problem, "loc": tuple(part for part in problem["loc"] if part not in FORM_TAGS)}
 
 
 def describe(problems: Sequence[Any]) -> str:

@@ -13,13 +13,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field, TypeAdapter
+from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter
 
 from ganglion.errors import GanglionError
 from ganglion.fleet.bench import bench_model
 from ganglion.fleet.neuron import Neuron, NeuronView, NewNeuron, Text
 from ganglion.fleet.placement import DoctorReport
 from ganglion.fleet.status import NeuronStatus
+from ganglion.gateway.errors import LIST_FORM, OBJECT_FORM
 from ganglion.gateway.state import Gateway, GatewayDep
 from ganglion.routing import same_model
 
@@ -87,9 +88,16 @@ class Added(BaseModel):
     error: str | None = None
 
 
+NewNeurons = Annotated[
+    Annotated[NewNeuron, Tag(OBJECT_FORM)]
+    | Annotated[list[NewNeuron], Field(max_length=BULK_MAX), Tag(LIST_FORM)],
+    Discriminator(lambda body: LIST_FORM if isinstance(body, list) else OBJECT_FORM),
+]
+
+
 @router.post("/neurons", status_code=201, response_model=NeuronView | list[Added])
 async def add_neuron(
-    new: NewNeuron | Annotated[list[NewNeuron], Field(max_length=BULK_MAX)],
+    new: NewNeurons,
     gateway: GatewayDep,
     response: Response,
 ) -> NeuronView | list[Added]:
