@@ -86,16 +86,22 @@ def verify_key(key: str, stored: str) -> bool:
     return hmac.compare_digest(expected, digest)
 
 
+def key_row(key: str, prefix: str, role: Role, name: str | None) -> ApiKeyRow:
+    """The row that stores ``key``: its prefix, salted hash and role; ``ROLE-PREFIX`` unless
+    named."""
+    return ApiKeyRow(
+        name=name or f"{role.value}-{prefix}",
+        prefix=prefix,
+        key_hash=hash_key(key),
+        role=role.value,
+    )
+
+
 def create_key(store: Store, role: Role, name: str | None = None) -> tuple[str, ApiKeyRow]:
     """Store a new key and return it (the only time it exists in the clear) with its row."""
     for _ in range(5):  # 8 hex characters: a clash is rare, and then we draw again
         prefix, key = new_key()
-        row = ApiKeyRow(
-            name=name or f"{role.value}-{prefix}",
-            prefix=prefix,
-            key_hash=hash_key(key),
-            role=role.value,
-        )
+        row = key_row(key, prefix, role, name)
         if store.add_api_key(row) is not None:
             return key, row
     raise RuntimeError("could not draw an unused key prefix in 5 tries")  # pragma: no cover
@@ -111,12 +117,7 @@ def import_key(store: Store, key: str, role: Role, name: str | None = None) -> A
             "not an API key: a key reads gk_<8 hex>_<32 or more of A-Z a-z 0-9 _ ->; make one "
             "with ganglion keys generate"
         )
-    row = ApiKeyRow(
-        name=name or f"{role.value}-{prefix}",
-        prefix=prefix,
-        key_hash=hash_key(key),
-        role=role.value,
-    )
+    row = key_row(key, prefix, role, name)
     if store.add_api_key(row) is not None:
         return row
     stored = store.api_key(prefix)
