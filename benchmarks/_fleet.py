@@ -13,6 +13,7 @@ process it started, gateway first.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -172,6 +173,15 @@ class Fleet:
             self.close()
         finally:
             signal.signal(signal.SIGTERM, self._previous_sigterm)
+
+
+def show(result: dict[str, Any], as_json: bool, table: Callable[[dict[str, Any]], None]) -> int:
+    """Print a benchmark's ``result``: one JSON document with ``--json``, else its table."""
+    if as_json:
+        print(json.dumps(result, indent=2))
+    else:
+        table(result)
+    return 0
 
 
 def run_main(main: Callable[[], int]) -> None:

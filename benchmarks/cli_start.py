@@ -23,7 +23,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from _fleet import Fleet, heading, machine_note, run_main
+from _fleet import Fleet, heading, machine_note, run_main, show
 
 TARGET_S = 0.3
 TARGET_MB = 40.0
@@ -148,11 +148,7 @@ def main() -> int:
     parser.add_argument("--logs", type=Path, help="keep the gateway's log and database here")
     args = parser.parse_args()
     result = run(args.rounds, args.logs)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
-    return 0
+    return show(result, args.json, print_table)
 
 
 if __name__ == "__main__":

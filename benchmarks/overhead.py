@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _fleet import Process, free_port, heading, machine_note, run_main
+from _fleet import Process, free_port, heading, machine_note, run_main, show
 
 HERE = Path(__file__).resolve().parent
 MODEL = "fast:1b"
@@ -324,11 +324,7 @@ def main() -> int:
     args = parser.parse_args()
     workers = [int(n) for n in args.workers.split(",") if n]
     result = run(args.seconds, workers, args.logs)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
-    return 0
+    return show(result, args.json, print_table)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ registration within 10 s, listing within 50 ms.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from _fleet import Process, free_port, heading, machine_note, run_main
+from _fleet import Process, free_port, heading, machine_note, run_main, show
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 PROBE_TIMEOUT_S = 3.0  # the gateway's default
@@ -197,11 +196,7 @@ def main() -> int:
     args = parser.parse_args()
     sizes = [int(n) for n in args.sizes.split(",") if n]
     result = run(sizes, args.probe_interval, args.steady, args.logs)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print_table(result)
-    return 0
+    return show(result, args.json, print_table)
 
 
 if __name__ == "__main__":

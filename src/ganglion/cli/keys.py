@@ -42,12 +42,14 @@ def _store(db: str | None) -> Store:
     return Store.open(load_settings(database_url=db).database_url)
 
 
+AdminOption = Annotated[bool, typer.Option("--admin", help="May change the fleet.")]
+UserOption = Annotated[bool, typer.Option("--user", help="May use the gateway and read the fleet.")]
+
+
 @keys_app.command("create")
 def create(
-    admin: Annotated[bool, typer.Option("--admin", help="May change the fleet.")] = False,
-    user: Annotated[
-        bool, typer.Option("--user", help="May use the gateway and read the fleet.")
-    ] = False,
+    admin: AdminOption = False,
+    user: UserOption = False,
     name: Annotated[str | None, typer.Option(help="A label; default ROLE-PREFIX.")] = None,
     db: DbOption = None,
 ) -> None:
@@ -70,10 +72,8 @@ def create(
 
 @keys_app.command("import")
 def import_(
-    admin: Annotated[bool, typer.Option("--admin", help="May change the fleet.")] = False,
-    user: Annotated[
-        bool, typer.Option("--user", help="May use the gateway and read the fleet.")
-    ] = False,
+    admin: AdminOption = False,
+    user: UserOption = False,
     file: Annotated[
         Path | None,
         typer.Option(help="Read the key from this file (a mounted Secret); default stdin."),
