@@ -66,7 +66,7 @@ from ganglion.wire.openai import (
 NOT_FOUND = frozenset({404, 405})
 
 #: SSE field lines that carry no data for us (``: comment``, ``event:``, ``id:``, ``retry:``).
-SSE_OTHER_FIELDS = (":", "event:", "id:", "retry:")
+SSE_OTHER_FIELDS = (b":", b"event:", b"id:", b"retry:")
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -244,8 +244,8 @@ class OpenAIAdapter:
         async for line in lines:
             if line.startswith(SSE_OTHER_FIELDS):
                 continue
-            payload = line.removeprefix("data:").strip() if line.startswith("data:") else line
-            if payload == "[DONE]":
+            payload = line.removeprefix(b"data:").strip()
+            if payload == b"[DONE]":
                 await read_to_end(lines)
                 wall = self._clock() - start
                 stats = _stats(usage, timings, wall_s=wall, ttft_s=ttft, deltas=deltas)
