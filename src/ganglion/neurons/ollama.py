@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import orjson
 
 from ganglion.errors import NeuronRequestError, NeuronStreamBroken, NotAnLLMServer
 from ganglion.net import base_url
@@ -180,6 +181,13 @@ class OllamaAdapter:
         started = False
         lines = self._http.stream_lines(path, body)
         async for line in lines:
+            if (text := _plain_text(line, wire)) is not None:
+                started = True
+                if text:
+                    if ttft is None:
+                        ttft = self._clock() - start
+                    yield Chunk(text=text)
+                continue
             data = decode_json(line, where, started=started)
             started = True
             if (error := error_text(data)) is not None:
@@ -210,6 +218,20 @@ def _common(request: ChatCall | GenerateCall, *, stream: bool) -> dict[str, Any]
     if request.format is not None:
         body["format"] = request.format
     return body
+
+
+def _plain_text(line: bytes, wire: type[Answer]) -> str | None:
+    """The text of a stream line that carries only text (not the last, not an error), read
+    without validating it into ``wire``: most lines are such, at a sixth of the cost. ``None``
+    for any other line, which takes the validating path."""
+    try:
+        data = orjson.loads(line)
+        if data["done"] is not False or "error" in data:
+            return None
+        text = data["response"] if wire is GenerateResponse else data["message"]["content"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return None
+    return text if isinstance(text, str) else None
 
 
 def _text(reply: Answer) -> str:

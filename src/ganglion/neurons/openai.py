@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeGuard
 
 import httpx
+import orjson
 
 from ganglion.errors import NeuronRequestError, NeuronStreamBroken, NotAnLLMServer
 from ganglion.net import base_url
@@ -245,6 +246,14 @@ class OpenAIAdapter:
             if line.startswith(SSE_OTHER_FIELDS):
                 continue
             payload = line.removeprefix(b"data:").strip()
+            if (text := _plain_delta(payload)) is not None:
+                started = True
+                if text:
+                    if ttft is None:
+                        ttft = self._clock() - start
+                    deltas += 1
+                    yield Chunk(text=text)
+                continue
             if payload == b"[DONE]":
                 await read_to_end(lines)
                 wall = self._clock() - start
@@ -270,6 +279,24 @@ class OpenAIAdapter:
 
 def _one_vector(embedding: list[float] | list[list[float]]) -> TypeGuard[list[float]]:
     return not any(isinstance(value, list) for value in embedding)
+
+
+def _plain_delta(payload: bytes) -> str | None:
+    """The text of a stream event that carries only text (no finish, usage, timings or error),
+    read without validating it as a :class:`ChatCompletionChunk`: most events are such, at a
+    sixth of the cost. ``None`` for any other event, which takes the validating path."""
+    try:
+        data = orjson.loads(payload)
+        if data.get("usage") or data.get("timings") or "error" in data:
+            return None
+        choice = data["choices"][0]
+        if choice.get("finish_reason") is not None:
+            return None
+        delta = choice.get("delta")
+        text = (delta.get("content") if delta else None) or choice.get("text") or ""
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    return text if isinstance(text, str) else None
 
 
 def _text(choice: Choice | ChunkChoice) -> str:
