@@ -109,8 +109,10 @@ class Dispatcher:
             self.observer.request_started(neuron.name, job.model, endpoint)
             stream = make(neuron.adapter)
             stack.push_async_callback(_close, stream)
+            watch = Watch(neuron.name, self.registry.lost(neuron), self.timeouts.first_byte_s)
+            stack.callback(watch.close)
             try:
-                first = await self._next(neuron, stream, self.timeouts.first_byte_s)
+                first = await watch.next(stream)
             except NeuronRequestError as error:
                 await stack.aclose()
                 self.observer.request_failed(
@@ -131,7 +133,8 @@ class Dispatcher:
                 raise
             else:
                 self.router.warm_up(neuron)
-                rest = self._rest(neuron, job.model, endpoint, first, stream, stack)
+                watch.timeout_s = self.timeouts.idle_s
+                rest = self._rest(neuron, job.model, endpoint, first, watch, stream, stack)
                 return Stream(neuron, job.model, first, rest, stack)
         raise AllNeuronsFailed(
             f"no neuron could serve {job.model!r}: "
@@ -171,38 +174,6 @@ class Dispatcher:
             "or pull it on a neuron"
         )
 
-    async def _next(self, neuron: Neuron, stream: AsyncIterator[Chunk], timeout_s: float) -> Chunk:
-        """The stream's next chunk within ``timeout_s`` (else TimeoutError), or
-        NeuronUnreachable as soon as the probes find the neuron offline.
-
-        This runs once per chunk, so it costs one timer and one callback, not a task: the
-        neuron going offline cancels the waiting task itself, and the cancellation becomes
-        NeuronUnreachable here."""
-        lost = self.registry.lost(neuron)
-        if lost.done():
-            raise NeuronUnreachable(f"{neuron.name} went offline: {lost.result()}")
-        task = asyncio.current_task()
-        assert task is not None
-        waiting, cut = True, False
-
-        def cut_off(_: asyncio.Future[str]) -> None:
-            nonlocal cut
-            if waiting:  # a callback scheduled just before the chunk came must not fire later
-                cut = True
-                task.cancel()
-
-        lost.add_done_callback(cut_off)
-        try:
-            async with asyncio.timeout(timeout_s):
-                return await anext(stream)
-        except asyncio.CancelledError:
-            if cut and task.uncancel() == 0:
-                raise NeuronUnreachable(f"{neuron.name} went offline: {lost.result()}") from None
-            raise
-        finally:
-            waiting = False
-            lost.remove_done_callback(cut_off)
-
     async def _failed(self, neuron: Neuron, error: BaseException) -> str:
         reason = str(error) or (
             f"no first token within {self.timeouts.first_byte_s:.0f} s"
@@ -219,6 +190,7 @@ class Dispatcher:
         model: str,
         endpoint: str,
         first: Chunk,
+        watch: Watch,
         stream: AsyncIterator[Chunk],
         stack: contextlib.AsyncExitStack,
     ) -> AsyncIterator[Chunk]:
@@ -227,7 +199,7 @@ class Dispatcher:
         try:
             while not chunk.done:
                 try:
-                    chunk = await self._next(neuron, stream, self.timeouts.idle_s)
+                    chunk = await watch.next(stream)
                 except StopAsyncIteration:
                     raise NeuronStreamBroken(f"{neuron.name} ended its answer early") from None
                 yield chunk
@@ -247,6 +219,74 @@ class Dispatcher:
         stats = chunk.stats or TokenStats()
         self.observer.request_finished(neuron.name, model, endpoint, stats)
         await self.registry.record_success(neuron, model, stats)
+
+
+class Watch:
+    """The waits on one neuron's answer: each ends after ``timeout_s`` (else TimeoutError), or
+    as soon as the probes find the neuron offline (NeuronUnreachable), whichever is first.
+
+    It is set up once an answer, not once a chunk: a chunk costs a clock read, where a timeout
+    and a callback of its own cost a chunk more than the rest of the gateway's work on it. One
+    timer checks the wait under way; being offline cancels the waiting task, and the
+    cancellation becomes NeuronUnreachable. Only the waits are watched: time spent handing a
+    chunk to the caller is not the neuron's.
+    """
+
+    def __init__(self, name: str, lost: asyncio.Future[str], timeout_s: float) -> None:
+        self.name = name
+        self.lost = lost
+        self.timeout_s = timeout_s
+        self._loop = asyncio.get_running_loop()
+        self._task: asyncio.Task[object] | None = None
+        self._since: float | None = None  # when the wait under way began; None: not waiting
+        self._cut: str | None = None  # why this watch cancelled the waiting task
+        self._timer: asyncio.TimerHandle | None = None
+        lost.add_done_callback(self._offline)
+
+    async def next(self, stream: AsyncIterator[Chunk]) -> Chunk:
+        """The stream's next chunk, within the watch's limits."""
+        if self.lost.done():
+            raise NeuronUnreachable(f"{self.name} went offline: {self.lost.result()}")
+        self._task = asyncio.current_task()
+        self._since = self._loop.time()
+        due = self._since + self.timeout_s
+        if self._timer is None or self._timer.when() > due:  # none yet, or the limit shrank
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(due, self._check)
+        try:
+            return await anext(stream)
+        except asyncio.CancelledError:
+            assert self._task is not None
+            if self._cut is None or self._task.uncancel() > 0:
+                raise
+            if self._cut == "offline":
+                raise NeuronUnreachable(f"{self.name} went offline: {self.lost.result()}") from None
+            raise TimeoutError from None
+        finally:
+            self._since = None
+
+    def close(self) -> None:
+        self.lost.remove_done_callback(self._offline)
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _check(self) -> None:
+        now = self._loop.time()
+        if self._since is not None and now >= self._since + self.timeout_s:
+            self._cancel("timeout")
+            return
+        due = now if self._since is None else self._since
+        self._timer = self._loop.call_at(due + self.timeout_s, self._check)
+
+    def _offline(self, _: asyncio.Future[str]) -> None:
+        if self._since is not None:  # not waiting: the next wait raises at its start
+            self._cancel("offline")
+
+    def _cancel(self, why: str) -> None:
+        if self._cut is None and self._task is not None:
+            self._cut = why
+            self._task.cancel()
 
 
 async def _close(stream: AsyncIterator[Chunk]) -> None:
