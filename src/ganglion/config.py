@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     replica_id: str | None = Field(default=None, min_length=1, max_length=200)
     run_lease_s: float = Field(default=30.0, ge=1)
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
+    workers: int = Field(default=1, ge=1, le=64)
     neurons: list[Any] | None = None
     """Neurons to register at start: the config file's ``[[neuron]]`` tables, each a
     :class:`~ganglion.fleet.neuron.NewNeuron` that :mod:`ganglion.config_file` has checked;

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ganglion.errors import NoNeuronForModel, PinnedUnavailable
+from ganglion.fleet.board import Board, Load
 from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 
@@ -73,19 +74,18 @@ class Book:
     stamp: float = 0.0
     rate: float = 0.0
 
-    def backlog(self, now: float) -> float:
-        """Output tokens the neuron still owes its in-flight jobs."""
-        if not self.tickets:
-            return 0.0
-        return max(self.owed - self.rate * (now - self.stamp), 0.0)
+    def load(self) -> Load:
+        """This book as the load board carries it (:mod:`ganglion.fleet.board`)."""
+        oldest = min((ticket.started for ticket in self.tickets), default=0.0)
+        return Load(len(self.tickets), self.owed, self.stamp, self.rate, oldest, self.cool_until)
 
     def add(self, ticket: Ticket, now: float, slots: int) -> None:
-        self.owed = self.backlog(now) + ticket.job.output_tokens
+        self.owed = self.load().backlog(now) + ticket.job.output_tokens
         self.stamp, self.rate = now, slots * ticket.decode_tps
         self.tickets.append(ticket)
 
     def remove(self, ticket: Ticket, now: float) -> None:
-        self.owed, self.stamp = self.backlog(now), now
+        self.owed, self.stamp = self.load().backlog(now), now
         self.tickets.remove(ticket)
         if not self.tickets:
             self.owed = 0.0
@@ -169,8 +169,10 @@ class Router:
         cooldown_s: float = 15.0,
         max_queue: int = 32,
         clock: Callable[[], float] = time.monotonic,
+        board: Board | None = None,
     ) -> None:
         self.registry = registry
+        self.board = board
         self.policy = policy or FinishTime()
         self.cooldown_s = cooldown_s
         self.max_queue = max_queue
@@ -188,9 +190,28 @@ class Router:
             if n.is_active and any(same_model(model, m) for m in n.models)
         ]
 
-    def full(self, neuron: Neuron) -> bool:
+    def load(self, neuron: Neuron) -> Load:
+        """The jobs on ``neuron`` from the whole gateway: this process's book and, under
+        ``serve --workers``, the other workers' (:mod:`ganglion.fleet.board`)."""
+        mine = self.book(neuron).load()
+        others = self.board.others(neuron.id) if self.board is not None else None
+        if not others:
+            return mine
+        every = [mine, *others]
+        now = self.clock()
+        return Load(
+            jobs=sum(load.jobs for load in every),
+            owed=sum(load.backlog(now) for load in every),
+            stamp=now,
+            rate=max(load.rate for load in every),
+            oldest=min((load.oldest for load in every if load.jobs), default=0.0),
+            cool_until=max(load.cool_until for load in every),
+        )
+
+    def full(self, neuron: Neuron, load: Load | None = None) -> bool:
         """A neuron's queue is bounded: ``slots`` running plus ``max_queue`` waiting."""
-        return len(self.book(neuron).tickets) >= neuron.slots + self.max_queue
+        jobs = (load or self.load(neuron)).jobs
+        return jobs >= neuron.slots + self.max_queue
 
     def decode_tps(self, neuron: Neuron, model: str) -> float:
         measured = _speed(neuron, model)
@@ -204,25 +225,25 @@ class Router:
         measured = _measured(neuron.speeds.prefill, model)
         return measured or (decode or self.decode_tps(neuron, model)) * PREFILL_FACTOR
 
-    def estimate(self, neuron: Neuron, job: Job) -> Estimate:
+    def estimate(self, neuron: Neuron, job: Job, load: Load | None = None) -> Estimate:
         now = self.clock()
         decode = self.decode_tps(neuron, job.model)
-        book = self.book(neuron)
-        busy = len(book.tickets) >= neuron.slots
-        wait = book.backlog(now) / (neuron.slots * decode) if busy else 0.0
+        load = load or self.load(neuron)
+        busy = load.jobs >= neuron.slots
+        wait = load.backlog(now) / (neuron.slots * decode) if busy else 0.0
         prefill = job.prompt_tokens / self.prefill_tps(neuron, job.model, decode)
         loaded = neuron.loaded
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
-        load = 0.0
         if cold:
             # Not loaded: this job loads the model, or waits for the load already under way
             # (started with the neuron's oldest job in flight): it holds up the queue too.
-            load = _measured(neuron.speeds.loads, job.model) or DEFAULT_LOAD_S
-            if book.tickets:
-                started = min(ticket.started for ticket in book.tickets)
-                load = max(load - (now - started), 0.0)
-        finish = wait + prefill + job.output_tokens / decode + load
-        return Estimate(neuron, finish, wait, decode, len(book.tickets))
+            loading = _measured(neuron.speeds.loads, job.model) or DEFAULT_LOAD_S
+            if load.jobs:
+                loading = max(loading - (now - load.oldest), 0.0)
+        else:
+            loading = 0.0
+        finish = wait + prefill + job.output_tokens / decode + loading
+        return Estimate(neuron, finish, wait, decode, load.jobs)
 
     def rank(self, job: Job, *, pinned: str | None = None) -> list[Estimate]:
         """Candidates for ``job``, best first: neurons cooling down and full ones go last
@@ -230,10 +251,12 @@ class Router:
         if pinned is not None:
             return [self.estimate(self._pinned(pinned, job.model), job)]
         now = self.clock()
-        open_ = [n for n in self.serving(job.model) if not self.full(n)]
-        ranked = self.policy.rank([self.estimate(n, job) for n in open_])
-        warm = [e for e in ranked if self.book(e.neuron).cool_until <= now]
-        cooling = [e for e in ranked if self.book(e.neuron).cool_until > now]
+        serving = self.serving(job.model)
+        loads = {n.name: self.load(n) for n in serving}
+        open_ = [n for n in serving if not self.full(n, loads[n.name])]
+        ranked = self.policy.rank([self.estimate(n, job, loads[n.name]) for n in open_])
+        warm = [e for e in ranked if loads[e.neuron.name].cool_until <= now]
+        cooling = [e for e in ranked if loads[e.neuron.name].cool_until > now]
         return warm + cooling
 
     def _pinned(self, name: str, model: str) -> Neuron:
@@ -255,16 +278,20 @@ class Router:
         """When a saturated fleet will likely have room for one more job."""
         now = self.clock()
         waits = [
-            self.book(n).backlog(now) / (n.slots * self.decode_tps(n, model))
+            self.load(n).backlog(now) / (n.slots * self.decode_tps(n, model))
             for n in self.serving(model)
         ]
         return max(1.0, min(waits, default=5.0))
 
     def cool_down(self, neuron: Neuron) -> None:
         self.book(neuron).cool_until = self.clock() + self.cooldown_s
+        self._publish(neuron)
 
     def warm_up(self, neuron: Neuron) -> None:
-        self.book(neuron).cool_until = 0.0
+        book = self.book(neuron)
+        if book.cool_until:
+            book.cool_until = 0.0
+            self._publish(neuron)
 
     @contextmanager
     def admit(self, estimate: Estimate, job: Job) -> Iterator[Ticket]:
@@ -272,10 +299,16 @@ class Router:
         ticket = Ticket(job, self.clock(), estimate.decode_tps)
         book = self.book(estimate.neuron)
         book.add(ticket, self.clock(), estimate.neuron.slots)
+        self._publish(estimate.neuron)
         try:
             yield ticket
         finally:
             book.remove(ticket, self.clock())
+            self._publish(estimate.neuron)
+
+    def _publish(self, neuron: Neuron) -> None:
+        if self.board is not None:
+            self.board.publish(neuron.id, self.book(neuron).load())
 
 
 def _speed(neuron: Neuron, model: str) -> float | None:

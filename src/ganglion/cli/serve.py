@@ -62,6 +62,14 @@ def serve(
             "round-robin."
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            envvar="GANGLION_WORKERS",
+            help="Gateway processes sharing the port (default 1): more cores for more "
+            "requests a second. They share each neuron's load (docs/gateway.md).",
+        ),
+    ] = None,
     log_level: Annotated[
         LogLevel,
         typer.Option(
@@ -92,14 +100,16 @@ def serve(
         probe_interval_s=probe_interval,
         discover=discover,
         routing_policy=policy,
+        workers=workers,
         require_keys=require_keys or None,  # unset: GANGLION_REQUIRE_KEYS decides
     )
     preflight(settings)
     where = make_url(settings.database_url).render_as_string(hide_password=True)
     keys = "API keys required" if settings.keys_enforced else "open on loopback"
+    processes = f"; {settings.workers} workers" if settings.workers > 1 else ""
     Console(stderr=True).print(
         f"ganglion gateway on http://{settings.host}:{settings.port} "
-        f"(API docs /docs; store {where}; {keys})",
+        f"(API docs /docs; store {where}; {keys}{processes})",
         highlight=False,
     )
     run(settings, log_level=log_level)

@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from ganglion import __version__
 from ganglion.config import Settings
 from ganglion.dispatch import Dispatcher, Timeouts
+from ganglion.fleet.board import Board
 from ganglion.fleet.discovery import Discovery, StaticDiscovery, make_discovery
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
@@ -52,6 +53,7 @@ async def open_gateway(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     metrics: Metrics | None = None,
+    board: Board | None = None,
 ) -> Gateway:
     """Open the store (migrating it), load the registry, and build the prober (not started)."""
     store = await asyncio.to_thread(Store.open, settings.database_url)
@@ -70,6 +72,7 @@ async def open_gateway(
         ROUTING_POLICIES[settings.routing_policy](),
         cooldown_s=settings.cooldown_s,
         max_queue=settings.max_queue,
+        board=board,
     )
     timeouts = Timeouts(first_byte_s=settings.first_byte_timeout_s, idle_s=settings.idle_timeout_s)
     dispatcher = Dispatcher(
@@ -94,13 +97,17 @@ def create_app(
     *,
     transport: httpx.AsyncBaseTransport | None = None,
     probe: bool = True,
+    board: Board | None = None,
 ) -> FastAPI:
     """The gateway app. ``transport`` replaces the network for neurons (tests);
-    ``probe=False`` leaves the prober off (tests drive probes by hand)."""
+    ``probe=False`` leaves the prober off (tests drive probes by hand); ``board`` is the load
+    shared with the other workers of ``serve --workers``."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        gateway = await open_gateway(settings, transport=transport, metrics=app.state.metrics)
+        gateway = await open_gateway(
+            settings, transport=transport, metrics=app.state.metrics, board=board
+        )
         app.state.gateway = gateway
         discoveries: list[Discovery] = [
             StaticDiscovery(gateway.registry, settings.neurons, retry_s=settings.discover_retry_s)
@@ -122,6 +129,8 @@ def create_app(
             await gateway.prober.stop()
             await gateway.registry.aclose()
             gateway.store.close()
+            if board is not None:
+                board.close()
 
     app = FastAPI(
         title="ganglion gateway",

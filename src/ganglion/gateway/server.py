@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import os
 import socket
 from typing import Any
 
@@ -14,7 +15,9 @@ from uvicorn.config import LOGGING_CONFIG
 from ganglion.config import Settings
 from ganglion.defaults import LogLevel
 from ganglion.errors import ConfigError
+from ganglion.fleet.board import Board
 from ganglion.fleet.discovery import make_discovery
+from ganglion.fleet.neuron import NewNeuron
 from ganglion.gateway.app import create_app, open_gateway
 from ganglion.gateway.auth import Role
 from ganglion.gateway.health import PROBE_PATHS
@@ -101,14 +104,48 @@ def log_config(level: LogLevel) -> dict[str, Any]:
     return config
 
 
+#: What a worker process of ``serve --workers N`` is handed by its parent.
+WORKER_SETTINGS = "GANGLION_WORKER_SETTINGS"
+WORKER_BOARD = "GANGLION_WORKER_BOARD"
+
+
 def serve(settings: Settings, *, log_level: LogLevel = LogLevel.WARNING) -> None:
-    """Serve until interrupted. Call :func:`preflight` first for clear start-up errors."""
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_config=log_config(log_level),
-        log_level=log_level.value,
-        timeout_graceful_shutdown=5,
-    )
-    uvicorn.Server(config).run()
+    """Serve until interrupted. Call :func:`preflight` first for clear start-up errors.
+
+    With ``settings.workers`` above one, uvicorn runs that many processes on the port (and
+    starts a new one for any that dies); they share each neuron's load through a
+    :class:`~ganglion.fleet.board.Board` made here, and :func:`worker_app` builds each one's
+    app."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": log_config(log_level),
+        "log_level": log_level.value,
+        "timeout_graceful_shutdown": 5,
+    }
+    if settings.workers == 1:
+        uvicorn.Server(uvicorn.Config(create_app(settings), **options)).run()
+        return
+    board = Board.create(settings.workers)
+    os.environ[WORKER_SETTINGS] = settings.model_dump_json()
+    os.environ[WORKER_BOARD] = board.name
+    try:
+        target = f"{__name__}:{worker_app.__name__}"
+        uvicorn.run(target, factory=True, workers=settings.workers, **options)
+    finally:
+        board.close()
+
+
+def worker_app() -> Any:
+    """One worker's app, in a process uvicorn started: the parent's settings, a row of its
+    load board, and a replica name of its own (``HOST:PORT/ROW``) for the runs it carries.
+    Only the first worker registers the config file's neurons; the others take them in from
+    the store, as every replica does (``Registry.sync``)."""
+    settings = Settings.model_validate_json(os.environ[WORKER_SETTINGS])
+    board = Board.join(os.environ[WORKER_BOARD], settings.workers)
+    listed = settings.neurons if board.row == 0 else None
+    own = {
+        "replica_id": f"{settings.replica}/{board.row}",
+        "neurons": None if listed is None else [NewNeuron.model_validate(n) for n in listed],
+    }
+    return create_app(settings.model_copy(update=own), board=board)
