@@ -61,8 +61,7 @@ def test_two_workers_share_the_neurons_load_and_clean_up(spawn: Spawner, db_url:
             assert '"done":true' in "".join(lines).replace(" ", "")
 
     # Both workers answer the official client, and every answer is whole.
-    client = ollama.Client(host=gateway.url)
-    with ThreadPoolExecutor(8) as pool:
+    with ollama.Client(host=gateway.url) as client, ThreadPoolExecutor(8) as pool:
         answers = list(
             pool.map(
                 lambda _: client.chat(

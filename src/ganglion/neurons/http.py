@@ -1,13 +1,12 @@
-"""The HTTP seam every adapter talks through, and the one place httpx failures become ours.
+"""The HTTP seam every adapter talks through, and the one place HTTP failures become ours.
 
-:class:`NeuronHTTP` owns (or borrows) an :class:`httpx.AsyncClient`, so tests fake a neuron
-with ``httpx.MockTransport(handler)``. Its own client sends through aiohttp
-(:func:`fast_transport`): httpx's API on aiohttp's C parser costs a streamed answer half the
-CPU that httpcore and h11 do, on the gateway's every request.
+:class:`NeuronHTTP` sends through a :class:`Link`: aiohttp for real neurons (the gateway's
+every request passes here, and aiohttp's C parser costs a third of httpx's CPU), or an httpx
+client or transport, so that tests fake a neuron with ``httpx.MockTransport(handler)``.
 
 Every request is sent streaming, so "before the first byte" is exact: a failure before the
-response headers is :class:`~ganglion.errors.NeuronUnreachable`, a failure while reading the body is
-:class:`~ganglion.errors.NeuronStreamBroken`, an error status is
+response headers is :class:`~ganglion.errors.NeuronUnreachable`, a failure while reading the
+body is :class:`~ganglion.errors.NeuronStreamBroken`, an error status is
 :class:`~ganglion.errors.NeuronRequestError`, and a 2xx body that is not JSON (or not the
 dialect's JSON, see :func:`parse`) is :class:`~ganglion.errors.NotAnLLMServer`.
 """
@@ -15,14 +14,12 @@ dialect's JSON, see :func:`parse`) is :class:`~ganglion.errors.NotAnLLMServer`.
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import AsyncIterator, Callable
-from functools import cache
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import httpx
-from httpx_aiohttp import AiohttpTransport
+import orjson
 from pydantic import BaseModel, ValidationError
 
 from ganglion.errors import (
@@ -105,28 +102,6 @@ def decode_json(text: str | bytes, where: str, *, started: bool) -> Any:
 TRAILING_LINES = 8
 
 
-@cache
-def tls_context() -> ssl.SSLContext:
-    """The one TLS context every neuron's client verifies with. httpx makes a context per
-    client by default, loading the system's CA bundle each time: about 0.8 MB and 45 ms per
-    registered neuron, where a shared context costs a client about 7 KB."""
-    return httpx.create_ssl_context()
-
-
-def fast_transport() -> httpx.AsyncBaseTransport:
-    """A neuron's transport: aiohttp under httpx. Its session is made on the first request,
-    inside the event loop that sends it, and closed with the client. No limit on connections:
-    the router bounds what a neuron is sent (its slots and queue), and aiohttp's default of 100
-    would queue the rest unseen. Proxy variables are not followed: neurons are on the
-    operator's own network."""
-
-    def session() -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=0, ssl=tls_context())
-        return aiohttp.ClientSession(connector=connector, trust_env=False)
-
-    return AiohttpTransport(verify=tls_context(), client=session)
-
-
 async def read_to_end(lines: AsyncIterator[bytes], most: int = TRAILING_LINES) -> None:
     """Read what follows a stream's last message (at most ``most`` lines, normally none but the
     end of the body), so that the stream ends and its connection goes back to the pool: one
@@ -137,11 +112,173 @@ async def read_to_end(lines: AsyncIterator[bytes], most: int = TRAILING_LINES) -
             return
 
 
-class NeuronHTTP:
-    """One neuron's base URL and client, with httpx's failures mapped to ganglion's errors.
+# --- the link: one request out, its answer back ---------------------------------------------
 
-    A ``client`` passed in is borrowed and never closed here; otherwise one is made from
-    ``transport`` and ``timeout`` and closed by :meth:`aclose`.
+
+class Unanswered(Exception):
+    """Nothing answered: no connection, or it closed before the response headers."""
+
+
+class CutOff(Exception):
+    """The answer broke off while its body was being read."""
+
+
+class Answer(Protocol):
+    """An answer whose status and headers have come; its body is still to read."""
+
+    status: int
+    reason: str
+    content_type: str
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def read(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Link(Protocol):
+    """How a :class:`NeuronHTTP` sends: :class:`AiohttpLink` for real neurons,
+    :class:`HttpxLink` for an httpx client or transport (tests fake neurons with
+    ``httpx.MockTransport``). A link raises only :class:`Unanswered` and :class:`CutOff`."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    async def open(self, method: str, url: str, body: bytes | None) -> Answer: ...
+
+    async def aclose(self) -> None: ...
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+class AiohttpLink:
+    """aiohttp's C HTTP parser, straight: the gateway sends every request of every neuron
+    through one, so this costs a request a third of what httpx on httpcore and h11 did.
+
+    The session is made on the first request, inside the event loop that sends it. No limit
+    on connections: the router bounds what a neuron is sent (its slots and queue), and
+    aiohttp's default of 100 would queue the rest unseen. Proxy variables are not followed:
+    neurons are on the operator's own network."""
+
+    def __init__(self, timeout: httpx.Timeout) -> None:
+        self.closed = False
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout.connect, sock_read=timeout.read
+        )
+        self._session: aiohttp.ClientSession | None = None
+
+    async def open(self, method: str, url: str, body: bytes | None) -> Answer:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, trust_env=False
+            )
+        try:
+            response = await self._session.request(
+                method, url, data=body, headers=JSON_HEADERS if body is not None else None
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Unanswered(_aiohttp_says(exc)) from exc
+        return _AiohttpAnswer(response)
+
+    async def aclose(self) -> None:
+        self.closed = True
+        if self._session is not None:
+            await self._session.close()
+
+
+class _AiohttpAnswer:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.reason = response.reason or ""
+        self.content_type = response.headers.get("Content-Type", "")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._response.content.iter_any():
+                yield data
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CutOff(_aiohttp_says(exc)) from exc
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.read()
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise CutOff(_aiohttp_says(exc)) from exc
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+def _aiohttp_says(exc: BaseException) -> str:
+    """What went wrong, as the system said it where it did (not aiohttp's wrapping)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"ConnectError: {exc.os_error}"
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return "ReadTimeout: no data in time"
+    return describe(exc)
+
+
+class HttpxLink:
+    """An httpx client, borrowed (``owned=False``: never closed here) or this link's own."""
+
+    def __init__(self, client: httpx.AsyncClient, *, owned: bool) -> None:
+        self._client = client
+        self._owned = owned
+
+    @property
+    def closed(self) -> bool:
+        return self._client.is_closed
+
+    async def open(self, method: str, url: str, body: bytes | None) -> Answer:
+        headers = JSON_HEADERS if body is not None else None
+        request = self._client.build_request(method, url, content=body, headers=headers)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise Unanswered(describe(exc)) from exc
+        return _HttpxAnswer(response)
+
+    async def aclose(self) -> None:
+        if self._owned:
+            await self._client.aclose()
+
+
+class _HttpxAnswer:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.reason = response.reason_phrase
+        self.content_type = response.headers.get("content-type", "")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for data in self._response.aiter_bytes():
+                yield data
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise CutOff(describe(exc)) from exc
+
+    async def read(self) -> bytes:
+        try:
+            return await self._response.aread()
+        except (httpx.HTTPError, httpx.StreamError) as exc:
+            raise CutOff(describe(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+
+# --- one neuron's requests --------------------------------------------------------------------
+
+
+class NeuronHTTP:
+    """One neuron's base URL and link, with the link's failures mapped to ganglion's errors.
+
+    With a ``client`` (borrowed, never closed here) or a ``transport``, requests go through
+    httpx (tests); otherwise through aiohttp (:class:`AiohttpLink`).
     """
 
     def __init__(
@@ -153,10 +290,14 @@ class NeuronHTTP:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
     ) -> None:
         self.base_url = base_url
-        self._owns_client = client is None
-        self._client = client or httpx.AsyncClient(
-            transport=transport or fast_transport(), timeout=timeout, trust_env=False
-        )
+        self._link: Link
+        if client is not None:
+            self._link = HttpxLink(client, owned=False)
+        elif transport is not None:
+            made = httpx.AsyncClient(transport=transport, timeout=timeout)
+            self._link = HttpxLink(made, owned=True)
+        else:
+            self._link = AiohttpLink(timeout)
 
     async def get_json(self, path: str) -> Any:
         return await self._json("GET", path, None)
@@ -167,46 +308,40 @@ class NeuronHTTP:
     async def stream_lines(
         self, path: str, body: dict[str, Any], retry: Retry | None = None
     ) -> AsyncIterator[bytes]:
-        """The non-blank lines of a streamed ``POST`` answer (NDJSON or SSE), as bytes: split
-        here rather than by httpx's text decoder, which costs a chunk more than parsing it."""
-        response = await self._open("POST", path, body, retry)
+        """The non-blank lines of a streamed ``POST`` answer (NDJSON or SSE), as bytes."""
+        answer = await self._open("POST", path, body, retry)
         try:
             rest = b""
-            async for data in response.aiter_bytes():
+            async for data in answer.chunks():
                 *lines, rest = (rest + data).split(b"\n")
                 for line in lines:
                     if line.strip():
                         yield line
             if rest.strip():
                 yield rest
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise NeuronStreamBroken(
-                f"{self.base_url}{path} broke off midway ({describe(exc)})"
-            ) from exc
+        except CutOff as exc:
+            raise NeuronStreamBroken(f"{self.base_url}{path} broke off midway ({exc})") from exc
         finally:
-            await response.aclose()
+            await answer.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        await self._link.aclose()
 
     async def _json(
         self, method: str, path: str, body: dict[str, Any] | None, retry: Retry | None = None
     ) -> Any:
-        response = await self._open(method, path, body, retry)
+        answer = await self._open(method, path, body, retry)
         try:
-            content = await response.aread()
-        except (httpx.HTTPError, httpx.StreamError) as exc:
-            raise NeuronStreamBroken(
-                f"{self.base_url}{path} broke off midway ({describe(exc)})"
-            ) from exc
+            content = await answer.read()
+        except CutOff as exc:
+            raise NeuronStreamBroken(f"{self.base_url}{path} broke off midway ({exc})") from exc
         finally:
-            await response.aclose()
+            await answer.aclose()
         return decode_json(content, f"{method} {self.base_url}{path}", started=False)
 
     async def _open(
         self, method: str, path: str, body: dict[str, Any] | None, retry: Retry | None
-    ) -> httpx.Response:
+    ) -> Answer:
         """Send and wait for the headers; on an error status, ``retry`` may offer another body."""
         try:
             return await self._send(method, path, body)
@@ -216,46 +351,44 @@ class NeuronHTTP:
                 raise
             return await self._send(method, path, again)
 
-    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
+    async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> Answer:
         """Send and wait for the headers; raise for no answer or an error status."""
         url = f"{self.base_url}{path}"
-        if self._client.is_closed:  # its neuron was removed while this request was coming
+        if self._link.closed:  # its neuron was removed while this request was coming
             raise NeuronUnreachable(f"{self.base_url} was removed from the fleet")
-        request = self._client.build_request(method, url, json=body)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TransportError as exc:
+            answer = await self._link.open(
+                method, url, None if body is None else orjson.dumps(body)
+            )
+        except Unanswered as exc:
             raise NeuronUnreachable(
-                f"nothing answered at {url} ({describe(exc)}); "
+                f"nothing answered at {url} ({exc}); "
                 "check that the server is running and that the address and port are right"
             ) from exc
-        if response.is_success:
-            return response
+        if 200 <= answer.status < 300:
+            return answer
         try:
-            await response.aread()
-        except (httpx.HTTPError, httpx.StreamError):
-            pass
+            content = await answer.read()
+        except CutOff:
+            content = b""
         finally:
-            await response.aclose()
+            await answer.aclose()
         raise NeuronRequestError(
-            f"{method} {url} answered {response.status_code} {response.reason_phrase}: "
-            f"{_server_says(response)}",
-            status_code=response.status_code,
+            f"{method} {url} answered {answer.status} {answer.reason}: "
+            f"{_server_says(answer.content_type, content)}",
+            status_code=answer.status,
         )
 
 
-def _server_says(response: httpx.Response) -> str:
+def _server_says(content_type: str, content: bytes) -> str:
     """The server's own error text: the JSON error field if any, else the body's start."""
     try:
-        text = error_text(response.json())
-    except (ValueError, httpx.ResponseNotRead):
+        text = error_text(json.loads(content))
+    except ValueError:
         text = None
     if text is None:
-        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        kind = content_type.split(";", maxsplit=1)[0].strip()
         if kind and kind not in ("text/plain", "application/json"):
             return f"a {kind} page, not an API error"
-        try:
-            text = response.text
-        except httpx.ResponseNotRead:
-            text = ""
+        text = content.decode(errors="replace")
     return " ".join(text.split())[:ERROR_TEXT_LIMIT] or "(no error text)"
