@@ -7,7 +7,8 @@ feed the speed estimates. Callers that asked for one JSON answer get the chunks 
 
     dispatch ──▶ Router.rank ──▶ for each candidate: open stream, wait for the first chunk
                                    ├─ fails before the first chunk: cool down, next one
-                                   └─ answers: Stream (first chunk + the rest, measured)
+                                   └─ answers: Stream (first chunk + the rest, measured);
+                                      the neuron holds the prompt in its cache now
 
 Every wait on a neuron (its first chunk, each next one) ends at its timeout, or as soon as
 the probes find the neuron offline, whichever comes first: a cut link or a dead host costs
@@ -60,6 +61,8 @@ class Stream:
     _rest: AsyncIterator[Chunk]
     _stack: contextlib.AsyncExitStack
     stats: TokenStats | None = field(default=None)
+    cached_tokens: int = 0
+    """Prompt tokens the neuron was predicted to hold in its KV cache when it was chosen."""
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._rest
@@ -131,8 +134,11 @@ class Dispatcher:
                 raise
             else:
                 self.router.warm_up(neuron)
-                rest = self._rest(neuron, job.model, endpoint, first, stream, stack)
-                return Stream(neuron, job.model, first, rest, stack)
+                self.router.remember(neuron, job)
+                cached = estimate.cached_tokens
+                self.observer.prefix_predicted(neuron.name, job.model, cached)
+                rest = self._rest(neuron, job.model, endpoint, first, stream, stack, cached)
+                return Stream(neuron, job.model, first, rest, stack, cached_tokens=cached)
         raise AllNeuronsFailed(
             f"no neuron could serve {job.model!r}: "
             + "; ".join(failures)
@@ -221,6 +227,7 @@ class Dispatcher:
         first: Chunk,
         stream: AsyncIterator[Chunk],
         stack: contextlib.AsyncExitStack,
+        cached: int,
     ) -> AsyncIterator[Chunk]:
         chunk = first
         ended = False
@@ -246,7 +253,7 @@ class Dispatcher:
                 )
         stats = chunk.stats or TokenStats()
         self.observer.request_finished(neuron.name, model, endpoint, stats)
-        await self.registry.record_success(neuron, model, stats)
+        await self.registry.record_success(neuron, model, stats, predicted_cached=cached)
 
 
 async def _close(stream: AsyncIterator[Chunk]) -> None:

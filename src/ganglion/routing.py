@@ -3,7 +3,7 @@
 The predicted finish time of a job on a neuron (DESIGN.md, "Routing and scheduling")::
 
     finish = backlog / (slots * decode)          queue wait: work already on the neuron
-           + prompt_tokens / prefill             prefill
+           + (prompt_tokens - cached) / prefill  prefill of what the neuron does not hold
            + expected_output / decode            decode
            + load_s                              when the model is not loaded (Ollama /api/ps):
                                                  what is left of the load if one is under way
@@ -12,12 +12,16 @@ The predicted finish time of a job on a neuron (DESIGN.md, "Routing and scheduli
 or :data:`PRIOR_DECODE_TPS`, before any measurement). ``prefill`` and ``load_s`` are the
 neuron's measured ones for the model (:mod:`ganglion.fleet.speed`); before any measurement,
 prefill is :data:`PREFILL_FACTOR` times decode and a load :data:`DEFAULT_LOAD_S`.
-``backlog`` is the output tokens the neuron still owes its in-flight jobs (draining at
-slots x decode), known because every job passes through :meth:`Router.admit`. Routing
+``cached`` is the tokens of the job's prompt the neuron is predicted to hold in its KV cache
+from the prompts it served lately (:mod:`ganglion.prefixes`): a conversation's next turn
+reads only its new messages on the neuron that answered the turn before.
+``backlog`` is the work the neuron still owes its in-flight jobs, in output tokens (their
+output, and their prompts' prefill converted at decode / prefill), draining at
+slots x decode, known because every job passes through :meth:`Router.admit`. Routing
 policies (which neuron gets a request: ``GANGLION_ROUTING_POLICY``) are small strategy objects
-in :data:`ROUTING_POLICIES`; the :class:`Router` keeps the in-flight book, the cooldowns and
-the admission limits. (How a plan's subtasks are placed is a schedule policy:
-:mod:`ganglion.orchestra.schedule`.)
+in :data:`ROUTING_POLICIES`; the :class:`Router` keeps the in-flight book, the prefix
+indexes, the cooldowns and the admission limits. (How a plan's subtasks are placed is a
+schedule policy: :mod:`ganglion.orchestra.schedule`.)
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Protocol
 from ganglion.errors import NoNeuronForModel, PinnedUnavailable
 from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
+from ganglion.prefixes import PrefixIndex, Prompt
 
 PRIOR_DECODE_TPS = 20.0
 PREFILL_FACTOR = 10.0  # prefill runs about this many times faster than decode when unmeasured
@@ -52,6 +57,8 @@ class Job:
     model: str
     prompt_tokens: int = 0
     output_tokens: int = DEFAULT_OUTPUT_TOKENS
+    prompt: Prompt | None = None
+    """The prompt's hash chain, for the prefix caches (None: not worth tracking)."""
 
 
 @dataclass
@@ -59,6 +66,9 @@ class Ticket:
     job: Job
     started: float
     decode_tps: float
+    work: float = 0.0
+    """What the job owes the neuron, in output tokens: its output, and its prefill as the
+    output tokens the neuron could have written in that time."""
 
 
 @dataclass
@@ -80,7 +90,7 @@ class Book:
         return max(self.owed - self.rate * (now - self.stamp), 0.0)
 
     def add(self, ticket: Ticket, now: float, slots: int) -> None:
-        self.owed = self.backlog(now) + ticket.job.output_tokens
+        self.owed = self.backlog(now) + ticket.work
         self.stamp, self.rate = now, slots * ticket.decode_tps
         self.tickets.append(ticket)
 
@@ -98,6 +108,11 @@ class Estimate:
     wait_s: float
     decode_tps: float
     queued: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens the neuron is predicted to hold in its KV cache."""
+    saving_s: float = 0.0
+    """The prefill time those cached tokens save (already left out of ``finish_s``)."""
+    prefill_tps: float = 0.0
 
 
 class RoutingPolicy(Protocol):
@@ -110,13 +125,25 @@ class RoutingPolicy(Protocol):
         ...
 
 
+class CacheAware:
+    """Earliest predicted finish time first, prefill charged only for the prompt tokens a
+    neuron is not predicted to hold in its KV cache (the default)."""
+
+    name = "cache-aware"
+
+    def rank(self, estimates: list[Estimate]) -> list[Estimate]:
+        return sorted(estimates, key=lambda e: (e.finish_s, e.queued, e.neuron.name))
+
+
 class FinishTime:
-    """Earliest predicted finish time first (the default)."""
+    """Earliest predicted finish time first, as if no neuron held any prompt in its cache:
+    every prompt token is charged prefill everywhere (the ranking before prefix caches were
+    tracked, kept for comparison)."""
 
     name = "finish-time"
 
     def rank(self, estimates: list[Estimate]) -> list[Estimate]:
-        return sorted(estimates, key=lambda e: (e.finish_s, e.queued, e.neuron.name))
+        return sorted(estimates, key=lambda e: (e.finish_s + e.saving_s, e.queued, e.neuron.name))
 
 
 class LeastBusy:
@@ -154,7 +181,7 @@ def register_routing_policy(name: str, factory: Callable[[], RoutingPolicy]) -> 
     ROUTING_POLICIES[name] = factory
 
 
-for _policy in (FinishTime, LeastBusy, RoundRobin):
+for _policy in (CacheAware, FinishTime, LeastBusy, RoundRobin):
     register_routing_policy(_policy.name, _policy)
 
 
@@ -168,14 +195,19 @@ class Router:
         *,
         cooldown_s: float = 15.0,
         max_queue: int = 32,
+        cache_slots: int = 0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``cache_slots``: the prompts each neuron is taken to hold per model in its KV
+        cache (0: as many as it has slots)."""
         self.registry = registry
-        self.policy = policy or FinishTime()
+        self.policy = policy or CacheAware()
         self.cooldown_s = cooldown_s
         self.max_queue = max_queue
+        self.cache_slots = cache_slots
         self.clock = clock
         self._books: dict[str, Book] = {}
+        self._prefixes: dict[tuple[str, str], PrefixIndex] = {}
 
     def book(self, neuron: Neuron) -> Book:
         return self._books.setdefault(neuron.name, Book())
@@ -210,9 +242,11 @@ class Router:
         book = self.book(neuron)
         busy = len(book.tickets) >= neuron.slots
         wait = book.backlog(now) / (neuron.slots * decode) if busy else 0.0
-        prefill = job.prompt_tokens / self.prefill_tps(neuron, job.model, decode)
+        reading = self.prefill_tps(neuron, job.model, decode)
         loaded = neuron.loaded
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
+        cached = 0 if cold else min(self.cached_tokens(neuron, job), job.prompt_tokens)
+        prefill = (job.prompt_tokens - cached) / reading
         load = 0.0
         if cold:
             # Not loaded: this job loads the model, or waits for the load already under way
@@ -222,7 +256,31 @@ class Router:
                 started = min(ticket.started for ticket in book.tickets)
                 load = max(load - (now - started), 0.0)
         finish = wait + prefill + job.output_tokens / decode + load
-        return Estimate(neuron, finish, wait, decode, len(book.tickets))
+        return Estimate(
+            neuron, finish, wait, decode, len(book.tickets), cached, cached / reading, reading
+        )
+
+    def cached_tokens(self, neuron: Neuron, job: Job) -> int:
+        """The tokens of ``job``'s prompt ``neuron`` is predicted to hold in its KV cache."""
+        if job.prompt is None:
+            return 0
+        held = self._prefixes.get((neuron.name, _model_key(job.model)))
+        return held.match(job.prompt) if held is not None else 0
+
+    def remember(self, neuron: Neuron, job: Job) -> None:
+        """``neuron`` read ``job``'s prompt: it holds it in its cache now."""
+        if job.prompt is None:
+            return
+        key = (neuron.name, _model_key(job.model))
+        held = self._prefixes.get(key)
+        if held is None:
+            held = self._prefixes[key] = PrefixIndex(self.cache_slots or neuron.slots)
+        held.remember(job.prompt)
+
+    def forget(self, neuron: Neuron) -> None:
+        """Drop what ``neuron`` is predicted to hold: it failed, and may have restarted."""
+        for key in [key for key in self._prefixes if key[0] == neuron.name]:
+            del self._prefixes[key]
 
     def rank(self, job: Job, *, pinned: str | None = None) -> list[Estimate]:
         """Candidates for ``job``, best first: neurons cooling down and full ones go last
@@ -262,6 +320,7 @@ class Router:
 
     def cool_down(self, neuron: Neuron) -> None:
         self.book(neuron).cool_until = self.clock() + self.cooldown_s
+        self.forget(neuron)
 
     def warm_up(self, neuron: Neuron) -> None:
         self.book(neuron).cool_until = 0.0
@@ -269,13 +328,21 @@ class Router:
     @contextmanager
     def admit(self, estimate: Estimate, job: Job) -> Iterator[Ticket]:
         """Count ``job`` against its neuron's backlog while it runs."""
-        ticket = Ticket(job, self.clock(), estimate.decode_tps)
+        work = float(job.output_tokens)
+        if estimate.prefill_tps > 0:
+            unread = job.prompt_tokens - estimate.cached_tokens
+            work += unread * estimate.decode_tps / estimate.prefill_tps
+        ticket = Ticket(job, self.clock(), estimate.decode_tps, work)
         book = self.book(estimate.neuron)
         book.add(ticket, self.clock(), estimate.neuron.slots)
         try:
             yield ticket
         finally:
             book.remove(ticket, self.clock())
+
+
+def _model_key(model: str) -> str:
+    return model.removesuffix(":latest")
 
 
 def _speed(neuron: Neuron, model: str) -> float | None:

@@ -1,0 +1,129 @@
+"""Which prompt prefixes a neuron is predicted to hold in its KV cache.
+
+Chat clients resend the whole conversation each turn. A server that answered the earlier
+turns keeps their prompt in its cache (llama.cpp's slots with ``cache_prompt``, Ollama's
+per-model parallel slots, vLLM's prefix cache), so the next turn reads only what is new.
+
+A prompt becomes a *hash chain* (:class:`Prompt`): one digest per message boundary, each
+covering every message up to there (role, content and any other field), with the prompt's
+estimated length in tokens at that boundary. A raw completion prompt is chained every
+:data:`BLOCK_CHARS` characters. Each message is hashed once, incrementally (BLAKE2b), from
+the body the gateway already parsed: nothing is serialised again but non-text content.
+
+A :class:`PrefixIndex` is what one neuron holds for one model: at most ``slots`` prompts,
+evicted least recently used first, as such a server evicts its slots. A prompt that extends
+one it holds (the next turn of that conversation) takes that prompt's place, as the server
+reuses the slot whose cache matches. :meth:`PrefixIndex.match` gives the tokens of the
+longest held prefix of a new prompt: the part its prefill can skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+CHARS_PER_TOKEN = 4
+"""The routing estimate of a prompt's length: about four characters a token."""
+
+BLOCK_CHARS = 1024
+"""A raw prompt (``/api/generate``, ``/v1/completions``) is chained in blocks this long."""
+
+DIGEST_BYTES = 8
+_SEPARATOR = b"\x1e"
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt as a hash chain: ``digests[i]`` covers the prompt up to its ``i``-th
+    boundary, which ends ``tokens[i]`` (estimated) tokens in."""
+
+    digests: tuple[bytes, ...] = ()
+    tokens: tuple[int, ...] = ()
+
+    @property
+    def total_tokens(self) -> int:
+        return self.tokens[-1] if self.tokens else 0
+
+    def shared(self, other: Prompt) -> int:
+        """How many leading boundaries this prompt and ``other`` have in common."""
+        count = 0
+        for mine, theirs in zip(self.digests, other.digests, strict=False):
+            if mine != theirs:
+                break
+            count += 1
+        return count
+
+
+def of_messages(messages: Iterable[Mapping[str, object]]) -> Prompt:
+    """The hash chain of a chat's messages (the boundaries fall between messages)."""
+    chain = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    digests: list[bytes] = []
+    tokens: list[int] = []
+    chars = 0
+    for message in messages:
+        role, content = message.get("role"), message.get("content", "")
+        text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
+        chars += len(text)
+        chain.update(f"{role}\x00".encode())
+        chain.update(text.encode("utf-8", "surrogatepass"))
+        if len(message) > 2 or "role" not in message or "content" not in message:
+            others = {k: v for k, v in message.items() if k not in ("role", "content")}
+            chain.update(json.dumps(others, sort_keys=True, default=str).encode())
+        chain.update(_SEPARATOR)
+        digests.append(chain.copy().digest())
+        tokens.append(chars // CHARS_PER_TOKEN)
+    return Prompt(tuple(digests), tuple(tokens))
+
+
+def of_text(*texts: object) -> Prompt:
+    """The hash chain of a raw prompt, one boundary every :data:`BLOCK_CHARS` characters:
+    the same text grown at its end keeps its earlier blocks' digests. Non-text parts
+    (embedding inputs) are written as JSON."""
+    text = "".join(t if isinstance(t, str) else json.dumps(t) for t in texts)
+    chain = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    digests: list[bytes] = []
+    tokens: list[int] = []
+    for start in range(0, len(text), BLOCK_CHARS):
+        block = text[start : start + BLOCK_CHARS]
+        chain.update(block.encode("utf-8", "surrogatepass"))
+        digests.append(chain.copy().digest())
+        tokens.append((start + len(block)) // CHARS_PER_TOKEN)
+    return Prompt(tuple(digests), tuple(tokens))
+
+
+class PrefixIndex:
+    """The prompts one neuron is predicted to hold for one model: at most ``slots``, the
+    least recently served evicted first."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"a prefix index holds at least one prompt, not {slots}")
+        self.slots = slots
+        self._held: list[Prompt] = []  # least recently served first
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def match(self, prompt: Prompt) -> int:
+        """The tokens of ``prompt``'s longest prefix held here (0: none)."""
+        best = max((prompt.shared(held) for held in self._held), default=0)
+        return prompt.tokens[best - 1] if best else 0
+
+    def remember(self, prompt: Prompt) -> None:
+        """``prompt`` was served: it is held now, in the place of a prompt it extends (that
+        conversation's earlier turn), else in the least recently served one's."""
+        if not prompt.digests:
+            return
+        for index, held in enumerate(self._held):
+            if prompt.shared(held) == len(held.digests):
+                del self._held[index]
+                break
+        else:
+            if len(self._held) >= self.slots:
+                del self._held[0]
+        self._held.append(prompt)
+
+    def clear(self) -> None:
+        self._held.clear()
