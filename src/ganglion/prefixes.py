@@ -10,19 +10,21 @@ estimated length in tokens at that boundary. A raw completion prompt is chained 
 :data:`BLOCK_CHARS` characters. Each message is hashed once, incrementally (BLAKE2b), from
 the body the gateway already parsed: nothing is serialised again but non-text content.
 
-A :class:`PrefixIndex` is what one neuron holds for one model: at most ``slots`` prompts,
-evicted least recently used first, as such a server evicts its slots. A prompt that extends
-one it holds (the next turn of that conversation) takes that prompt's place, as the server
-reuses the slot whose cache matches. :meth:`PrefixIndex.match` gives the tokens of the
-longest held prefix of a new prompt: the part its prefill can skip.
+A :class:`PrefixIndex` (a :class:`CacheSlots` of hash chains; the simulator keeps its own
+cache in a :class:`CacheSlots` of tokens) is what one neuron holds for one model: at most
+``slots`` prompts, evicted least recently used first, as such a server evicts its slots. A
+prompt that extends one it holds (the next turn of that conversation) takes that prompt's
+place, as the server reuses the slot whose cache matches. :meth:`PrefixIndex.match` gives
+the tokens of the longest held prefix of a new prompt: the part its prefill can skip.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sized
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 CHARS_PER_TOKEN = 4
 """The routing estimate of a prompt's length: about four characters a token."""
@@ -41,6 +43,9 @@ class Prompt:
 
     digests: tuple[bytes, ...] = ()
     tokens: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.digests)
 
     @property
     def total_tokens(self) -> int:
@@ -93,31 +98,35 @@ def of_text(*texts: object) -> Prompt:
     return Prompt(tuple(digests), tuple(tokens))
 
 
-class PrefixIndex:
-    """The prompts one neuron is predicted to hold for one model: at most ``slots``, the
-    least recently served evicted first."""
+Held = TypeVar("Held", bound=Sized)
 
-    def __init__(self, slots: int) -> None:
-        if slots < 1:
-            raise ValueError(f"a prefix index holds at least one prompt, not {slots}")
+
+class CacheSlots(Generic[Held]):
+    """What a server's prompt cache holds: at most ``slots`` prompts, the least recently
+    read evicted first. ``shared(a, b)`` counts the leading units (boundaries, tokens) two
+    prompts have in common; ``len(prompt)`` is its units. The simulator keeps its cache with
+    this too, in tokens."""
+
+    def __init__(self, slots: int, shared: Callable[[Held, Held], int]) -> None:
         self.slots = slots
-        self._held: list[Prompt] = []  # least recently served first
+        self.shared = shared
+        self._held: list[Held] = []  # least recently read first
 
     def __len__(self) -> int:
         return len(self._held)
 
-    def match(self, prompt: Prompt) -> int:
-        """The tokens of ``prompt``'s longest prefix held here (0: none)."""
-        best = max((prompt.shared(held) for held in self._held), default=0)
-        return prompt.tokens[best - 1] if best else 0
+    def longest(self, prompt: Held) -> int:
+        """The most leading units ``prompt`` shares with a prompt held here (0: none)."""
+        return max((self.shared(prompt, held) for held in self._held), default=0)
 
-    def remember(self, prompt: Prompt) -> None:
-        """``prompt`` was served: it is held now, in the place of a prompt it extends (that
-        conversation's earlier turn), else in the least recently served one's."""
-        if not prompt.digests:
+    def remember(self, prompt: Held) -> None:
+        """``prompt`` was read: it is held now, in the place of a prompt it extends (that
+        conversation's earlier turn: the server reuses the slot that matches), else in the
+        least recently read one's."""
+        if not self.slots or not len(prompt):
             return
         for index, held in enumerate(self._held):
-            if prompt.shared(held) == len(held.digests):
+            if self.shared(prompt, held) == len(held):
                 del self._held[index]
                 break
         else:
@@ -127,3 +136,17 @@ class PrefixIndex:
 
     def clear(self) -> None:
         self._held.clear()
+
+
+class PrefixIndex(CacheSlots[Prompt]):
+    """The prompts one neuron is predicted to hold for one model, as hash chains."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"a prefix index holds at least one prompt, not {slots}")
+        super().__init__(slots, Prompt.shared)
+
+    def match(self, prompt: Prompt) -> int:
+        """The tokens of ``prompt``'s longest prefix held here (0: none)."""
+        best = self.longest(prompt)
+        return prompt.tokens[best - 1] if best else 0
