@@ -7,8 +7,7 @@ feed the speed estimates. Callers that asked for one JSON answer get the chunks 
 
     dispatch ──▶ Router.rank ──▶ for each candidate: open stream, wait for the first chunk
                                    ├─ fails before the first chunk: cool down, next one
-                                   └─ answers: Stream (first chunk + the rest, measured);
-                                      the neuron holds the prompt in its cache now
+                                   └─ answers: Stream (first chunk + the rest, measured)
 
 Every wait on a neuron (its first chunk, each next one) ends at its timeout, or as soon as
 the probes find the neuron offline, whichever comes first: a cut link or a dead host costs
@@ -134,7 +133,6 @@ class Dispatcher:
                 raise
             else:
                 self.router.warm_up(neuron)
-                self.router.remember(neuron, job)
                 cached = estimate.cached_tokens
                 self.observer.prefix_predicted(neuron.name, job.model, cached)
                 rest = self._rest(neuron, job.model, endpoint, first, stream, stack, cached)

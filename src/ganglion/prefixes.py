@@ -125,14 +125,25 @@ class CacheSlots(Generic[Held]):
         least recently read one's."""
         if not self.slots or not len(prompt):
             return
+        extended = self._extended(prompt)
+        if extended is not None:
+            del self._held[extended]
+        elif len(self._held) >= self.slots:
+            del self._held[0]
+        self._held.append(prompt)
+
+    def evicts(self, prompt: Held) -> Held | None:
+        """The prompt that remembering ``prompt`` would push out, if any."""
+        if not self.slots or len(self._held) < self.slots or self._extended(prompt) is not None:
+            return None
+        return self._held[0]
+
+    def _extended(self, prompt: Held) -> int | None:
+        """Where the held prompt that ``prompt`` starts with is, if one is."""
         for index, held in enumerate(self._held):
             if self.shared(prompt, held) == len(held):
-                del self._held[index]
-                break
-        else:
-            if len(self._held) >= self.slots:
-                del self._held[0]
-        self._held.append(prompt)
+                return index
+        return None
 
     def clear(self) -> None:
         self._held.clear()
@@ -150,3 +161,8 @@ class PrefixIndex(CacheSlots[Prompt]):
         """The tokens of ``prompt``'s longest prefix held here (0: none)."""
         best = self.longest(prompt)
         return prompt.tokens[best - 1] if best else 0
+
+    def displaced(self, prompt: Prompt) -> int:
+        """The tokens of the prompt that serving ``prompt`` here would push out (0: none)."""
+        evicted = self.evicts(prompt)
+        return evicted.total_tokens if evicted is not None else 0

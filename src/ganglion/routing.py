@@ -113,6 +113,9 @@ class Estimate:
     saving_s: float = 0.0
     """The prefill time those cached tokens save (already left out of ``finish_s``)."""
     prefill_tps: float = 0.0
+    displacing_s: float = 0.0
+    """The prefill another conversation will redo because this job pushes its prompt out of
+    the neuron's cache (the least recently served one, when the cache is full)."""
 
 
 class RoutingPolicy(Protocol):
@@ -127,12 +130,15 @@ class RoutingPolicy(Protocol):
 
 class CacheAware:
     """Earliest predicted finish time first, prefill charged only for the prompt tokens a
-    neuron is not predicted to hold in its KV cache (the default)."""
+    neuron is not predicted to hold in its KV cache, plus the prefill a job makes another
+    conversation redo by pushing its prompt out of a full cache (the default)."""
 
     name = "cache-aware"
 
     def rank(self, estimates: list[Estimate]) -> list[Estimate]:
-        return sorted(estimates, key=lambda e: (e.finish_s, e.queued, e.neuron.name))
+        return sorted(
+            estimates, key=lambda e: (e.finish_s + e.displacing_s, e.queued, e.neuron.name)
+        )
 
 
 class FinishTime:
@@ -245,7 +251,8 @@ class Router:
         reading = self.prefill_tps(neuron, job.model, decode)
         loaded = neuron.loaded
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
-        cached = 0 if cold else min(self.cached_tokens(neuron, job), job.prompt_tokens)
+        cached, displaced = self._cache(neuron, job)
+        cached = 0 if cold else min(cached, job.prompt_tokens)
         prefill = (job.prompt_tokens - cached) / reading
         load = 0.0
         if cold:
@@ -257,18 +264,37 @@ class Router:
                 load = max(load - (now - started), 0.0)
         finish = wait + prefill + job.output_tokens / decode + load
         return Estimate(
-            neuron, finish, wait, decode, len(book.tickets), cached, cached / reading, reading
+            neuron,
+            finish,
+            wait,
+            decode,
+            len(book.tickets),
+            cached,
+            cached / reading,
+            reading,
+            displaced / reading,
         )
 
     def cached_tokens(self, neuron: Neuron, job: Job) -> int:
         """The tokens of ``job``'s prompt ``neuron`` is predicted to hold in its KV cache."""
+        return self._cache(neuron, job)[0]
+
+    def _cache(self, neuron: Neuron, job: Job) -> tuple[int, int]:
+        """What ``neuron``'s cache is predicted to hold of ``job``'s prompt, and the tokens
+        of the prompt that serving it there would push out."""
         if job.prompt is None:
-            return 0
+            return 0, 0
         held = self._prefixes.get((neuron.name, _model_key(job.model)))
-        return held.match(job.prompt) if held is not None else 0
+        if held is None:
+            return 0, 0
+        return held.match(job.prompt), held.displaced(job.prompt)
 
     def remember(self, neuron: Neuron, job: Job) -> None:
-        """``neuron`` read ``job``'s prompt: it holds it in its cache now."""
+        """``neuron`` will read ``job``'s prompt: it holds it in its cache from then on.
+
+        Called when the job is admitted, not when it is read: a neuron serves its queue in
+        order, so the index is what the neuron will hold once the jobs ahead of the next one
+        are read, which is what the next one will find there."""
         if job.prompt is None:
             return
         key = (neuron.name, _model_key(job.model))
@@ -327,12 +353,14 @@ class Router:
 
     @contextmanager
     def admit(self, estimate: Estimate, job: Job) -> Iterator[Ticket]:
-        """Count ``job`` against its neuron's backlog while it runs."""
+        """Count ``job`` against its neuron's backlog while it runs; its prompt is held in the
+        neuron's cache from now on (:meth:`remember`)."""
         work = float(job.output_tokens)
         if estimate.prefill_tps > 0:
             unread = job.prompt_tokens - estimate.cached_tokens
             work += unread * estimate.decode_tps / estimate.prefill_tps
         ticket = Ticket(job, self.clock(), estimate.decode_tps, work)
+        self.remember(estimate.neuron, job)
         book = self.book(estimate.neuron)
         book.add(ticket, self.clock(), estimate.neuron.slots)
         try:
