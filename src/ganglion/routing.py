@@ -41,6 +41,10 @@ from ganglion.prefixes import PrefixIndex, Prompt
 
 PRIOR_DECODE_TPS = 20.0
 PREFILL_FACTOR = 10.0  # prefill runs about this many times faster than decode when unmeasured
+DISPLACED_TURNS = 4.0
+"""A conversation whose prompt a job pushes out of a full cache is taken to come back this
+many times, reading its prompt again each time (while the cache stays full, a conversation
+pushed out pushes out another: the cost of a first eviction is rarely one re-read)."""
 DEFAULT_OUTPUT_TOKENS = 256
 DEFAULT_LOAD_S = 5.0
 
@@ -114,8 +118,9 @@ class Estimate:
     """The prefill time those cached tokens save (already left out of ``finish_s``)."""
     prefill_tps: float = 0.0
     displacing_s: float = 0.0
-    """The prefill another conversation will redo because this job pushes its prompt out of
-    the neuron's cache (the least recently served one, when the cache is full)."""
+    """The prefill other conversations will redo because this job pushes a prompt out of the
+    neuron's cache (the least recently served one, when the cache is full), counted
+    :data:`DISPLACED_TURNS` times."""
 
 
 class RoutingPolicy(Protocol):
@@ -272,7 +277,7 @@ class Router:
             cached,
             cached / reading,
             reading,
-            displaced / reading,
+            DISPLACED_TURNS * displaced / reading,
         )
 
     def cached_tokens(self, neuron: Neuron, job: Job) -> int:
