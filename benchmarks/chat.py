@@ -37,7 +37,7 @@ from _fleet import Fleet, Gateway, heading, percentile, run_main, show
 MODEL = "bench-model"
 POLICIES = ("finish-time", "round-robin", "cache-aware")
 SLOTS = 2
-CACHE_SLOTS = 4
+CACHE_SLOTS = 6
 
 
 @dataclass(frozen=True)
@@ -257,7 +257,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--turn-words", type=int, default=2000, help="words a turn adds (2000)")
     parser.add_argument("--tokens", type=int, default=24, help="answer tokens a turn (24)")
     parser.add_argument(
-        "--cache-slots", type=int, default=CACHE_SLOTS, help="prompts each neuron keeps (4)"
+        "--cache-slots", type=int, default=CACHE_SLOTS, help="prompts each neuron keeps (6)"
     )
     parser.add_argument(
         "--scale",
