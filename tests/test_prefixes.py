@@ -46,6 +46,8 @@ def test_a_raw_prompt_is_chained_in_blocks() -> None:
     assert chain.total_tokens == len(prompt) // 4
     assert of_text(prompt + "more").digests[:2] == chain.digests[:2]
     assert of_text("").digests == ()
+    assert not chain.conversation  # a raw prompt is not taken to come back
+    assert of_messages(conversation(1)).conversation
 
 
 def test_a_held_prompt_matches_the_longest_shared_prefix() -> None:

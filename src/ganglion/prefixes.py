@@ -43,9 +43,9 @@ class Prompt:
 
     digests: tuple[bytes, ...] = ()
     tokens: tuple[int, ...] = ()
-    ongoing: bool = False
-    """The prompt carries an earlier answer (an assistant message): a conversation under
-    way, whose next turn is likely to come."""
+    conversation: bool = False
+    """A chat's messages, which a next turn usually follows (a raw prompt is not taken to
+    come back)."""
 
     def __len__(self) -> int:
         return len(self.digests)
@@ -70,10 +70,8 @@ def of_messages(messages: Iterable[Mapping[str, object]]) -> Prompt:
     digests: list[bytes] = []
     tokens: list[int] = []
     chars = 0
-    ongoing = False
     for message in messages:
         role, content = message.get("role"), message.get("content", "")
-        ongoing = ongoing or role == "assistant"
         text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
         chars += len(text)
         chain.update(f"{role}\x00".encode())
@@ -84,7 +82,7 @@ def of_messages(messages: Iterable[Mapping[str, object]]) -> Prompt:
         chain.update(_SEPARATOR)
         digests.append(chain.copy().digest())
         tokens.append(chars // CHARS_PER_TOKEN)
-    return Prompt(tuple(digests), tuple(tokens), ongoing)
+    return Prompt(tuple(digests), tuple(tokens), conversation=True)
 
 
 def of_text(*texts: object) -> Prompt:
@@ -168,7 +166,7 @@ class PrefixIndex(CacheSlots[Prompt]):
         return prompt.tokens[best - 1] if best else 0
 
     def displaced(self, prompt: Prompt) -> int:
-        """The tokens of the conversation under way that serving ``prompt`` here would push
-        out (0: none, or a prompt that is not known to come back)."""
+        """The tokens of the conversation that serving ``prompt`` here would push out (0:
+        none, or a raw prompt, not taken to come back)."""
         evicted = self.evicts(prompt)
-        return evicted.total_tokens if evicted is not None and evicted.ongoing else 0
+        return evicted.total_tokens if evicted is not None and evicted.conversation else 0

@@ -42,10 +42,10 @@ from ganglion.prefixes import PrefixIndex, Prompt
 PRIOR_DECODE_TPS = 20.0
 PREFILL_FACTOR = 10.0  # prefill runs about this many times faster than decode when unmeasured
 DISPLACED_TURNS = 4.0
-"""A conversation under way whose prompt a job pushes out of a full cache is taken to come
-back this many times, reading its prompt again each time (while the cache stays full, a
-conversation pushed out pushes out another: the cost of a first eviction is rarely one
-re-read). A prompt that is not a conversation under way costs nothing to push out."""
+"""A conversation whose prompt a job pushes out of a full cache is taken to come back this
+many times, reading its prompt again each time (while the cache stays full, a conversation
+pushed out pushes out another: the cost of a first eviction is rarely one re-read). A raw
+prompt (``/api/generate``, ``/v1/completions``) costs nothing to push out."""
 DEFAULT_OUTPUT_TOKENS = 256
 DEFAULT_LOAD_S = 5.0
 

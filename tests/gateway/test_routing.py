@@ -11,7 +11,7 @@ from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect, TokenStats
-from ganglion.prefixes import of_messages
+from ganglion.prefixes import of_messages, of_text
 from ganglion.routing import DEFAULT_LOAD_S, ROUTING_POLICIES, Job, Router
 from ganglion.store import Store
 
@@ -292,17 +292,15 @@ def test_a_model_not_loaded_holds_nothing(registry: Registry) -> None:
 
 
 def test_a_new_conversation_goes_where_it_pushes_no_conversation_out(registry: Registry) -> None:
-    """``fast`` holds one prompt (cache slots 1). Pushing out a one-shot prompt costs
-    nothing; pushing out a conversation under way costs the prefill it will redo."""
+    """``fast`` holds one prompt (cache slots 1). Pushing out a raw prompt costs nothing;
+    pushing out a conversation costs the prefill it will redo."""
     fast, other = neuron("fast", 60), neuron("other", 50)
     router, _ = router_with(registry, fast, other, cache_slots=1)
-    router.remember(
-        fast, Job("llama3", 4000, prompt=of_messages([{"role": "user", "content": "x" * 16_000}]))
-    )
+    router.remember(fast, Job("llama3", 4000, prompt=of_text("x" * 16_000)))
     new = chat(0, name="new")
     assert router.rank(new)[0].neuron.name == "fast"
     assert router.rank(new)[0].displacing_s == 0
-    router.remember(fast, chat(1))  # a conversation under way, in fast's only slot
+    router.remember(fast, chat(1))  # a conversation, in fast's only slot
     ranked = router.rank(new)
     assert ranked[0].neuron.name == "other"
     assert ranked[1].displacing_s > 0
