@@ -81,7 +81,8 @@ class Settings(BaseSettings):
     discover_address: Literal["auto", "dns", "cluster-ip"] = "auto"
     discover_resync_s: float = Field(default=60.0, gt=0)
     discover_retry_s: float = Field(default=5.0, gt=0)
-    routing_policy: str = "finish-time"
+    routing_policy: str = "cache-aware"
+    prefix_cache_slots: int = Field(default=0, ge=0)
     first_byte_timeout_s: float = Field(default=120.0, gt=0)
     idle_timeout_s: float = Field(default=60.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)

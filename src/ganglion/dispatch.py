@@ -60,6 +60,8 @@ class Stream:
     _rest: AsyncIterator[Chunk]
     _stack: contextlib.AsyncExitStack
     stats: TokenStats | None = field(default=None)
+    cached_tokens: int = 0
+    """Prompt tokens the neuron was predicted to hold in its KV cache when it was chosen."""
 
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._rest
@@ -134,8 +136,10 @@ class Dispatcher:
             else:
                 self.router.warm_up(neuron)
                 watch.timeout_s = self.timeouts.idle_s
-                rest = self._rest(neuron, job.model, endpoint, first, watch, stream, stack)
-                return Stream(neuron, job.model, first, rest, stack)
+                cached = estimate.cached_tokens
+                self.observer.prefix_predicted(neuron.name, job.model, cached)
+                rest = self._rest(neuron, job.model, endpoint, first, watch, stream, stack, cached)
+                return Stream(neuron, job.model, first, rest, stack, cached_tokens=cached)
         raise AllNeuronsFailed(
             f"no neuron could serve {job.model!r}: "
             + "; ".join(failures)
@@ -193,6 +197,7 @@ class Dispatcher:
         watch: Watch,
         stream: AsyncIterator[Chunk],
         stack: contextlib.AsyncExitStack,
+        cached: int,
     ) -> AsyncIterator[Chunk]:
         chunk = first
         ended = False
@@ -218,7 +223,7 @@ class Dispatcher:
                 )
         stats = chunk.stats or TokenStats()
         self.observer.request_finished(neuron.name, model, endpoint, stats)
-        await self.registry.record_success(neuron, model, stats)
+        await self.registry.record_success(neuron, model, stats, predicted_cached=cached)
 
 
 class Watch:

@@ -3,7 +3,7 @@
 The predicted finish time of a job on a neuron (DESIGN.md, "Routing and scheduling")::
 
     finish = backlog / (slots * decode)          queue wait: work already on the neuron
-           + prompt_tokens / prefill             prefill
+           + (prompt_tokens - cached) / prefill  prefill of what the neuron does not hold
            + expected_output / decode            decode
            + load_s                              when the model is not loaded (Ollama /api/ps):
                                                  what is left of the load if one is under way
@@ -12,12 +12,16 @@ The predicted finish time of a job on a neuron (DESIGN.md, "Routing and scheduli
 or :data:`PRIOR_DECODE_TPS`, before any measurement). ``prefill`` and ``load_s`` are the
 neuron's measured ones for the model (:mod:`ganglion.fleet.speed`); before any measurement,
 prefill is :data:`PREFILL_FACTOR` times decode and a load :data:`DEFAULT_LOAD_S`.
-``backlog`` is the output tokens the neuron still owes its in-flight jobs (draining at
-slots x decode), known because every job passes through :meth:`Router.admit`. Routing
+``cached`` is the tokens of the job's prompt the neuron is predicted to hold in its KV cache
+from the prompts it served lately (:mod:`ganglion.prefixes`): a conversation's next turn
+reads only its new messages on the neuron that answered the turn before.
+``backlog`` is the work the neuron still owes its in-flight jobs, in output tokens (their
+output, and their prompts' prefill converted at decode / prefill), draining at
+slots x decode, known because every job passes through :meth:`Router.admit`. Routing
 policies (which neuron gets a request: ``GANGLION_ROUTING_POLICY``) are small strategy objects
-in :data:`ROUTING_POLICIES`; the :class:`Router` keeps the in-flight book, the cooldowns and
-the admission limits. (How a plan's subtasks are placed is a schedule policy:
-:mod:`ganglion.orchestra.schedule`.)
+in :data:`ROUTING_POLICIES`; the :class:`Router` keeps the in-flight book, the prefix
+indexes, the cooldowns and the admission limits. (How a plan's subtasks are placed is a
+schedule policy: :mod:`ganglion.orchestra.schedule`.)
 """
 
 from __future__ import annotations
@@ -34,9 +38,15 @@ from ganglion.errors import NoNeuronForModel, PinnedUnavailable
 from ganglion.fleet.board import Board, Load
 from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
+from ganglion.prefixes import PrefixIndex, Prompt
 
 PRIOR_DECODE_TPS = 20.0
 PREFILL_FACTOR = 10.0  # prefill runs about this many times faster than decode when unmeasured
+DISPLACED_TURNS = 4.0
+"""A conversation whose prompt a job pushes out of a full cache is taken to come back this
+many times, reading its prompt again each time (while the cache stays full, a conversation
+pushed out pushes out another: the cost of a first eviction is rarely one re-read). A raw
+prompt (``/api/generate``, ``/v1/completions``) costs nothing to push out."""
 DEFAULT_OUTPUT_TOKENS = 256
 DEFAULT_LOAD_S = 5.0
 
@@ -53,6 +63,8 @@ class Job:
     model: str
     prompt_tokens: int = 0
     output_tokens: int = DEFAULT_OUTPUT_TOKENS
+    prompt: Prompt | None = None
+    """The prompt's hash chain, for the prefix caches (None: not worth tracking)."""
 
 
 @dataclass
@@ -60,6 +72,9 @@ class Ticket:
     job: Job
     started: float
     decode_tps: float
+    work: float = 0.0
+    """What the job owes the neuron, in output tokens: its output, and its prefill as the
+    output tokens the neuron could have written in that time."""
 
 
 @dataclass
@@ -80,7 +95,7 @@ class Book:
         return Load(len(self.tickets), self.owed, self.stamp, self.rate, oldest, self.cool_until)
 
     def add(self, ticket: Ticket, now: float, slots: int) -> None:
-        self.owed = self.load().backlog(now) + ticket.job.output_tokens
+        self.owed = self.load().backlog(now) + ticket.work
         self.stamp, self.rate = now, slots * ticket.decode_tps
         self.tickets.append(ticket)
 
@@ -98,6 +113,15 @@ class Estimate:
     wait_s: float
     decode_tps: float
     queued: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens the neuron is predicted to hold in its KV cache."""
+    saving_s: float = 0.0
+    """The prefill time those cached tokens save (already left out of ``finish_s``)."""
+    prefill_tps: float = 0.0
+    displacing_s: float = 0.0
+    """The prefill other conversations will redo because this job pushes a prompt out of the
+    neuron's cache (the least recently served one, when the cache is full), counted
+    :data:`DISPLACED_TURNS` times."""
 
 
 class RoutingPolicy(Protocol):
@@ -110,13 +134,28 @@ class RoutingPolicy(Protocol):
         ...
 
 
+class CacheAware:
+    """Earliest predicted finish time first, prefill charged only for the prompt tokens a
+    neuron is not predicted to hold in its KV cache, plus the prefill a job makes another
+    conversation redo by pushing its prompt out of a full cache (the default)."""
+
+    name = "cache-aware"
+
+    def rank(self, estimates: list[Estimate]) -> list[Estimate]:
+        return sorted(
+            estimates, key=lambda e: (e.finish_s + e.displacing_s, e.queued, e.neuron.name)
+        )
+
+
 class FinishTime:
-    """Earliest predicted finish time first (the default)."""
+    """Earliest predicted finish time first, as if no neuron held any prompt in its cache:
+    every prompt token is charged prefill everywhere (the ranking before prefix caches were
+    tracked, kept for comparison)."""
 
     name = "finish-time"
 
     def rank(self, estimates: list[Estimate]) -> list[Estimate]:
-        return sorted(estimates, key=lambda e: (e.finish_s, e.queued, e.neuron.name))
+        return sorted(estimates, key=lambda e: (e.finish_s + e.saving_s, e.queued, e.neuron.name))
 
 
 class LeastBusy:
@@ -154,7 +193,7 @@ def register_routing_policy(name: str, factory: Callable[[], RoutingPolicy]) -> 
     ROUTING_POLICIES[name] = factory
 
 
-for _policy in (FinishTime, LeastBusy, RoundRobin):
+for _policy in (CacheAware, FinishTime, LeastBusy, RoundRobin):
     register_routing_policy(_policy.name, _policy)
 
 
@@ -168,16 +207,22 @@ class Router:
         *,
         cooldown_s: float = 15.0,
         max_queue: int = 32,
+        cache_slots: int = 0,
         clock: Callable[[], float] = time.monotonic,
         board: Board | None = None,
     ) -> None:
+        """``cache_slots``: the prompts each neuron is taken to hold per model in its KV
+        cache (0: as many as it has slots). ``board``: the load shared with the other
+        workers of ``serve --workers`` (:mod:`ganglion.fleet.board`)."""
         self.registry = registry
         self.board = board
-        self.policy = policy or FinishTime()
+        self.policy = policy or CacheAware()
         self.cooldown_s = cooldown_s
         self.max_queue = max_queue
+        self.cache_slots = cache_slots
         self.clock = clock
         self._books: dict[str, Book] = {}
+        self._prefixes: dict[tuple[str, str], PrefixIndex] = {}
 
     def book(self, neuron: Neuron) -> Book:
         return self._books.setdefault(neuron.name, Book())
@@ -231,19 +276,64 @@ class Router:
         load = load or self.load(neuron)
         busy = load.jobs >= neuron.slots
         wait = load.backlog(now) / (neuron.slots * decode) if busy else 0.0
-        prefill = job.prompt_tokens / self.prefill_tps(neuron, job.model, decode)
+        reading = self.prefill_tps(neuron, job.model, decode)
         loaded = neuron.loaded
         cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
+        cached, displaced = self._cache(neuron, job)
+        cached = 0 if cold else min(cached, job.prompt_tokens)
+        prefill = (job.prompt_tokens - cached) / reading
+        loading = 0.0
         if cold:
             # Not loaded: this job loads the model, or waits for the load already under way
             # (started with the neuron's oldest job in flight): it holds up the queue too.
             loading = _measured(neuron.speeds.loads, job.model) or DEFAULT_LOAD_S
             if load.jobs:
                 loading = max(loading - (now - load.oldest), 0.0)
-        else:
-            loading = 0.0
         finish = wait + prefill + job.output_tokens / decode + loading
-        return Estimate(neuron, finish, wait, decode, load.jobs)
+        return Estimate(
+            neuron,
+            finish,
+            wait,
+            decode,
+            load.jobs,
+            cached,
+            cached / reading,
+            reading,
+            DISPLACED_TURNS * displaced / reading,
+        )
+
+    def cached_tokens(self, neuron: Neuron, job: Job) -> int:
+        """The tokens of ``job``'s prompt ``neuron`` is predicted to hold in its KV cache."""
+        return self._cache(neuron, job)[0]
+
+    def _cache(self, neuron: Neuron, job: Job) -> tuple[int, int]:
+        """What ``neuron``'s cache is predicted to hold of ``job``'s prompt, and the tokens
+        of the prompt that serving it there would push out."""
+        if job.prompt is None:
+            return 0, 0
+        held = self._prefixes.get((neuron.name, _model_key(job.model)))
+        if held is None:
+            return 0, 0
+        return held.match(job.prompt), held.displaced(job.prompt)
+
+    def remember(self, neuron: Neuron, job: Job) -> None:
+        """``neuron`` will read ``job``'s prompt: it holds it in its cache from then on.
+
+        Called when the job is admitted, not when it is read: a neuron serves its queue in
+        order, so the index is what the neuron will hold once the jobs ahead of the next one
+        are read, which is what the next one will find there."""
+        if job.prompt is None:
+            return
+        key = (neuron.name, _model_key(job.model))
+        held = self._prefixes.get(key)
+        if held is None:
+            held = self._prefixes[key] = PrefixIndex(self.cache_slots or neuron.slots)
+        held.remember(job.prompt)
+
+    def forget(self, neuron: Neuron) -> None:
+        """Drop what ``neuron`` is predicted to hold: it failed, and may have restarted."""
+        for key in [key for key in self._prefixes if key[0] == neuron.name]:
+            del self._prefixes[key]
 
     def rank(self, job: Job, *, pinned: str | None = None) -> list[Estimate]:
         """Candidates for ``job``, best first: neurons cooling down and full ones go last
@@ -285,6 +375,7 @@ class Router:
 
     def cool_down(self, neuron: Neuron) -> None:
         self.book(neuron).cool_until = self.clock() + self.cooldown_s
+        self.forget(neuron)
         self._publish(neuron)
 
     def warm_up(self, neuron: Neuron) -> None:
@@ -295,8 +386,14 @@ class Router:
 
     @contextmanager
     def admit(self, estimate: Estimate, job: Job) -> Iterator[Ticket]:
-        """Count ``job`` against its neuron's backlog while it runs."""
-        ticket = Ticket(job, self.clock(), estimate.decode_tps)
+        """Count ``job`` against its neuron's backlog while it runs; its prompt is held in the
+        neuron's cache from now on (:meth:`remember`)."""
+        work = float(job.output_tokens)
+        if estimate.prefill_tps > 0:
+            unread = job.prompt_tokens - estimate.cached_tokens
+            work += unread * estimate.decode_tps / estimate.prefill_tps
+        ticket = Ticket(job, self.clock(), estimate.decode_tps, work)
+        self.remember(estimate.neuron, job)
         book = self.book(estimate.neuron)
         book.add(ticket, self.clock(), estimate.neuron.slots)
         self._publish(estimate.neuron)
@@ -309,6 +406,10 @@ class Router:
     def _publish(self, neuron: Neuron) -> None:
         if self.board is not None:
             self.board.publish(neuron.id, self.book(neuron).load())
+
+
+def _model_key(model: str) -> str:
+    return model.removesuffix(":latest")
 
 
 def _speed(neuron: Neuron, model: str) -> float | None:

@@ -50,7 +50,7 @@ MISTAKES = [
     ),
     pytest.param(
         "routing_policy = 'fastest-please'\n",
-        "ganglion.toml:1: unknown routing policy 'fastest-please': choose one of finish-time",
+        "ganglion.toml:1: unknown routing policy 'fastest-please': choose one of cache-aware",
         id="bad-choice",
     ),
     pytest.param(

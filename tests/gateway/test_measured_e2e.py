@@ -4,6 +4,7 @@ gateway learns them from the neurons' own timings, routes a long prompt by them,
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -13,12 +14,15 @@ import pytest
 from tests.conftest import Spawner
 
 PIN = "X-Ganglion-Neuron"
+PROMPTS = itertools.count()
 
 
 def generate(url: str, words: int, *, pin: str | None = None, out: int = 8) -> httpx.Response:
+    """A prompt of its own each time (its first word), so that no neuron is predicted to hold
+    it in its cache: these tests are about measured speeds."""
     body = {
         "model": "llama3",
-        "prompt": " ".join(["word"] * words),  # the sim reads a word as a token
+        "prompt": " ".join([f"prompt{next(PROMPTS)}"] + ["word"] * (words - 1)),  # a word: a token
         "stream": False,
         "options": {"num_predict": out},
     }

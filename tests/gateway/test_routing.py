@@ -11,6 +11,7 @@ from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect, TokenStats
+from ganglion.prefixes import of_messages, of_text
 from ganglion.routing import DEFAULT_LOAD_S, ROUTING_POLICIES, Job, Router
 from ganglion.store import Store
 
@@ -59,7 +60,7 @@ def hold(router: Router, job: Job) -> str:
 
 
 def router_with(
-    registry: Registry, *neurons: Neuron, policy: str = "finish-time", **kw: object
+    registry: Registry, *neurons: Neuron, policy: str = "cache-aware", **kw: object
 ) -> tuple[Router, Clock]:
     for n in neurons:
         registry._neurons[n.name] = n
@@ -211,3 +212,96 @@ def test_concurrent_requests_spread_over_unmeasured_neurons(registry: Registry) 
     router, _ = router_with(registry, first, second)
     placed = [hold(router, Job("llama3", output_tokens=16)) for _ in range(6)]
     assert sorted(placed) == ["first"] * 3 + ["second"] * 3
+
+
+def chat(turns: int, name: str = "a") -> Job:
+    """A conversation's request after ``turns`` turns: a document of ~4,000 tokens, then
+    short questions and answers."""
+    messages = [{"role": "user", "content": f"{name}: " + "x" * 16_000}]
+    for turn in range(turns):
+        messages.append({"role": "assistant", "content": f"answer {turn}"})
+        messages.append({"role": "user", "content": f"and then {turn}?"})
+    prompt = of_messages(messages)
+    return Job("llama3", prompt.total_tokens, 50, prompt)
+
+
+def test_a_warm_slower_neuron_beats_a_cold_faster_one(registry: Registry) -> None:
+    """The neuron that served a conversation's first turns holds their 4,000 tokens: its
+    next turn reads a few tokens there, and all 4,000 on the faster neuron."""
+    warm, cold = neuron("warm", 30), neuron("cold", 60)
+    router, _ = router_with(registry, warm, cold)
+    router.remember(warm, chat(0))
+    router.remember(warm, chat(1))
+    follow_up = chat(2)
+    assert router.cached_tokens(warm, follow_up) == chat(1).prompt_tokens
+    ranked = router.rank(follow_up)
+    assert ranked[0].neuron.name == "warm"
+    assert ranked[0].cached_tokens == chat(1).prompt_tokens
+    assert ranked[1].cached_tokens == 0
+    # warm: 50 / 30 + a few new tokens / 300; cold: 50 / 60 + 4,000 / 600
+    assert ranked[0].finish_s < 2.0 < ranked[1].finish_s
+    # the same request from another conversation finds nothing held: faster wins
+    assert router.rank(chat(2, name="b"))[0].neuron.name == "cold"
+    # and the cache-blind policy charges every token everywhere: the faster one, again
+    router.policy = ROUTING_POLICIES["finish-time"]()
+    assert router.rank(follow_up)[0].neuron.name == "cold"
+
+
+def test_a_warm_neuron_loses_once_its_queue_makes_it_slower(registry: Registry) -> None:
+    warm, cold = neuron("warm", 30), neuron("cold", 60)
+    router, _ = router_with(registry, warm, cold)
+    router.remember(warm, chat(1))
+    follow_up = chat(2)
+    assert router.rank(follow_up)[0].neuron.name == "warm"
+    hold(router, Job("llama3", output_tokens=300))  # lands on cold (idle): 5 s of decode
+    assert router.rank(follow_up)[0].neuron.name == "warm"  # cold is busy now: warm wins
+    for _ in range(2):  # 300 tokens at 30 tok/s: 10 s each, queued on warm
+        long_answer = Job("llama3", output_tokens=300)
+        admitted = router.admit(router.rank(long_answer, pinned="warm")[0], long_answer)
+        admitted.__enter__()
+        HELD.append(admitted)
+    ranked = router.rank(follow_up)
+    assert ranked[0].neuron.name == "cold"
+    assert ranked[1].neuron.name == "warm"
+    assert ranked[1].cached_tokens > 0
+
+
+def test_the_backlog_counts_the_prefill_still_to_read(registry: Registry) -> None:
+    """A queued 4,000-token prompt holds up what comes after it, not only its output."""
+    router, _ = router_with(registry, neuron("only", 50))
+    hold(router, chat(2))
+    blank = router.estimate(registry.get("only"), Job("llama3", output_tokens=10))
+    assert blank.wait_s > chat(2).prompt_tokens / (50 * 10)
+
+
+def test_a_failing_neuron_forgets_what_it_held(registry: Registry) -> None:
+    warm = neuron("warm", 30)
+    router, _ = router_with(registry, warm, neuron("cold", 60))
+    router.remember(warm, chat(1))
+    assert router.cached_tokens(warm, chat(2)) > 0
+    router.cool_down(warm)
+    assert router.cached_tokens(warm, chat(2)) == 0
+
+
+def test_a_model_not_loaded_holds_nothing(registry: Registry) -> None:
+    warm = neuron("warm", 30)
+    router, _ = router_with(registry, warm)
+    router.remember(warm, chat(1))
+    warm.loaded = []  # Ollama unloaded the model: its cache went with it
+    assert router.rank(chat(2))[0].cached_tokens == 0
+
+
+def test_a_new_conversation_goes_where_it_pushes_no_conversation_out(registry: Registry) -> None:
+    """``fast`` holds one prompt (cache slots 1). Pushing out a raw prompt costs nothing;
+    pushing out a conversation costs the prefill it will redo."""
+    fast, other = neuron("fast", 60), neuron("other", 50)
+    router, _ = router_with(registry, fast, other, cache_slots=1)
+    router.remember(fast, Job("llama3", 4000, prompt=of_text("x" * 16_000)))
+    new = chat(0, name="new")
+    assert router.rank(new)[0].neuron.name == "fast"
+    assert router.rank(new)[0].displacing_s == 0
+    router.remember(fast, chat(1))  # a conversation, in fast's only slot
+    ranked = router.rank(new)
+    assert ranked[0].neuron.name == "other"
+    assert ranked[1].displacing_s > 0
+    assert router.rank(chat(2))[0].neuron.name == "fast"  # its own next turn: no eviction

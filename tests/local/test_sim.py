@@ -20,7 +20,7 @@ import pytest
 from ganglion.errors import ConfigError
 from ganglion.local.sim import SimConfig, create_sim_app
 from ganglion.local.sim.answers import LABEL, filler, json_pieces
-from ganglion.local.sim.engine import Generation, Simulator
+from ganglion.local.sim.engine import Generation, Simulator, common_prefix
 from ganglion.local.sim.schema import instance_of
 
 try:
@@ -147,6 +147,77 @@ async def test_prefill_reads_the_prompt_at_its_rate(vtime: VirtualTime) -> None:
         response = await client.post("/api/generate", json=ollama_body(1, prompt=prompt))
     assert response.json()["prompt_eval_count"] == 100
     assert response.json()["prompt_eval_duration"] == pytest.approx(2e9)
+
+
+def turns(count: int, words: int) -> list[list[dict[str, str]]]:
+    """A conversation's first ``count`` requests: each resends the turns before it, plus a
+    user message of ``words`` words (and the answer it got, shortened to one word)."""
+    said: list[dict[str, str]] = []
+    requests = []
+    for turn in range(count):
+        said = [*said, {"role": "user", "content": f"turn{turn} " + "word " * (words - 1)}]
+        requests.append(said)
+        said = [*said, {"role": "assistant", "content": "answer"}]
+    return requests
+
+
+async def test_the_next_turn_reads_only_what_the_cache_does_not_hold(vtime: VirtualTime) -> None:
+    first, second = turns(2, 100)
+    async with sim_client(vtime, prefill_tps=100.0, cache_slots=1) as client:
+        answers = [
+            (await client.post("/api/chat", json={"model": "m1", "messages": m, "stream": False}))
+            for m in (first, second)
+        ]
+        stats = (await client.get("/sim/stats")).json()
+    one, two = (answer.json() for answer in answers)
+    assert one["prompt_eval_count"] == 100
+    assert "prompt_eval_cached_count" not in one  # nothing held yet: Ollama leaves it out
+    assert one["prompt_eval_duration"] == pytest.approx(1e9)
+    assert two["prompt_eval_count"] == 201  # the whole prompt, as Ollama counts it
+    assert two["prompt_eval_cached_count"] == 100  # the first turn's prompt
+    assert two["prompt_eval_duration"] == pytest.approx(1.01e9)  # 101 tokens read, not 201
+    assert stats["totals"]["cached_tokens"] == 100
+
+
+async def test_the_prompt_cache_evicts_the_least_recently_read(vtime: VirtualTime) -> None:
+    """Two cache slots, three conversations: the third evicts the first one's prompt, so
+    the first conversation's next turn reads everything again; the others' do not."""
+    a, b, c = (turns(2, 50) for _ in range(3))
+    for index, conversation in enumerate((a, b, c)):
+        opening = conversation[0][0]  # the turns share their first message
+        opening["content"] = f"conversation{index} {opening['content']}"
+    async with sim_client(vtime, prefill_tps=100.0, cache_slots=2) as client:
+
+        async def chat(messages: list[dict[str, str]]) -> dict[str, Any]:
+            body = {"model": "m1", "messages": messages, "stream": False}
+            return (await client.post("/v1/chat/completions", json=body)).json()["usage"]
+
+        for conversation in (a, b, c):
+            assert (await chat(conversation[0]))["prompt_tokens_details"]["cached_tokens"] == 0
+        assert (await chat(c[1]))["prompt_tokens_details"]["cached_tokens"] == 51
+        assert (await chat(b[1]))["prompt_tokens_details"]["cached_tokens"] == 51
+        assert (await chat(a[1]))["prompt_tokens_details"]["cached_tokens"] == 0
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "shared"),
+    [("a b c d", "a b c d e", 4), ("a b c d e", "a b x d e", 2), ("", "a", 0), ("x y", "a", 0)],
+)
+def test_common_prefix(a: str, b: str, shared: int) -> None:
+    assert common_prefix(a.split(), b.split()) == shared
+    assert common_prefix(b.split(), a.split()) == shared
+
+
+async def test_without_cache_slots_every_prompt_is_read_in_full(vtime: VirtualTime) -> None:
+    first, second = turns(2, 100)
+    async with sim_client(vtime, prefill_tps=100.0) as client:
+        for messages in (first, second):
+            body = {"model": "m1", "messages": messages, "stream": False}
+            answer = (await client.post("/api/chat", json=body)).json()
+        usage = (await client.post("/v1/chat/completions", json=body)).json()["usage"]
+    assert answer["prompt_eval_duration"] == pytest.approx(2.01e9)
+    assert "prompt_eval_cached_count" not in answer
+    assert "prompt_tokens_details" not in usage
 
 
 async def test_model_loads_once_and_then_shows_in_ps(vtime: VirtualTime) -> None:
@@ -673,6 +744,7 @@ MINIMAL: dict[str, Any] = {"models": ("m",), "tps": 10.0}
         ({"stall_rate": -0.1}, "--stall-rate must be a fraction"),
         ({"stall_after_tokens": 0}, "--stall-after-tokens must be at least 1"),
         ({"slots": 0}, "--slots must be at least 1"),
+        ({"cache_slots": -1}, "--cache-slots must be at least 0"),
         ({"models": ()}, "--model"),
         ({"host": "0.0.0.0"}, "--allow-public"),
         ({"load_s": -2.0}, "--load-s"),

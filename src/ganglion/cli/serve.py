@@ -58,8 +58,9 @@ def serve(
     policy: Annotated[
         str | None,
         typer.Option(
-            help="Routing: finish-time (earliest predicted finish, default), least-busy, "
-            "round-robin."
+            help="Routing: cache-aware (earliest predicted finish, counting what each neuron "
+            "holds in its prompt cache; default), finish-time (the same, blind to caches), "
+            "least-busy, round-robin."
         ),
     ] = None,
     workers: Annotated[

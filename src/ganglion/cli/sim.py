@@ -14,7 +14,8 @@ HELP = (
     "to be inference: answers are filler words starting with [sim], or a valid instance of "
     "the JSON schema a client asks for.\n\n"
     "Each generation waits for a slot (first come, first served), loads its model once, reads "
-    "the prompt at --prefill-tps, then streams tokens at min(--tps, --aggregate-tps / k) while "
+    "the prompt at --prefill-tps (with --cache-slots, only past the longest prefix it holds from "
+    "a prompt it read before), then streams tokens at min(--tps, --aggregate-tps / k) while "
     "k streams decode. GET /sim/log lists every request; GET /sim/stats shows the config, "
     "in-flight requests and totals."
 )
@@ -73,6 +74,14 @@ PrefillTpsOption = Annotated[
     typer.Option(
         help="Prompt reading speed, tokens/s (a token is a word). [default: 10*tps]",
         show_default=False,
+    ),
+]
+CacheSlotsOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Prompts kept in the prompt (KV) cache, least recently used evicted first: a "
+        "conversation's next turn reads only its new tokens. 0: no cache.",
     ),
 ]
 LoadSOption = Annotated[
@@ -141,6 +150,7 @@ def sim(
     slots: SlotsOption = 1,
     aggregate_tps: AggregateTpsOption = None,
     prefill_tps: PrefillTpsOption = None,
+    cache_slots: CacheSlotsOption = 0,
     load_s: LoadSOption = 0.0,
     fail_rate: FailRateOption = 0.0,
     hang_rate: HangRateOption = 0.0,
@@ -162,6 +172,7 @@ def sim(
         slots=slots,
         aggregate_tps=aggregate_tps,
         prefill_tps=prefill_tps,
+        cache_slots=cache_slots,
         load_s=load_s,
         fail_rate=fail_rate,
         hang_rate=hang_rate,

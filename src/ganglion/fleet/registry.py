@@ -365,15 +365,22 @@ class Registry:
         await asyncio.gather(*(self.probe(neuron) for neuron in self.neurons()))
 
     async def record_success(
-        self, neuron: Neuron, model: str, stats: TokenStats, *, source: str = "traffic"
+        self,
+        neuron: Neuron,
+        model: str,
+        stats: TokenStats,
+        *,
+        source: str = "traffic",
+        predicted_cached: int | None = None,
     ) -> None:
-        """A request completed: proof of life, and a speed sample."""
+        """A request completed: proof of life, and a speed sample (with the prompt tokens
+        the router predicted the neuron to hold in its cache, when it routed one)."""
         neuron.health.request_completed(self.clock())
         neuron.last_seen = utcnow()
         if neuron.loaded is not None and model not in neuron.loaded:
             neuron.loaded = [*neuron.loaded, model]  # it answered, so it is in memory now
         neuron.speeds.observe(model, stats)
-        self.writes.add(SpeedSample(neuron.id, model, source, stats))
+        self.writes.add(SpeedSample(neuron.id, model, source, stats, predicted_cached))
         await self._reclassify(neuron, changed=True)
 
     async def record_failure(self, neuron: Neuron, reason: str) -> None:

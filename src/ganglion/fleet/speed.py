@@ -67,7 +67,7 @@ class SpeedBook:
         if (tps := stats.decode_tps) is not None:
             self.add(model, tps)
         prefill = stats.prefill_tps
-        if prefill is not None and (stats.prompt_tokens or 0) >= MIN_PREFILL_TOKENS:
+        if prefill is not None and (stats.read_tokens or 0) >= MIN_PREFILL_TOKENS:
             self.prefill[model] = ewma(self.prefill.get(model), prefill, self.alpha)
         if stats.load_s is not None and stats.load_s >= COLD_LOAD_S:
             self.loads[model] = ewma(self.loads.get(model), stats.load_s, self.alpha)

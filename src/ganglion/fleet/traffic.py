@@ -2,8 +2,9 @@
 
 The gateway's :class:`ganglion.gateway.metrics.Metrics` is an observer; the bench and the
 request path call one with ``request_started`` and then exactly one of ``request_finished``
-or ``request_failed``. This module lives in ``fleet`` so that code below the gateway can
-report without importing it.
+or ``request_failed``; the request path also says, with ``prefix_predicted``, how much of a
+prompt that started answering its neuron was predicted to hold in its cache. This module
+lives in ``fleet`` so that code below the gateway can report without importing it.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class RequestObserver(Protocol):
 
     def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None: ...
 
+    def prefix_predicted(self, neuron: str, model: str, cached_tokens: int) -> None:
+        """A request started answering on ``neuron``, which was predicted to hold
+        ``cached_tokens`` of its prompt in its KV cache (0: a miss)."""
+        ...
+
 
 class Silent:
     """An observer that hears nothing (when no metrics are kept)."""
@@ -59,4 +65,7 @@ class Silent:
         pass
 
     def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
+        pass
+
+    def prefix_predicted(self, neuron: str, model: str, cached_tokens: int) -> None:
         pass

@@ -72,6 +72,7 @@ async def open_gateway(
         ROUTING_POLICIES[settings.routing_policy](),
         cooldown_s=settings.cooldown_s,
         max_queue=settings.max_queue,
+        cache_slots=settings.prefix_cache_slots,
         board=board,
     )
     timeouts = Timeouts(first_byte_s=settings.first_byte_timeout_s, idle_s=settings.idle_timeout_s)

@@ -5,17 +5,19 @@ forwarding itself, with failover, is :mod:`ganglion.dispatch`."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import quote, unquote
 
 from fastapi import Request
 
+from ganglion.dispatch import Stream
 from ganglion.fleet.neuron import Neuron
+from ganglion.prefixes import CHARS_PER_TOKEN, of_messages, of_text
 from ganglion.routing import DEFAULT_OUTPUT_TOKENS, Job
 
 PIN_HEADER = "X-Ganglion-Neuron"
-CHARS_PER_TOKEN = 4
+CACHE_HEADER = "X-Ganglion-Cache"
 
 # Sampling options both dialects call by the same name; everything else stays native.
 COMMON_OPTIONS = frozenset(
@@ -34,10 +36,30 @@ def served_by(neuron: Neuron) -> dict[str, str]:
     return {PIN_HEADER: quote(neuron.name, safe="")}
 
 
+def answered(stream: Stream) -> dict[str, str]:
+    """The headers of a chat or completion answer: who served it (``X-Ganglion-Neuron``),
+    and whether its neuron was predicted to hold part of its prompt in its KV cache
+    (``X-Ganglion-Cache: hit`` or ``miss``)."""
+    cache = "hit" if stream.cached_tokens > 0 else "miss"
+    return served_by(stream.neuron) | {CACHE_HEADER: cache}
+
+
 def job(model: str, texts: Iterable[Any], max_tokens: int | None) -> Job:
-    """A routing estimate: about four characters a token for the prompt."""
+    """A routing estimate for embeddings: about four characters a token."""
     chars = sum(len(t if isinstance(t, str) else json.dumps(t)) for t in texts)
     return Job(model, chars // CHARS_PER_TOKEN, max_tokens or DEFAULT_OUTPUT_TOKENS)
+
+
+def chat_job(model: str, messages: Iterable[Mapping[str, Any]], max_tokens: int | None) -> Job:
+    """A routing estimate for a chat, with its messages' hash chain for the prefix caches."""
+    prompt = of_messages(messages)
+    return Job(model, prompt.total_tokens, max_tokens or DEFAULT_OUTPUT_TOKENS, prompt)
+
+
+def text_job(model: str, prompt: str, max_tokens: int | None) -> Job:
+    """A routing estimate for a raw completion prompt, chained in blocks."""
+    chain = of_text(prompt)
+    return Job(model, chain.total_tokens, max_tokens or DEFAULT_OUTPUT_TOKENS, chain)
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -144,6 +144,21 @@ class Metrics:
             registry=registry,
         )
         self.prompt_tokens = self._counter("ganglion_prompt_tokens", "Prompt tokens processed.")
+        self.cached_tokens = self._counter(
+            "ganglion_prompt_cached_tokens",
+            "Prompt tokens neurons reported they found in their KV cache (not read again).",
+        )
+        self.cache_predictions = Counter(
+            "ganglion_prefix_cache_predictions",
+            "Requests that started answering, by whether the router predicted their neuron to "
+            "hold part of the prompt in its KV cache: outcome hit or miss.",
+            [*NEURON_MODEL, "outcome"],
+            registry=registry,
+        )
+        self.predicted_cached_tokens = self._counter(
+            "ganglion_prefix_cache_predicted_tokens",
+            "Prompt tokens the router predicted neurons to hold in their KV cache.",
+        )
         self.output_tokens = self._counter("ganglion_output_tokens", "Output tokens generated.")
         self.prefill_seconds = self._counter(
             "ganglion_prefill_seconds", "Time neurons spent on prompts (prefill), as they report."
@@ -179,6 +194,7 @@ class Metrics:
         self._ended(neuron, model)
         amounts = (
             (self.prompt_tokens, stats.prompt_tokens),
+            (self.cached_tokens, stats.cached_tokens),
             (self.output_tokens, stats.output_tokens),
             (self.prefill_seconds, stats.prefill_s),
             (self.decode_seconds, stats.decode_s),
@@ -189,6 +205,12 @@ class Metrics:
                 counter.labels(neuron, model).inc(max(amount, 0))
         if stats.ttft_s is not None:
             self.ttft.labels(neuron, model).observe(stats.ttft_s)
+
+    def prefix_predicted(self, neuron: str, model: str, cached_tokens: int) -> None:
+        outcome = "hit" if cached_tokens > 0 else "miss"
+        self.cache_predictions.labels(neuron, model, outcome).inc()
+        if cached_tokens > 0:
+            self.predicted_cached_tokens.labels(neuron, model).inc(cached_tokens)
 
     def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
         """``kind`` is a :class:`~ganglion.fleet.traffic.FailureKind` value (else ValueError)."""

@@ -75,7 +75,7 @@ async def show(body: wire.ShowRequest, gateway: GatewayDep) -> Response:
 @router.post("/chat", response_model=None)
 async def chat(body: wire.ChatRequest, request: Request, gateway: GatewayDep) -> Response:
     internal = ChatCall(model=body.model, messages=body.messages, **_shared(body))
-    job = front.job(body.model, [m.get("content", "") for m in body.messages], internal.max_tokens)
+    job = front.chat_job(body.model, body.messages, internal.max_tokens)
     stream = await gateway.dispatcher.open(
         job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=front.pinned(request)
     )
@@ -85,7 +85,7 @@ async def chat(body: wire.ChatRequest, request: Request, gateway: GatewayDep) ->
 @router.post("/generate", response_model=None)
 async def generate(body: wire.GenerateRequest, request: Request, gateway: GatewayDep) -> Response:
     internal = GenerateCall(model=body.model, prompt=body.prompt, **_shared(body))
-    job = front.job(body.model, [body.prompt], internal.max_tokens)
+    job = front.text_job(body.model, body.prompt, internal.max_tokens)
     stream = await gateway.dispatcher.open(
         job,
         lambda a: a.generate_stream(internal),
@@ -132,7 +132,7 @@ def _shared(body: wire.ChatRequest | wire.GenerateRequest) -> dict[str, Any]:
 
 
 async def _answer(stream: Stream, streaming: bool, *, chat: bool) -> Response:
-    headers = front.served_by(stream.neuron)
+    headers = front.answered(stream)
     if streaming:
         lines = _ndjson(stream, chat=chat)
         return StreamingResponse(lines, media_type=wire.NDJSON, headers=headers)
@@ -181,6 +181,7 @@ def _ending(chunk: Chunk) -> wire.Ending:
         prompt_s=stats.prefill_s if stats.prefill_s is not None else stats.ttft_s,
         eval_count=stats.output_tokens,
         eval_s=decode,
+        cached_tokens=stats.cached_tokens,
     )
 
 

@@ -41,7 +41,7 @@ async def chat_completions(
     internal = ChatCall(
         model=body.model, messages=body.messages, max_tokens=max_tokens, **_shared(body)
     )
-    job = front.job(body.model, [m.get("content", "") for m in body.messages], max_tokens)
+    job = front.chat_job(body.model, body.messages, max_tokens)
     stream = await gateway.dispatcher.open(
         job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=front.pinned(request)
     )
@@ -57,7 +57,7 @@ async def completions(
     internal = GenerateCall(
         model=body.model, prompt=prompt, max_tokens=body.max_tokens, **_shared(body)
     )
-    job = front.job(body.model, [prompt], body.max_tokens)
+    job = front.text_job(body.model, prompt, body.max_tokens)
     stream = await gateway.dispatcher.open(
         job,
         lambda a: a.generate_stream(internal),
@@ -119,7 +119,7 @@ def _format(response_format: dict[str, Any] | None) -> str | dict[str, Any] | No
 
 
 async def _answer(stream: Stream, streaming: bool, usage: bool, *, kind: str) -> Response:
-    headers = front.served_by(stream.neuron)
+    headers = front.answered(stream)
     chat = kind == "chat"
     reply = wire.Reply(
         id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
@@ -168,7 +168,7 @@ def _finish(chunk: Chunk) -> str:
 def _usage(stats: TokenStats | None) -> wire.Usage:
     prompt = (stats.prompt_tokens if stats else None) or 0
     output = (stats.output_tokens if stats else None) or 0
-    return wire.Usage.of(prompt, output)
+    return wire.Usage.of(prompt, output, stats.cached_tokens if stats else None)
 
 
 def _json(answer: wire.WireModel, headers: dict[str, str] | None = None) -> Response:

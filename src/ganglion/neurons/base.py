@@ -24,9 +24,11 @@ class Dialect(StrEnum):
 class TokenStats:
     """What one request cost. Durations in seconds; ``None`` when the neuron did not say.
 
-    ``decode_s`` covers output tokens only; ``prefill_s`` the prompt; ``load_s`` loading the
-    model into memory; ``ttft_s`` is measured by us from the request start to the first
-    output token; ``wall_s`` from request start to the last byte.
+    ``decode_s`` covers output tokens only; ``prefill_s`` the prompt tokens the neuron read
+    (not the ``cached_tokens`` it found in its KV cache, which are counted in
+    ``prompt_tokens``); ``load_s`` loading the model into memory; ``ttft_s`` is measured by
+    us from the request start to the first output token; ``wall_s`` from request start to
+    the last byte.
     """
 
     prompt_tokens: int | None = None
@@ -36,6 +38,7 @@ class TokenStats:
     load_s: float | None = None
     ttft_s: float | None = None
     wall_s: float = 0.0
+    cached_tokens: int | None = None
 
     @property
     def decode_tps(self) -> float | None:
@@ -46,9 +49,18 @@ class TokenStats:
 
     @property
     def prefill_tps(self) -> float | None:
-        if not self.prompt_tokens or not self.prefill_s or self.prefill_s <= 0:
+        """Prompt tokens read per second: the cached ones took no reading."""
+        read = self.read_tokens
+        if not read or not self.prefill_s or self.prefill_s <= 0:
             return None
-        return self.prompt_tokens / self.prefill_s
+        return read / self.prefill_s
+
+    @property
+    def read_tokens(self) -> int | None:
+        """The prompt tokens the neuron read (those it did not find in its cache)."""
+        if self.prompt_tokens is None:
+            return None
+        return max(self.prompt_tokens - (self.cached_tokens or 0), 0)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 Where each :class:`~ganglion.neurons.base.TokenStats` number comes from:
 
 * ``prompt_tokens`` / ``output_tokens``: Ollama's ``prompt_eval_count`` / ``eval_count``
-  (Ollama omits ``prompt_eval_count`` when the whole prompt was cached: then ``None``).
+  (older Ollama omits ``prompt_eval_count`` when the whole prompt was cached: then ``None``).
+* ``cached_tokens``: ``prompt_eval_cached_count``, the prompt tokens found in the cache
+  (recent Ollama; ``None`` when it does not say).
 * ``prefill_s`` / ``decode_s`` / ``load_s``: ``prompt_eval_duration`` / ``eval_duration`` /
   ``load_duration``, nanoseconds in the wire, seconds here: the server's own clock.
 * ``ttft_s``: streams only, measured with the injected clock from just before the request
@@ -247,6 +249,7 @@ def _seconds(nanoseconds: int | None) -> float | None:
 def _stats(metrics: FinalStats, *, wall_s: float, ttft_s: float | None) -> TokenStats:
     return TokenStats(
         prompt_tokens=metrics.prompt_eval_count,
+        cached_tokens=metrics.prompt_eval_cached_count,
         output_tokens=metrics.eval_count,
         prefill_s=_seconds(metrics.prompt_eval_duration),
         decode_s=_seconds(metrics.eval_duration),

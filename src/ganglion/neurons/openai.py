@@ -8,6 +8,8 @@ Where each :class:`~ganglion.neurons.base.TokenStats` number comes from, best so
   ``timings.prompt_n`` / ``timings.predicted_n``; else, for a stream whose server sent no
   usage at all, ``output_tokens`` is the number of non-empty content deltas (one token
   each on llama.cpp and vLLM, an estimate elsewhere) and ``prompt_tokens`` is ``None``.
+* ``cached_tokens``: ``usage.prompt_tokens_details.cached_tokens`` (vLLM, OpenAI), else
+  llama.cpp's ``timings.cache_n``; ``None`` when the server does not say.
 * ``prefill_s`` / ``decode_s``: llama.cpp's ``timings.prompt_ms`` / ``timings.predicted_ms``
   when the server sends them (the server's own clock; note ``prompt_ms`` covers only the
   prompt tokens not already cached). Otherwise, for streams, ``decode_s = wall_s - ttft_s``
@@ -336,8 +338,13 @@ def _stats(
         decode_s = timings.predicted_ms / 1000
     elif ttft_s is not None and not _arrived_at_once(wall_s - ttft_s, wall_s, output):
         decode_s = wall_s - ttft_s
+    cached = usage.cached_tokens if usage.cached_tokens is not None else timings.cache_n
+    prompt = usage.prompt_tokens
+    if prompt is None and timings.prompt_n is not None:
+        prompt = timings.prompt_n + (timings.cache_n or 0)
     return TokenStats(
-        prompt_tokens=usage.prompt_tokens if usage.prompt_tokens is not None else timings.prompt_n,
+        prompt_tokens=prompt,
+        cached_tokens=cached,
         output_tokens=output,
         prefill_s=None if timings.prompt_ms is None else timings.prompt_ms / 1000,
         decode_s=decode_s,

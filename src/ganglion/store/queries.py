@@ -28,6 +28,8 @@ class SpeedSample:
     model: str
     source: str
     stats: TokenStats
+    predicted_cached_tokens: int | None = None
+    """The prompt tokens the router predicted the neuron to hold in its KV cache."""
 
 
 def _sample_values(sample: SpeedSample) -> dict[str, Any]:
@@ -37,6 +39,8 @@ def _sample_values(sample: SpeedSample) -> dict[str, Any]:
         "model": sample.model,
         "source": sample.source,
         "prompt_tokens": stats.prompt_tokens,
+        "cached_tokens": stats.cached_tokens,
+        "predicted_cached_tokens": sample.predicted_cached_tokens,
         "output_tokens": stats.output_tokens,
         "prefill_s": stats.prefill_s,
         "decode_s": stats.decode_s,

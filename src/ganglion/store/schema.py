@@ -54,6 +54,10 @@ class SpeedSampleRow(Base):
     model: Mapped[str] = mapped_column(String(200))
     source: Mapped[str] = mapped_column(String(20))
     prompt_tokens: Mapped[int | None] = mapped_column(default=None)
+    cached_tokens: Mapped[int | None] = mapped_column(default=None)
+    """Prompt tokens the neuron reported it found in its KV cache."""
+    predicted_cached_tokens: Mapped[int | None] = mapped_column(default=None)
+    """Prompt tokens the router predicted it to hold there (0: a predicted miss)."""
     output_tokens: Mapped[int | None] = mapped_column(default=None)
     prefill_s: Mapped[float | None] = mapped_column(Float, default=None)
     decode_s: Mapped[float | None] = mapped_column(Float, default=None)

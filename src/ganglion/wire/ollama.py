@@ -120,6 +120,8 @@ class FinalStats(WireModel):
     total_duration: int | None = None
     load_duration: int | None = None
     prompt_eval_count: int | None = None
+    prompt_eval_cached_count: int | None = None
+    """Of ``prompt_eval_count``, the tokens found in the prompt cache (recent Ollama)."""
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
@@ -202,6 +204,7 @@ def ending(
     prompt_s: float | None,
     eval_count: int | None,
     eval_s: float | None,
+    cached_tokens: int | None = None,
 ) -> Ending:
     """The fields of :class:`FinalStats` that close an answer, durations in nanoseconds; the
     unknown ones (None) are left out."""
@@ -209,6 +212,7 @@ def ending(
         "total_duration": _ns(total_s),
         "load_duration": _ns(load_s),
         "prompt_eval_count": prompt_tokens,
+        "prompt_eval_cached_count": cached_tokens,
         "prompt_eval_duration": _ns(prompt_s),
         "eval_count": eval_count,
         "eval_duration": _ns(eval_s),

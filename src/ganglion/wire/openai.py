@@ -53,21 +53,37 @@ class ModelList(WireModel):
     data: list[Model] = Field(default_factory=list)
 
 
+class PromptTokensDetails(WireModel):
+    cached_tokens: int | None = None
+    """Prompt tokens found in the server's prompt cache (OpenAI, vLLM, Ollama)."""
+
+
 class Usage(WireModel):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: int | None = None
+    prompt_tokens_details: PromptTokensDetails | None = None
 
     @classmethod
-    def of(cls, prompt: int, completion: int) -> Usage:
-        return cls(
+    def of(cls, prompt: int, completion: int, cached: int | None = None) -> Usage:
+        usage = cls(
             prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion
         )
+        if cached is not None:
+            usage.prompt_tokens_details = PromptTokensDetails(cached_tokens=cached)
+        return usage
+
+    @property
+    def cached_tokens(self) -> int | None:
+        details = self.prompt_tokens_details
+        return details.cached_tokens if details is not None else None
 
 
 class Timings(WireModel):
     """llama.cpp server's own measurements (not part of OpenAI's API)."""
 
+    cache_n: int | None = None
+    """Prompt tokens found in the slot's cache (``cache_prompt``): not in ``prompt_n``."""
     prompt_n: int | None = None
     prompt_ms: float | None = None
     predicted_n: int | None = None

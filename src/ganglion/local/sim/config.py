@@ -49,6 +49,9 @@ class SimConfig:
     vram: float = 1.0
     """Share of each loaded model in GPU memory, as ``/api/ps`` reports it (``size_vram``):
     0 plays a GPU box whose models fell back to the CPU."""
+    cache_slots: int = 0
+    """Prompts kept in the prompt (KV) cache, least recently used evicted first: a prompt
+    that starts with one of them is read only past it. 0: every prompt is read in full."""
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -66,8 +69,14 @@ class SimConfig:
         ]:
             if value is not None and not (math.isfinite(value) and value > 0):
                 problems.append(f"{flag} must be a positive number of tokens/s, not {value}")
-        if self.slots < 1:
-            problems.append(f"--slots must be at least 1, not {self.slots}")
+        for flag, count, least in [
+            ("--slots", self.slots, 1),
+            ("--cache-slots", self.cache_slots, 0),
+            ("--stall-after-tokens", self.stall_after_tokens, 1),
+            ("--output-tokens", self.output_tokens, 1),
+        ]:
+            if count < least:
+                problems.append(f"{flag} must be at least {least}, not {count}")
         if not (math.isfinite(self.load_s) and self.load_s >= 0):
             problems.append(f"--load-s must be zero or more seconds, not {self.load_s}")
         rates = [
@@ -81,12 +90,6 @@ class SimConfig:
                 problems.append(f"{flag} must be a fraction between 0 and 1, not {rate}")
         if self.fail_rate + self.hang_rate + self.stall_rate > 1:
             problems.append("--fail-rate, --hang-rate and --stall-rate together must not exceed 1")
-        if self.stall_after_tokens < 1:
-            problems.append(
-                f"--stall-after-tokens must be at least 1, not {self.stall_after_tokens}"
-            )
-        if self.output_tokens < 1:
-            problems.append(f"--output-tokens must be at least 1, not {self.output_tokens}")
         if not 0 <= self.port <= 65535:
             problems.append(f"--port must be between 0 and 65535, not {self.port}")
         if not self.allow_public and not is_loopback(self.host):
@@ -119,6 +122,8 @@ class SimConfig:
             faults += f", stall {self.stall_rate:g} after {self.stall_after_tokens} tokens"
         faulty = self.fail_rate or self.hang_rate or self.stall_rate
         vram = f", {self.vram:.0%} of each model in VRAM" if self.vram < 1 else ""
+        if self.cache_slots:
+            vram += f", prompt cache of {self.cache_slots}"
         return (
             f"models {', '.join(self.models)}; decode {self.tps:g} tok/s per stream x "
             f"{self.slots} slot{'s' if self.slots != 1 else ''} "

@@ -132,10 +132,15 @@ def prompt_tokens(texts: Iterable[str]) -> int:
     return max(1, sum(count_tokens(text) for text in texts))
 
 
-def messages_tokens(messages: object) -> int:
+def prompt_words(texts: Iterable[str]) -> list[str]:
+    """A prompt's tokens, as the simulator counts them: its words, message after message."""
+    return [word for text in texts for word in text.split()]
+
+
+def messages_words(messages: object) -> list[str]:
     if not isinstance(messages, list):
         raise BadRequest("'messages' must be a list")
-    return prompt_tokens(text_of(m.get("content")) for m in messages if isinstance(m, dict))
+    return prompt_words(text_of(m.get("content")) for m in messages if isinstance(m, dict))
 
 
 async def collect(sim: Simulator, job: Generation) -> str:

@@ -8,6 +8,7 @@ the job's :class:`GenerationTimings` when it ends.
 The model, per request::
 
     wait for a slot (FIFO)  ->  load the model (once per model)  ->  prefill the prompt
+    (only past its longest prefix in the prompt cache, with ``--cache-slots``)
     ->  decode, k streams decoding at once each at min(tps, aggregate_tps / k)
     ->  (a stalled job: after ``stall_after`` tokens, hold the slot and send nothing more)
 
@@ -29,6 +30,7 @@ from typing import Any, Literal
 
 from ganglion.clock import utcnow
 from ganglion.local.sim.config import SimConfig
+from ganglion.prefixes import CacheSlots
 from ganglion.wire import ollama as wire
 
 Clock = Callable[[], float]
@@ -58,6 +60,8 @@ class GenerationTimings:
     prompt_s: float = 0.0
     eval_count: int = 0
     eval_s: float = 0.0
+    cached_tokens: int = 0
+    """Of ``prompt_tokens``, those found in the prompt cache (not read again)."""
 
     def ending(self, done_reason: str) -> wire.Ending:
         """The fields that close Ollama's ``/api/chat`` and ``/api/generate`` answers."""
@@ -69,6 +73,7 @@ class GenerationTimings:
             prompt_s=self.prompt_s,
             eval_count=self.eval_count,
             eval_s=self.eval_s,
+            cached_tokens=self.cached_tokens or None,
         )
 
 
@@ -83,6 +88,8 @@ class Generation:
     stall_after: int | None = None
     """Stall after this many tokens (``--stall-rate``): never finish, until the client leaves."""
     timings: GenerationTimings | None = None
+    prompt: list[str] | None = None
+    """The prompt's tokens (words), for the prompt cache."""
 
 
 @dataclass
@@ -95,7 +102,23 @@ class Totals:
     stalled: int = 0
     embeddings: int = 0
     prompt_tokens: int = 0
+    cached_tokens: int = 0
     output_tokens: int = 0
+
+
+def common_prefix(a: list[str], b: list[str]) -> int:
+    """The length of the longest common prefix of ``a`` and ``b`` (slices compared in C,
+    halving the range: long prompts cost microseconds)."""
+    low, high = 0, min(len(a), len(b))
+    if a[:high] == b[:high]:
+        return high
+    while low < high:  # a[:low] == b[:low], a[:high] != b[:high] (high: an upper bound)
+        middle = (low + high + 1) // 2
+        if a[:middle] == b[:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 class Simulator:
@@ -125,6 +148,9 @@ class Simulator:
         self.hanging = 0
         self.stalled = 0
         self._slots = asyncio.Semaphore(config.slots)
+        self.prompt_cache = CacheSlots(config.cache_slots, common_prefix)
+        """The prompts read lately (``--cache-slots``): a prompt that starts with one is
+        read only past it, as llama.cpp and Ollama reuse the slot with the longest match."""
         self._load_locks: dict[str, asyncio.Lock] = {}
 
     # -- bookkeeping ----------------------------------------------------------------------
@@ -203,7 +229,7 @@ class Simulator:
                 self.active += 1
                 try:
                     timings.load_s = await self._ensure_loaded(job.model)
-                    timings.prompt_s = await self._prefill(job.prompt_tokens)
+                    timings.prompt_s = await self._read_prompt(job, timings)
                     pieces = job.pieces[: job.stall_after]  # all of them unless stalling
                     async with aclosing(self._decode(pieces, timings)) as batches:
                         async for batch in batches:
@@ -236,6 +262,17 @@ class Simulator:
                     await self.sleep(self.config.load_s)
                     self.loaded[model] = self.wall()
         return self.clock() - start
+
+    async def _read_prompt(self, job: Generation, timings: GenerationTimings) -> float:
+        """Prefill ``job``'s prompt past what the prompt cache holds of it, then hold it."""
+        if job.prompt is None or not self.config.cache_slots:
+            return await self._prefill(job.prompt_tokens)
+        cached = min(self.prompt_cache.longest(job.prompt), job.prompt_tokens)
+        timings.cached_tokens = cached
+        self.totals.cached_tokens += cached
+        seconds = await self._prefill(job.prompt_tokens - cached)
+        self.prompt_cache.remember(job.prompt)
+        return seconds
 
     async def _prefill(self, prompt_tokens: int) -> float:
         start = self.clock()

@@ -26,11 +26,12 @@ from ganglion.local.sim.dialect import (
     embed_inputs,
     guarded,
     hangs,
-    messages_tokens,
+    messages_words,
     note_model,
     note_prompt,
     output_for,
     prompt_tokens,
+    prompt_words,
     read_body,
     stall_point,
     text_of,
@@ -133,17 +134,17 @@ class OllamaAPI:
 
     async def chat(self, request: Request) -> Response:
         body = await read_body(request)
-        tokens = messages_tokens(body.get("messages", []))
+        words = messages_words(body.get("messages", []))
         note_prompt(request, body.get("messages") or [])
-        return await self.answer(request, body, tokens, chat=True)
+        return await self.answer(request, body, words, chat=True)
 
     async def generate(self, request: Request) -> Response:
         body = await read_body(request)
-        texts = [text_of(body.get("prompt", "")), text_of(body.get("system", ""))]
-        return await self.answer(request, body, prompt_tokens(texts), chat=False)
+        texts = [text_of(body.get("system", "")), text_of(body.get("prompt", ""))]
+        return await self.answer(request, body, prompt_words(texts), chat=False)
 
     async def answer(
-        self, request: Request, body: dict[str, Any], tokens: int, *, chat: bool
+        self, request: Request, body: dict[str, Any], words: list[str], *, chat: bool
     ) -> Response:
         options = body.get("options") or {}
         if not isinstance(options, dict):
@@ -160,7 +161,8 @@ class OllamaAPI:
             return HangResponse(self.sim)
         said = ollama_answer(body.get("format"), self.sim.config.structured)
         pieces, reason = output_for(self.sim, options.get("num_predict"), said)
-        job = Generation(model, tokens, pieces, reason, stall_point(self.sim, fault))
+        stall = stall_point(self.sim, fault)
+        job = Generation(model, max(1, len(words)), pieces, reason, stall, prompt=words)
         name = str(body["model"])
         if streaming:
             return StreamingResponse(self.stream(job, name, chat), media_type=wire.NDJSON)

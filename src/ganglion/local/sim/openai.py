@@ -24,11 +24,12 @@ from ganglion.local.sim.dialect import (
     embed_inputs,
     guarded,
     hangs,
-    messages_tokens,
+    messages_words,
     note_model,
     note_prompt,
     output_for,
     prompt_tokens,
+    prompt_words,
     read_body,
     stall_point,
 )
@@ -86,18 +87,18 @@ class OpenAIAPI:
 
     async def chat(self, request: Request) -> Response:
         body = await read_body(request)
-        tokens = messages_tokens(body.get("messages", []))
+        words = messages_words(body.get("messages", []))
         note_prompt(request, body.get("messages") or [])
-        return await self.answer(request, body, tokens, chat=True)
+        return await self.answer(request, body, words, chat=True)
 
     async def completions(self, request: Request) -> Response:
         body = await read_body(request)
         prompt = body.get("prompt", "")
         texts = [prompt] if isinstance(prompt, str) else embed_inputs(prompt)
-        return await self.answer(request, body, prompt_tokens(texts), chat=False)
+        return await self.answer(request, body, prompt_words(texts), chat=False)
 
     async def answer(
-        self, request: Request, body: dict[str, Any], tokens: int, *, chat: bool
+        self, request: Request, body: dict[str, Any], words: list[str], *, chat: bool
     ) -> Response:
         note_model(request, body.get("model"))
         model = self.sim.resolve(body.get("model"))
@@ -113,7 +114,8 @@ class OpenAIAPI:
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         said = openai_answer(body.get("response_format"), self.sim.config.structured)
         pieces, reason = output_for(self.sim, limit, said)
-        job = Generation(model, tokens, pieces, reason, stall_point(self.sim, fault))
+        stall = stall_point(self.sim, fault)
+        job = Generation(model, max(1, len(words)), pieces, reason, stall, prompt=words)
         reply = wire.Reply(
             id=f"{'chatcmpl' if chat else 'cmpl'}-sim{next(self.ids)}",
             created=int(self.sim.wall().timestamp()),
@@ -125,7 +127,7 @@ class OpenAIAPI:
         if streaming:
             return StreamingResponse(self.stream(job, reply), media_type=sse.MEDIA_TYPE)
         text = await collect(self.sim, job)
-        return answer_json(reply.whole(text, job.done_reason, _usage(job)))
+        return answer_json(reply.whole(text, job.done_reason, self.usage(job)))
 
     async def stream(self, job: Generation, reply: wire.Reply) -> AsyncIterator[str]:
         if reply.chat:
@@ -135,8 +137,14 @@ class OpenAIAPI:
                 yield "".join(reply.event(reply.chunk(piece)) for piece in batch)
         yield reply.event(reply.chunk(None if reply.chat else "", job.done_reason))
         if reply.include_usage:
-            yield reply.event(reply.usage_chunk(_usage(job)))
+            yield reply.event(reply.usage_chunk(self.usage(job)))
         yield sse.DONE
+
+    def usage(self, job: Generation) -> wire.Usage:
+        """The token counts, with the cached ones when the simulator has a prompt cache."""
+        timings = job.timings or GenerationTimings()
+        cached = timings.cached_tokens if self.sim.config.cache_slots else None
+        return wire.Usage.of(timings.prompt_tokens, timings.eval_count, cached)
 
     async def embeddings(self, request: Request) -> Response:
         body = await read_body(request)
@@ -160,8 +168,3 @@ class OpenAIAPI:
             embedded.encode(encoding if isinstance(encoding, str) else None),
             media_type="application/json",
         )
-
-
-def _usage(job: Generation) -> wire.Usage:
-    timings = job.timings or GenerationTimings()
-    return wire.Usage.of(timings.prompt_tokens, timings.eval_count)

@@ -1,0 +1,172 @@
+"""Which prompt prefixes a neuron is predicted to hold in its KV cache.
+
+Chat clients resend the whole conversation each turn. A server that answered the earlier
+turns keeps their prompt in its cache (llama.cpp's slots with ``cache_prompt``, Ollama's
+per-model parallel slots, vLLM's prefix cache), so the next turn reads only what is new.
+
+A prompt becomes a *hash chain* (:class:`Prompt`): one digest per message boundary, each
+covering every message up to there (role, content and any other field), with the prompt's
+estimated length in tokens at that boundary. A raw completion prompt is chained every
+:data:`BLOCK_CHARS` characters. Each message is hashed once, incrementally (BLAKE2b), from
+the body the gateway already parsed: nothing is serialised again but non-text content.
+
+A :class:`PrefixIndex` (a :class:`CacheSlots` of hash chains; the simulator keeps its own
+cache in a :class:`CacheSlots` of tokens) is what one neuron holds for one model: at most
+``slots`` prompts, evicted least recently used first, as such a server evicts its slots. A
+prompt that extends one it holds (the next turn of that conversation) takes that prompt's
+place, as the server reuses the slot whose cache matches. :meth:`PrefixIndex.match` gives
+the tokens of the longest held prefix of a new prompt: the part its prefill can skip.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sized
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+CHARS_PER_TOKEN = 4
+"""The routing estimate of a prompt's length: about four characters a token."""
+
+BLOCK_CHARS = 1024
+"""A raw prompt (``/api/generate``, ``/v1/completions``) is chained in blocks this long."""
+
+DIGEST_BYTES = 8
+_SEPARATOR = b"\x1e"
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    """A prompt as a hash chain: ``digests[i]`` covers the prompt up to its ``i``-th
+    boundary, which ends ``tokens[i]`` (estimated) tokens in."""
+
+    digests: tuple[bytes, ...] = ()
+    tokens: tuple[int, ...] = ()
+    conversation: bool = False
+    """A chat's messages, which a next turn usually follows (a raw prompt is not taken to
+    come back)."""
+
+    def __len__(self) -> int:
+        return len(self.digests)
+
+    @property
+    def total_tokens(self) -> int:
+        return self.tokens[-1] if self.tokens else 0
+
+    def shared(self, other: Prompt) -> int:
+        """How many leading boundaries this prompt and ``other`` have in common."""
+        count = 0
+        for mine, theirs in zip(self.digests, other.digests, strict=False):
+            if mine != theirs:
+                break
+            count += 1
+        return count
+
+
+def of_messages(messages: Iterable[Mapping[str, object]]) -> Prompt:
+    """The hash chain of a chat's messages (the boundaries fall between messages)."""
+    chain = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    digests: list[bytes] = []
+    tokens: list[int] = []
+    chars = 0
+    for message in messages:
+        role, content = message.get("role"), message.get("content", "")
+        text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
+        chars += len(text)
+        chain.update(f"{role}\x00".encode())
+        chain.update(text.encode("utf-8", "surrogatepass"))
+        if len(message) > 2 or "role" not in message or "content" not in message:
+            others = {k: v for k, v in message.items() if k not in ("role", "content")}
+            chain.update(json.dumps(others, sort_keys=True, default=str).encode())
+        chain.update(_SEPARATOR)
+        digests.append(chain.copy().digest())
+        tokens.append(chars // CHARS_PER_TOKEN)
+    return Prompt(tuple(digests), tuple(tokens), conversation=True)
+
+
+def of_text(*texts: object) -> Prompt:
+    """The hash chain of a raw prompt, one boundary every :data:`BLOCK_CHARS` characters:
+    the same text grown at its end keeps its earlier blocks' digests. Non-text parts
+    (embedding inputs) are written as JSON."""
+    text = "".join(t if isinstance(t, str) else json.dumps(t) for t in texts)
+    chain = hashlib.blake2b(digest_size=DIGEST_BYTES)
+    digests: list[bytes] = []
+    tokens: list[int] = []
+    for start in range(0, len(text), BLOCK_CHARS):
+        block = text[start : start + BLOCK_CHARS]
+        chain.update(block.encode("utf-8", "surrogatepass"))
+        digests.append(chain.copy().digest())
+        tokens.append((start + len(block)) // CHARS_PER_TOKEN)
+    return Prompt(tuple(digests), tuple(tokens))
+
+
+Held = TypeVar("Held", bound=Sized)
+
+
+class CacheSlots(Generic[Held]):
+    """What a server's prompt cache holds: at most ``slots`` prompts, the least recently
+    read evicted first. ``shared(a, b)`` counts the leading units (boundaries, tokens) two
+    prompts have in common; ``len(prompt)`` is its units. The simulator keeps its cache with
+    this too, in tokens."""
+
+    def __init__(self, slots: int, shared: Callable[[Held, Held], int]) -> None:
+        self.slots = slots
+        self.shared = shared
+        self._held: list[Held] = []  # least recently read first
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def longest(self, prompt: Held) -> int:
+        """The most leading units ``prompt`` shares with a prompt held here (0: none)."""
+        return max((self.shared(prompt, held) for held in self._held), default=0)
+
+    def remember(self, prompt: Held) -> None:
+        """``prompt`` was read: it is held now, in the place of a prompt it extends (that
+        conversation's earlier turn: the server reuses the slot that matches), else in the
+        least recently read one's."""
+        if not self.slots or not len(prompt):
+            return
+        extended = self._extended(prompt)
+        if extended is not None:
+            del self._held[extended]
+        elif len(self._held) >= self.slots:
+            del self._held[0]
+        self._held.append(prompt)
+
+    def evicts(self, prompt: Held) -> Held | None:
+        """The prompt that remembering ``prompt`` would push out, if any."""
+        if not self.slots or len(self._held) < self.slots or self._extended(prompt) is not None:
+            return None
+        return self._held[0]
+
+    def _extended(self, prompt: Held) -> int | None:
+        """Where the held prompt that ``prompt`` starts with is, if one is."""
+        for index, held in enumerate(self._held):
+            if self.shared(prompt, held) == len(held):
+                return index
+        return None
+
+    def clear(self) -> None:
+        self._held.clear()
+
+
+class PrefixIndex(CacheSlots[Prompt]):
+    """The prompts one neuron is predicted to hold for one model, as hash chains."""
+
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError(f"a prefix index holds at least one prompt, not {slots}")
+        super().__init__(slots, Prompt.shared)
+
+    def match(self, prompt: Prompt) -> int:
+        """The tokens of ``prompt``'s longest prefix held here (0: none)."""
+        best = self.longest(prompt)
+        return prompt.tokens[best - 1] if best else 0
+
+    def displaced(self, prompt: Prompt) -> int:
+        """The tokens of the conversation that serving ``prompt`` here would push out (0:
+        none, or a raw prompt, not taken to come back)."""
+        evicted = self.evicts(prompt)
+        return evicted.total_tokens if evicted is not None and evicted.conversation else 0

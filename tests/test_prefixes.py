@@ -1,0 +1,90 @@
+"""The prompt prefixes a neuron is predicted to hold: hash chains, and slots evicted LRU."""
+
+from __future__ import annotations
+
+import pytest
+
+from ganglion.prefixes import BLOCK_CHARS, PrefixIndex, of_messages, of_text
+
+
+def conversation(turns: int, name: str = "a") -> list[dict[str, str]]:
+    said = [{"role": "system", "content": "You are terse."}]
+    for turn in range(turns):
+        said.append({"role": "user", "content": f"{name} question {turn} " + "x" * 400})
+        said.append({"role": "assistant", "content": f"{name} answer {turn}"})
+    return said
+
+
+def test_a_chain_has_one_digest_per_message_each_covering_all_before() -> None:
+    said = conversation(1)
+    three = of_messages(said)
+    assert len(three.digests) == 3
+    lengths = [len(m["content"]) for m in said]
+    assert three.tokens == tuple(sum(lengths[: i + 1]) // 4 for i in range(3))
+    longer = of_messages(conversation(2))
+    assert longer.digests[:3] == three.digests  # a conversation grown keeps its chain
+    edited = conversation(2)
+    edited[1] = {"role": "user", "content": "something else"}
+    assert of_messages(edited).digests[0] == three.digests[0]
+    changed = of_messages(edited).digests[1:]
+    assert all(a != b for a, b in zip(changed, longer.digests[1:], strict=True))
+
+
+def test_role_and_other_fields_are_part_of_a_message() -> None:
+    said = of_messages([{"role": "user", "content": "hi"}])
+    assert said != of_messages([{"role": "system", "content": "hi"}])
+    assert said != of_messages([{"role": "user", "content": "hi", "images": ["AAAA"]}])
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]
+    assert of_messages(parts).digests[0] != said.digests[0]
+    assert of_messages([{"role": "user", "content": "\ud800 lone"}]).digests  # no UnicodeError
+
+
+def test_a_raw_prompt_is_chained_in_blocks() -> None:
+    prompt = "y" * (BLOCK_CHARS * 2 + 10)
+    chain = of_text(prompt)
+    assert len(chain.digests) == 3
+    assert chain.total_tokens == len(prompt) // 4
+    assert of_text(prompt + "more").digests[:2] == chain.digests[:2]
+    assert of_text("").digests == ()
+    assert not chain.conversation  # a raw prompt is not taken to come back
+    assert of_messages(conversation(1)).conversation
+
+
+def test_a_held_prompt_matches_the_longest_shared_prefix() -> None:
+    index = PrefixIndex(slots=2)
+    first = of_messages(conversation(1))
+    index.remember(first)
+    second_turn = of_messages(conversation(2))
+    assert index.match(second_turn) == first.total_tokens
+    assert index.match(first) == first.total_tokens
+    # a different conversation shares only the system prompt
+    other = of_messages(conversation(1, name="b"))
+    assert index.match(other) == other.tokens[0]
+    assert index.match(of_messages([{"role": "user", "content": "new"}])) == 0
+
+
+def test_the_next_turn_takes_its_earlier_turns_slot() -> None:
+    index = PrefixIndex(slots=2)
+    index.remember(of_messages(conversation(1, "a")))
+    index.remember(of_messages(conversation(1, "b")))
+    index.remember(of_messages(conversation(2, "a")))  # extends a's first turn: same slot
+    assert len(index) == 2
+    assert index.match(of_messages(conversation(3, "b"))) > 100  # b was not evicted
+
+
+@pytest.mark.parametrize("slots", [1, 2, 3])
+def test_the_least_recently_served_prompt_is_evicted_at_the_slot_count(slots: int) -> None:
+    index = PrefixIndex(slots)
+    names = [f"c{i}" for i in range(slots + 1)]
+    for name in names:
+        index.remember(of_messages(conversation(1, name)))
+    assert len(index) == slots
+    held = [index.match(of_messages(conversation(2, name))) > 100 for name in names]
+    assert held == [False] + [True] * slots
+    index.clear()
+    assert index.match(of_messages(conversation(2, names[-1]))) == 0
+
+
+def test_an_index_holds_at_least_one_prompt() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        PrefixIndex(0)
