@@ -50,14 +50,15 @@ def rss_mb(pid: int) -> float:
 
 
 def consecutive_ports(count: int) -> int:
-    """A first port with ``count`` free ports after it (checked by binding each)."""
-    for _ in range(50):
-        first = free_port()
-        if first + count > 65000:
-            continue
+    """A first port with ``count`` free ports after it (checked by binding each, as the sim
+    binds: a port in TIME_WAIT from the run before is free), below the kernel's ephemeral
+    range, which the gateway's own connections to the neurons draw from."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for first in range(low - count - 1, 1024, -max(count // 4, 64)):
         try:
             for port in range(first, first + count):
                 with socket.socket() as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind(("127.0.0.1", port))
         except OSError:
             continue

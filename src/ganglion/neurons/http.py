@@ -7,16 +7,24 @@ first byte" is exact: a failure before the response headers is
 :class:`~ganglion.errors.NeuronStreamBroken`, an error status is
 :class:`~ganglion.errors.NeuronRequestError`, and a 2xx body that is not JSON (or not the
 dialect's JSON, see :func:`parse`) is :class:`~ganglion.errors.NotAnLLMServer`.
+
+The GETs (probes: a small JSON body, a thousand neurons' worth every probe interval) may go
+instead through one :class:`ProbeClient` that every neuron shares: aiohttp's C parser, about
+a sixth of httpx's CPU per request here (0.15 ms against 0.9 ms on loopback), with the same
+failures mapped to the same errors. The registry gives one to the neurons it talks to for
+real; adapters built with a ``transport`` (the tests' fakes) send everything through httpx.
 """
 
 from __future__ import annotations
 
 import json
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from functools import cache
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 from pydantic import BaseModel, ValidationError
 
@@ -33,6 +41,10 @@ DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
 # a neuron is sent (its slots and queue), and a connection closed after each answer (httpx
 # keeps 20 by default) costs a new TCP handshake on the next request.
 KEEPALIVE = httpx.Limits(max_connections=None, max_keepalive_connections=256)
+
+#: Probe connections are kept open longer than a probe interval (5 s by default), so each
+#: probe reuses its neuron's connection rather than paying a new handshake.
+PROBE_KEEPALIVE_S = 120.0
 
 #: How much of a server's error body goes into a message.
 ERROR_TEXT_LIMIT = 300
@@ -132,15 +144,22 @@ class NeuronHTTP:
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        probes: ProbeClient | None = None,
     ) -> None:
         self.base_url = base_url
         self._owns_client = client is None
         self._client = client or httpx.AsyncClient(
             transport=transport, timeout=timeout, limits=KEEPALIVE, verify=tls_context()
         )
+        self._probes = probes
+        self._probe_timeout = None if probes is None else probes.timeout(timeout)
 
     async def get_json(self, path: str) -> Any:
-        return await self._json("GET", path, None)
+        """A GET's JSON body: through the shared :class:`ProbeClient` when there is one."""
+        if self._probes is None or self._probe_timeout is None:
+            return await self._json("GET", path, None)
+        self._check_open()
+        return await self._probes.get_json(f"{self.base_url}{path}", self._probe_timeout)
 
     async def post_json(self, path: str, body: dict[str, Any], retry: Retry | None = None) -> Any:
         return await self._json("POST", path, body, retry)
@@ -194,43 +213,111 @@ class NeuronHTTP:
     async def _send(self, method: str, path: str, body: dict[str, Any] | None) -> httpx.Response:
         """Send and wait for the headers; raise for no answer or an error status."""
         url = f"{self.base_url}{path}"
-        if self._client.is_closed:  # its neuron was removed while this request was coming
-            raise NeuronUnreachable(f"{self.base_url} was removed from the fleet")
+        self._check_open()
         request = self._client.build_request(method, url, json=body)
         try:
             response = await self._client.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise NeuronUnreachable(
-                f"nothing answered at {url} ({describe(exc)}); "
-                "check that the server is running and that the address and port are right"
-            ) from exc
+            raise unreachable(url, exc) from exc
         if response.is_success:
             return response
+        content = b""
         try:
-            await response.aread()
+            content = await response.aread()
         except (httpx.HTTPError, httpx.StreamError):
             pass
         finally:
             await response.aclose()
-        raise NeuronRequestError(
-            f"{method} {url} answered {response.status_code} {response.reason_phrase}: "
-            f"{_server_says(response)}",
-            status_code=response.status_code,
+        kind = response.headers.get("content-type", "")
+        status, reason = response.status_code, response.reason_phrase
+        raise refused(f"{method} {url}", status, reason, kind, content)
+
+    def _check_open(self) -> None:
+        if self._client.is_closed:  # its neuron was removed while this request was coming
+            raise NeuronUnreachable(f"{self.base_url} was removed from the fleet")
+
+
+class ProbeClient:
+    """The one client every neuron's GETs share: an aiohttp session, made on the first request
+    inside the loop that sends it and closed by :meth:`aclose`. It keeps a connection per
+    neuron (no limit on their number) for :data:`PROBE_KEEPALIVE_S`, follows the
+    environment's proxy settings as httpx does, keeps no cookies, and follows no redirects."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    @staticmethod
+    def timeout(timeout: httpx.Timeout) -> aiohttp.ClientTimeout:
+        """httpx's connect and read timeouts, as aiohttp takes them."""
+        return aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout.connect, sock_read=timeout.read
         )
 
+    async def get_json(self, url: str, timeout: aiohttp.ClientTimeout) -> Any:
+        """``url``'s JSON body, with the failures :class:`NeuronHTTP` raises for the same."""
+        session = self._session or self._open()
+        try:
+            response = await session.get(url, timeout=timeout, allow_redirects=False)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise unreachable(url, exc) from exc
+        success = 200 <= response.status < 300  # as httpx says (aiohttp's ok takes a 3xx)
+        async with response:
+            try:
+                content = await response.read()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if success:
+                    raise NeuronStreamBroken(f"{url} broke off midway ({describe(exc)})") from exc
+                content = b""
+        if not success:
+            kind = response.headers.get("content-type", "")
+            raise refused(f"GET {url}", response.status, response.reason or "", kind, content)
+        return decode_json(content, f"GET {url}", started=False)
 
-def _server_says(response: httpx.Response) -> str:
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=0, ssl=tls_context(), keepalive_timeout=PROBE_KEEPALIVE_S
+        )
+        # aiohttp reads the environment (and ~/.netrc, in a thread) on every request when it
+        # trusts it; httpx reads the proxies once. Only when some proxy is set is it asked.
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            trust_env=bool(urllib.request.getproxies()),
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def unreachable(url: str, exc: BaseException) -> NeuronUnreachable:
+    return NeuronUnreachable(
+        f"nothing answered at {url} ({describe(exc)}); "
+        "check that the server is running and that the address and port are right"
+    )
+
+
+def refused(
+    request: str, status: int, reason: str, content_type: str, body: bytes
+) -> NeuronRequestError:
+    """``request`` (``GET URL``) answered an error ``status``: what the server said of it."""
+    return NeuronRequestError(
+        f"{request} answered {status} {reason}: {_server_says(content_type, body)}",
+        status_code=status,
+    )
+
+
+def _server_says(content_type: str, body: bytes) -> str:
     """The server's own error text: the JSON error field if any, else the body's start."""
     try:
-        text = error_text(response.json())
-    except (ValueError, httpx.ResponseNotRead):
+        text = error_text(json.loads(body))
+    except ValueError:
         text = None
     if text is None:
-        kind = response.headers.get("content-type", "").split(";")[0].strip()
+        kind = content_type.split(";", maxsplit=1)[0].strip()
         if kind and kind not in ("text/plain", "application/json"):
             return f"a {kind} page, not an API error"
-        try:
-            text = response.text
-        except httpx.ResponseNotRead:
-            text = ""
+        text = body.decode(errors="replace")
     return " ".join(text.split())[:ERROR_TEXT_LIMIT] or "(no error text)"
