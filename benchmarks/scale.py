@@ -35,6 +35,7 @@ from _fleet import Process, free_port, heading, machine_note, run_main, show
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 PROBE_TIMEOUT_S = 3.0  # the gateway's default
+KEEP_ALIVE_S = "3600"  # the sims keep idle connections as Ollama does (until closed)
 TARGETS = {"rss_mb": 200.0, "cpu_share": 0.05, "register_s": 10.0, "list_ms": 50.0}
 
 
@@ -69,7 +70,7 @@ def consecutive_ports(count: int) -> int:
 def start_sims(root: Path, label: str, count: int) -> tuple[Process, list[str]]:
     first = consecutive_ports(count)
     argv = [sys.executable, "-m", "ganglion", "sim", "--count", str(count), "--port", str(first)]
-    argv += ["--model", "m", "--tps", "50", "--name", label]
+    argv += ["--model", "m", "--tps", "50", "--name", label, "--keep-alive", KEEP_ALIVE_S]
     process = Process(argv, first, root / f"sims-{label}.log")
     process.start("/api/version")
     return process, [f"http://127.0.0.1:{port}" for port in range(first, first + count)]

@@ -192,11 +192,20 @@ class Router:
         """A neuron's queue is bounded: ``slots`` running plus ``max_queue`` waiting."""
         return len(self.book(neuron).tickets) >= neuron.slots + self.max_queue
 
-    def decode_tps(self, neuron: Neuron, model: str) -> float:
+    def decode_tps(self, neuron: Neuron, model: str, typical: float | None = None) -> float:
+        """``neuron``'s measured decode speed for ``model``, else the fleet's
+        :meth:`typical_tps` (``typical``, where the caller worked it out already: once for a
+        whole ranking, not once per unmeasured neuron, which is quadratic in the fleet)."""
         measured = _speed(neuron, model)
         if measured:
             return measured
-        known = [s for n in self.serving(model) if (s := _speed(n, model))]
+        return typical if typical is not None else self.typical_tps(model)
+
+    def typical_tps(self, model: str, serving: list[Neuron] | None = None) -> float:
+        """The median measured decode speed of the neurons ``serving`` ``model`` (by default
+        all of them), or a prior when none is measured yet."""
+        neurons = self.serving(model) if serving is None else serving
+        known = [s for n in neurons if (s := _speed(n, model))]
         return statistics.median(known) if known else PRIOR_DECODE_TPS
 
     def prefill_tps(self, neuron: Neuron, model: str, decode: float | None = None) -> float:
@@ -204,9 +213,9 @@ class Router:
         measured = _measured(neuron.speeds.prefill, model)
         return measured or (decode or self.decode_tps(neuron, model)) * PREFILL_FACTOR
 
-    def estimate(self, neuron: Neuron, job: Job) -> Estimate:
+    def estimate(self, neuron: Neuron, job: Job, typical: float | None = None) -> Estimate:
         now = self.clock()
-        decode = self.decode_tps(neuron, job.model)
+        decode = self.decode_tps(neuron, job.model, typical)
         book = self.book(neuron)
         busy = len(book.tickets) >= neuron.slots
         wait = book.backlog(now) / (neuron.slots * decode) if busy else 0.0
@@ -230,8 +239,10 @@ class Router:
         if pinned is not None:
             return [self.estimate(self._pinned(pinned, job.model), job)]
         now = self.clock()
-        open_ = [n for n in self.serving(job.model) if not self.full(n)]
-        ranked = self.policy.rank([self.estimate(n, job) for n in open_])
+        serving = self.serving(job.model)
+        typical = self.typical_tps(job.model, serving)
+        open_ = [n for n in serving if not self.full(n)]
+        ranked = self.policy.rank([self.estimate(n, job, typical) for n in open_])
         warm = [e for e in ranked if self.book(e.neuron).cool_until <= now]
         cooling = [e for e in ranked if self.book(e.neuron).cool_until > now]
         return warm + cooling
@@ -254,9 +265,11 @@ class Router:
     def retry_after_s(self, model: str) -> float:
         """When a saturated fleet will likely have room for one more job."""
         now = self.clock()
+        serving = self.serving(model)
+        typical = self.typical_tps(model, serving)
         waits = [
-            self.book(n).backlog(now) / (n.slots * self.decode_tps(n, model))
-            for n in self.serving(model)
+            self.book(n).backlog(now) / (n.slots * self.decode_tps(n, model, typical))
+            for n in serving
         ]
         return max(1.0, min(waits, default=5.0))
 

@@ -96,10 +96,13 @@ class Upstream:
 
 
 @asynccontextmanager
-async def served(app: Any) -> AsyncIterator[str]:
-    """``app`` (ASGI) served by a real uvicorn on a free loopback port, for the block: its URL."""
+async def served(app: Any, keep_alive_s: int = 5) -> AsyncIterator[str]:
+    """``app`` (ASGI) served by a real uvicorn on a free loopback port, for the block: its URL.
+    An idle connection is closed after ``keep_alive_s``."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical")
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="critical", timeout_keep_alive=keep_alive_s
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     while not server.started:

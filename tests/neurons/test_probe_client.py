@@ -4,8 +4,10 @@ probes of a neuron go over one kept-alive connection."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,8 @@ import pytest
 from ganglion.errors import NeuronError, NeuronStreamBroken, NeuronUnreachable
 from ganglion.neurons.http import NeuronHTTP, ProbeClient
 from tests.neurons.conftest import Upstream, free_port, served
+
+CLOSE_WAIT = "08"  # the state's code in /proc/net/tcp
 
 
 class Answers(Upstream):
@@ -105,3 +109,34 @@ async def test_a_removed_neurons_probe_is_unreachable(
     await lean.aclose()
     with pytest.raises(NeuronUnreachable, match="removed from the fleet"):
         await lean.get_json("/api/ps")
+
+
+def half_closed(port: int) -> int:
+    """Connections to ``port`` that its server closed and this end has not (CLOSE_WAIT)."""
+    count = 0
+    for line in Path("/proc/self/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] == CLOSE_WAIT:
+            count += 1
+    return count
+
+
+async def test_a_probe_closes_the_connections_the_neuron_closed_since() -> None:
+    """httpx notices a kept-alive connection the server closed only when it sends again; the
+    probes, which go elsewhere, close them, so an idle neuron leaves nothing half-open."""
+    async with served(Answers(), keep_alive_s=1) as url:
+        port = int(url.rsplit(":", 1)[1])
+        probes = ProbeClient()
+        http = NeuronHTTP(url, probes=probes)
+        try:
+            await http.post_json("/api/ps", {})  # through httpx: a connection in its pool
+            for _ in range(200):  # until the server has closed it (after its keep-alive)
+                if half_closed(port):
+                    break
+                await asyncio.sleep(0.05)
+            assert half_closed(port) == 1
+            await http.get_json("/api/ps")  # a probe
+            assert half_closed(port) == 0
+        finally:
+            await http.aclose()
+            await probes.aclose()

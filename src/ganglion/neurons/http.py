@@ -159,7 +159,20 @@ class NeuronHTTP:
         if self._probes is None or self._probe_timeout is None:
             return await self._json("GET", path, None)
         self._check_open()
-        return await self._probes.get_json(f"{self.base_url}{path}", self._probe_timeout)
+        try:
+            return await self._probes.get_json(f"{self.base_url}{path}", self._probe_timeout)
+        finally:
+            await self._close_dropped()
+
+    async def _close_dropped(self) -> None:
+        """Close this client's idle connections that the neuron closed at its end, or that
+        outlived httpx's keep-alive. httpx sees either only when it next sends; with the
+        probes going elsewhere, a neuron without traffic would otherwise hold them, half
+        closed (CLOSE_WAIT), for good."""
+        pool = getattr(self._client._transport, "_pool", None)  # httpx's httpcore pool
+        for connection in list(getattr(pool, "connections", ())):
+            if connection.is_idle() and connection.has_expired():
+                await connection.aclose()  # the pool drops it before its next request
 
     async def post_json(self, path: str, body: dict[str, Any], retry: Retry | None = None) -> Any:
         return await self._json("POST", path, body, retry)

@@ -39,11 +39,6 @@ from ganglion.local.sim.engine import Clock, Simulator, Sleep, WallClock
 from ganglion.local.sim.ollama import OllamaAPI
 from ganglion.local.sim.openai import OpenAIAPI
 
-#: How long an idle client connection is kept open. Ollama (Go's HTTP server, no idle
-#: timeout) keeps it until the client closes it; uvicorn's default of 5 s would close a
-#: gateway's probe connection between two probes and make it shake hands again each time.
-KEEP_ALIVE_S = 300
-
 
 class RequestLog:
     """ASGI middleware: record every HTTP request in the simulator's log as it arrives."""
@@ -169,7 +164,7 @@ def run_sim(
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
-            timeout_keep_alive=KEEP_ALIVE_S,
+            timeout_keep_alive=config.keep_alive_s,
         )
     )
     try:

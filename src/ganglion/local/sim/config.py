@@ -49,6 +49,9 @@ class SimConfig:
     vram: float = 1.0
     """Share of each loaded model in GPU memory, as ``/api/ps`` reports it (``size_vram``):
     0 plays a GPU box whose models fell back to the CPU."""
+    keep_alive_s: int = 5
+    """Seconds an idle client connection stays open: 5 as uvicorn (vLLM) and llama.cpp's
+    server do; Ollama keeps one until the client closes it (play it with a large number)."""
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -66,8 +69,15 @@ class SimConfig:
         ]:
             if value is not None and not (math.isfinite(value) and value > 0):
                 problems.append(f"{flag} must be a positive number of tokens/s, not {value}")
-        if self.slots < 1:
-            problems.append(f"--slots must be at least 1, not {self.slots}")
+        counts = [
+            ("--slots", self.slots),
+            ("--stall-after-tokens", self.stall_after_tokens),
+            ("--output-tokens", self.output_tokens),
+            ("--keep-alive", self.keep_alive_s),
+        ]
+        for flag, count in counts:
+            if count < 1:
+                problems.append(f"{flag} must be at least 1, not {count}")
         if not (math.isfinite(self.load_s) and self.load_s >= 0):
             problems.append(f"--load-s must be zero or more seconds, not {self.load_s}")
         rates = [
@@ -81,12 +91,6 @@ class SimConfig:
                 problems.append(f"{flag} must be a fraction between 0 and 1, not {rate}")
         if self.fail_rate + self.hang_rate + self.stall_rate > 1:
             problems.append("--fail-rate, --hang-rate and --stall-rate together must not exceed 1")
-        if self.stall_after_tokens < 1:
-            problems.append(
-                f"--stall-after-tokens must be at least 1, not {self.stall_after_tokens}"
-            )
-        if self.output_tokens < 1:
-            problems.append(f"--output-tokens must be at least 1, not {self.output_tokens}")
         if not 0 <= self.port <= 65535:
             problems.append(f"--port must be between 0 and 65535, not {self.port}")
         if not self.allow_public and not is_loopback(self.host):
