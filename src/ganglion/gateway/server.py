@@ -18,7 +18,7 @@ from ganglion.fleet.discovery import make_discovery
 from ganglion.gateway.app import create_app, open_gateway
 from ganglion.gateway.auth import Role
 from ganglion.gateway.health import PROBE_PATHS
-from ganglion.net import is_loopback
+from ganglion.net import is_loopback, raise_open_files
 from ganglion.store import Store
 
 
@@ -103,6 +103,7 @@ def log_config(level: LogLevel) -> dict[str, Any]:
 
 def serve(settings: Settings, *, log_level: LogLevel = LogLevel.WARNING) -> None:
     """Serve until interrupted. Call :func:`preflight` first for clear start-up errors."""
+    raise_open_files()  # a kept-alive connection per neuron: thousands of them
     config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
