@@ -3,6 +3,8 @@ its schema, NeuronView, would dump: same fields, in the same order, with the sam
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from ganglion.fleet.neuron import Neuron, NeuronView, natural_key
@@ -54,3 +56,24 @@ def test_the_live_view_is_what_its_schema_dumps() -> None:
 def test_names_sort_in_natural_order() -> None:
     names = ["n10", "N2", "n1", "gpu-10", "gpu-9", "gpu-9a", "a"]
     assert sorted(names, key=natural_key) == ["a", "gpu-9", "gpu-9a", "gpu-10", "n1", "N2", "n10"]
+
+
+def test_the_encoded_view_is_kept_until_something_it_shows_changes() -> None:
+    neuron = busy_neuron()
+    first = neuron.view_json()
+    assert json.loads(first) == neuron.view_data()
+    assert neuron.view_json() is first  # nothing changed: the same bytes
+    changes: list[Callable[[Neuron], object]] = [
+        lambda n: setattr(n, "status", NeuronStatus.OFFLINE),
+        lambda n: setattr(n, "in_flight", 3),
+        lambda n: n.models.append("phi4"),  # in place
+        lambda n: n.speeds.observe("qwen3:8b", TokenStats(output_tokens=10, decode_s=1.0)),
+        lambda n: setattr(n, "last_seen", datetime(2026, 12, 1, tzinfo=UTC)),
+        lambda n: setattr(n, "memory", None),
+    ]
+    for change in changes:
+        before = neuron.view_json()
+        change(neuron)
+        after = neuron.view_json()
+        assert after != before
+        assert json.loads(after) == neuron.view_data()

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, is_active
@@ -124,6 +124,10 @@ class Neuron:
     slots: int = 1
     origin: str | None = None
     order: tuple[tuple[int, int, str], ...] = field(init=False, repr=False, compare=False)
+    # The encoded view and what it was built from: one per neuron (see view_json).
+    _view: tuple[tuple[object, ...], bytes] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         self.order = natural_key(self.name)  # a name never changes; lists sort by this
@@ -134,6 +138,32 @@ class Neuron:
 
     def view(self) -> NeuronView:
         return NeuronView.model_validate(self.view_data())
+
+    def view_json(self) -> bytes:
+        """:meth:`view_data` as JSON, kept until something it shows changes: a listing of a
+        thousand neurons, most unchanged since the last one, costs a comparison each."""
+        key = self._view_key()
+        if self._view is None or self._view[0] != key:
+            self._view = (key, to_json(self.view_data()))
+        return self._view[1]
+
+    def _view_key(self) -> tuple[object, ...]:
+        """What the view is built from, as values (copies of the lists, so that a change in
+        place shows too)."""
+        return (
+            self.url,
+            self.node,
+            self.status,
+            self.reason,
+            self.in_flight,
+            self.slots,
+            self.idle_gpu,
+            self.last_seen,
+            self.speeds.version,
+            tuple(self.models),
+            None if self.loaded is None else tuple(self.loaded),
+            None if self.memory is None else tuple(self.memory.items()),
+        )
 
     def view_data(self) -> dict[str, Any]:
         """The :class:`NeuronView`, as the JSON-ready values it would dump to."""

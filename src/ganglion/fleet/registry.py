@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -46,9 +47,10 @@ from ganglion.neurons.http import ProbeClient
 from ganglion.store import SpeedSample, Store
 from ganglion.store.schema import NeuronRow, NodeReportRow
 
-#: A probe asks for the model list (Ollama ``/api/tags``) on a neuron's first success in a
-#: row (at start, and when it comes back) and then on every this-many-th; the others are one
-#: request (``/api/ps``), unless that shows a model loaded that the list lacks.
+#: A probe asks everything (Ollama: ``/api/version``, ``/api/tags``, ``/api/ps``) on a
+#: neuron's first success in a row (at start, and when it comes back), and the model list on
+#: every this-many-th after it; the others are one request (``/api/ps``), plus the model list
+#: when that shows a model loaded that the list lacks.
 MODELS_EVERY = 6
 
 AdapterFactory = Callable[[Dialect, str], NeuronAdapter]
@@ -380,12 +382,19 @@ class Registry:
 
     @staticmethod
     async def _ask(neuron: Neuron) -> ProbeResult:
-        """One probe of ``neuron``, with its model list when :data:`MODELS_EVERY` says, or when
-        a model is loaded that its list lacks (pulled since: asked for at once)."""
-        adapter = neuron.adapter
-        result = await adapter.probe(models=neuron.health.probe_successes % MODELS_EVERY == 0)
-        if result.models is None and any(m not in neuron.models for m in result.loaded or ()):
-            result = await adapter.probe()
+        """One probe of ``neuron``: all of it on a first success in a row; else liveness,
+        with the model list when :data:`MODELS_EVERY` says, or when a model is loaded that
+        the list lacks (pulled since: asked for at once)."""
+        adapter, successes = neuron.adapter, neuron.health.probe_successes
+        if successes == 0:
+            return await adapter.probe()
+        result = await adapter.probe(models=False)
+        due = successes % MODELS_EVERY == 0
+        if result.models is None and (
+            due or any(m not in neuron.models for m in result.loaded or ())
+        ):
+            listed = [model.name for model in await adapter.list_models()]
+            result = replace(result, models=listed)
         return result
 
     async def probe_all(self) -> None:
