@@ -314,14 +314,28 @@
     const problems = ORDER.filter((st) => st !== "active" && counts[st]).map((st) => `${counts[st]} ${st}`);
     const shown = state.filter ? views.filter(matches).length : views.length;
     const total = shown === views.length ? plural(views.length, "neuron") : `${shown} of ${plural(views.length, "neuron")}`;
-    group.parts.count.textContent = total + (problems.length ? ` · ${problems.join(" · ")}` : "");
-    group.parts.label.textContent = `, ${counts.active} active`;
-    group.parts.bar.replaceChildren(
-      ...ORDER.filter((st) => counts[st]).map((st) => h("span", { class: st, style: `width:${(100 * counts[st]) / views.length}%` })),
-    );
-    group.parts.tps.replaceChildren(h("strong", { text: fmt(throughput) }), " tok/s");
-    group.el.hidden = state.filter !== "" && !views.some(matches);
-    group.el.dataset.wide = String(views.length >= WIDE_FROM);
+    // Only what changed is written: a thousand gauges' group is redrawn on every update.
+    setText(group.parts.count, total + (problems.length ? ` · ${problems.join(" · ")}` : ""));
+    setText(group.parts.label, `, ${counts.active} active`);
+    const shares = ORDER.filter((st) => counts[st]).map((st) => [st, (100 * counts[st]) / views.length]);
+    const bar = JSON.stringify(shares);
+    if (group.parts.bar.dataset.shares !== bar) {
+      group.parts.bar.dataset.shares = bar;
+      group.parts.bar.replaceChildren(...shares.map(([st, width]) => h("span", { class: st, style: `width:${width}%` })));
+    }
+    const tps = fmt(throughput);
+    if (group.parts.tps.dataset.value !== tps) {
+      group.parts.tps.dataset.value = tps;
+      group.parts.tps.replaceChildren(h("strong", { text: tps }), " tok/s");
+    }
+    const hidden = state.filter !== "" && !views.some(matches);
+    if (group.el.hidden !== hidden) group.el.hidden = hidden;
+    const wide = String(views.length >= WIDE_FROM);
+    if (group.el.dataset.wide !== wide) group.el.dataset.wide = wide;
+  }
+
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
   }
 
   function placeCard(card, view) {
