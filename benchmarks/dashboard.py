@@ -9,8 +9,8 @@ Chromium (driven by Playwright, 1440 x 900) opens the page, ``--loads`` times:
 
 - **paint**: from the start of navigation until every gauge is in the page and a frame has
   been drawn after it (two animation frames), by the page's own clock;
-- **watch** (once): for ``--watch`` seconds while a client sends ``--rate`` requests a second
-  through the gateway (each moves one gauge's in-flight count and speed), the browser main
+- **watch** (once): for ``--watch`` seconds while a client sends requests through the
+  gateway, one after another, at most ``--rate`` a second (each moves one gauge's in-flight count and speed), the browser main
   thread's busy time (Chrome's ``TaskDuration``), as a share of one core, and the events the
   page received.
 
@@ -59,13 +59,15 @@ COUNT_EVENTS = """() => {
 }"""
 
 
-def traffic(url: str, rate: float, stop: threading.Event) -> None:
-    """``rate`` short generations a second through the gateway until ``stop``."""
+def traffic(url: str, rate: float, stop: threading.Event, sent: list[int]) -> None:
+    """Short generations through the gateway, one after another, at most ``rate`` a second,
+    until ``stop``; ``sent[0]`` counts them."""
     body = {"model": "m", "prompt": "hi", "stream": False, "options": {"num_predict": 4}}
     with httpx.Client(timeout=30) as client:
         while not stop.is_set():
             began = time.monotonic()
             client.post(f"{url}/api/generate", json=body)
+            sent[0] += 1
             stop.wait(max(0.0, 1 / rate - (time.monotonic() - began)))
 
 
@@ -85,14 +87,14 @@ def measure(url: str, neurons: int, loads: int, watch: float, rate: float) -> di
             page.evaluate(COUNT_EVENTS)
             cdp = page.context.new_cdp_session(page)
             cdp.send("Performance.enable")
-            stop = threading.Event()
-            sender = threading.Thread(target=traffic, args=(url, rate, stop), daemon=True)
+            stop, sent = threading.Event(), [0]
+            sender = threading.Thread(target=traffic, args=(url, rate, stop, sent), daemon=True)
             before = busy_s(cdp)
             sender.start()
             began = time.monotonic()
             time.sleep(watch)
             busy, wall = busy_s(cdp) - before, time.monotonic() - began
-            events = page.evaluate("window.__events")
+            events, requests = page.evaluate("window.__events"), sent[0]
             stop.set()
             sender.join(30)
             wide = page.evaluate(
@@ -107,6 +109,7 @@ def measure(url: str, neurons: int, loads: int, watch: float, rate: float) -> di
         "paint_median_s": round(statistics.median(paints), 2),
         "browser_busy_share": round(busy / wall, 4),
         "events_per_s": round(events / wall, 1),
+        "requests_per_s": round(requests / wall, 1),
         "widest_group_share": round(wide, 2),
     }
 
@@ -154,7 +157,8 @@ def print_table(result: dict[str, Any]) -> None:
         f"(median of {paints}; target <= {TARGET_PAINT_S:g} s) {verdict}"
     )
     print(
-        f"live: {result['events_per_s']:.1f} events/s received at {result['rate']:g} requests/s; "
+        f"live: {result['events_per_s']:.1f} events/s received while {result['requests_per_s']:.1f} "
+        "requests/s went through the gateway; "
         f"browser main thread busy {100 * result['browser_busy_share']:.1f}% of a core "
         f"over {result['watch_s']:g} s"
     )
