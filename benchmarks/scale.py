@@ -10,7 +10,7 @@ one, the rest in a "victim" process); a fresh ``ganglion serve`` on SQLite probe
 - **registers** them all with one ``POST /fleet/neurons`` of a list;
 - **holds** them, once every neuron is active: its RSS, and the CPU it spends over
   ``--steady`` seconds (``/proc``), per probe and as a share of one core;
-- **lists** them: the median of 20 ``GET /fleet/neurons``;
+- **lists** them: the median of 20 ``GET /fleet/neurons`` from one client (kept-alive);
 - **loses** the victim's neurons (the process is killed): the time until every one of them is
   offline, against the bound of two probe intervals plus the probe timeout.
 
@@ -35,6 +35,7 @@ from _fleet import Process, free_port, heading, machine_note, run_main, show
 
 TICK_S = 1.0 / os.sysconf("SC_CLK_TCK")
 PROBE_TIMEOUT_S = 3.0  # the gateway's default
+KEEP_ALIVE_S = "3600"  # the sims keep idle connections as Ollama does (until closed)
 TARGETS = {"rss_mb": 200.0, "cpu_share": 0.05, "register_s": 10.0, "list_ms": 50.0}
 
 
@@ -50,14 +51,15 @@ def rss_mb(pid: int) -> float:
 
 
 def consecutive_ports(count: int) -> int:
-    """A first port with ``count`` free ports after it (checked by binding each)."""
-    for _ in range(50):
-        first = free_port()
-        if first + count > 65000:
-            continue
+    """A first port with ``count`` free ports after it (checked by binding each, as the sim
+    binds: a port in TIME_WAIT from the run before is free), below the kernel's ephemeral
+    range, which the gateway's own connections to the neurons draw from."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for first in range(low - count - 1, 1024, -max(count // 4, 64)):
         try:
             for port in range(first, first + count):
                 with socket.socket() as sock:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     sock.bind(("127.0.0.1", port))
         except OSError:
             continue
@@ -68,7 +70,7 @@ def consecutive_ports(count: int) -> int:
 def start_sims(root: Path, label: str, count: int) -> tuple[Process, list[str]]:
     first = consecutive_ports(count)
     argv = [sys.executable, "-m", "ganglion", "sim", "--count", str(count), "--port", str(first)]
-    argv += ["--model", "m", "--tps", "50", "--name", label]
+    argv += ["--model", "m", "--tps", "50", "--name", label, "--keep-alive", KEEP_ALIVE_S]
     process = Process(argv, first, root / f"sims-{label}.log")
     process.start("/api/version")
     return process, [f"http://127.0.0.1:{port}" for port in range(first, first + count)]
@@ -125,10 +127,11 @@ def one_size(root: Path, size: int, interval: float, steady: float) -> dict[str,
         cpu, wall = cpu_s(pid) - before, time.monotonic() - started
         rss = rss_mb(pid)
         listing = []
-        for _ in range(20):
-            began = time.perf_counter()
-            httpx.get(f"{gateway.url}/fleet/neurons", timeout=60).raise_for_status()
-            listing.append(time.perf_counter() - began)
+        with httpx.Client(timeout=60) as client:  # a new one costs ~35 ms here (CA bundle)
+            for _ in range(20):
+                began = time.perf_counter()
+                client.get(f"{gateway.url}/fleet/neurons").raise_for_status()
+                listing.append(time.perf_counter() - began)
         victim.popen.kill()
         lost_s = wait_for(gateway.url, "offline", victims, 10 * interval + 60)
         probes = size * wall / interval

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import resource
+
 import pytest
 
 from ganglion.errors import FleetError
-from ganglion.net import base_url, default_name, is_loopback, normalize_url
+from ganglion.net import base_url, default_name, is_loopback, normalize_url, raise_open_files
 
 
 @pytest.mark.parametrize(
@@ -55,3 +57,15 @@ def test_an_adapter_takes_a_bare_host_and_port_as_http_under_the_same_rule() -> 
 
 def test_the_default_name_is_host_and_port() -> None:
     assert default_name("http://gpu-box.lan:11434") == "gpu-box.lan-11434"
+
+
+def test_the_open_file_limit_is_raised_as_far_as_the_hard_limit_allows() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+        assert raise_open_files(512) == min(512, hard)
+        assert raise_open_files(300) == min(512, hard)  # never lowered
+        top = raise_open_files()
+        assert hard in (top, resource.RLIM_INFINITY)
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

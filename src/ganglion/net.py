@@ -9,11 +9,26 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import resource
 from urllib.parse import urlsplit
 
 from ganglion.errors import FleetError
 
 LOOPBACK_NAMES = frozenset({"localhost"})
+
+
+def raise_open_files(wanted: int | None = None) -> int:
+    """Raise this process's soft limit on open files (sockets among them) to ``wanted``, or
+    as far as the hard limit allows; the soft limit now. Many systems start a process at
+    1,024, which a gateway with a connection per neuron outgrows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard if wanted is None else wanted
+    if hard != resource.RLIM_INFINITY:
+        ceiling = min(ceiling, hard)
+    if soft != resource.RLIM_INFINITY and soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+        return ceiling
+    return soft
 
 
 def is_loopback(host: str) -> bool:

@@ -258,11 +258,20 @@ class Router:
         jobs = (load or self.load(neuron)).jobs
         return jobs >= neuron.slots + self.max_queue
 
-    def decode_tps(self, neuron: Neuron, model: str) -> float:
+    def decode_tps(self, neuron: Neuron, model: str, typical: float | None = None) -> float:
+        """``neuron``'s measured decode speed for ``model``, else the fleet's
+        :meth:`typical_tps` (``typical``, where the caller worked it out already: once for a
+        whole ranking, not once per unmeasured neuron, which is quadratic in the fleet)."""
         measured = _speed(neuron, model)
         if measured:
             return measured
-        known = [s for n in self.serving(model) if (s := _speed(n, model))]
+        return typical if typical is not None else self.typical_tps(model)
+
+    def typical_tps(self, model: str, serving: list[Neuron] | None = None) -> float:
+        """The median measured decode speed of the neurons ``serving`` ``model`` (by default
+        all of them), or a prior when none is measured yet."""
+        neurons = self.serving(model) if serving is None else serving
+        known = [s for n in neurons if (s := _speed(n, model))]
         return statistics.median(known) if known else PRIOR_DECODE_TPS
 
     def prefill_tps(self, neuron: Neuron, model: str, decode: float | None = None) -> float:
@@ -270,9 +279,11 @@ class Router:
         measured = _measured(neuron.speeds.prefill, model)
         return measured or (decode or self.decode_tps(neuron, model)) * PREFILL_FACTOR
 
-    def estimate(self, neuron: Neuron, job: Job, load: Load | None = None) -> Estimate:
+    def estimate(
+        self, neuron: Neuron, job: Job, load: Load | None = None, typical: float | None = None
+    ) -> Estimate:
         now = self.clock()
-        decode = self.decode_tps(neuron, job.model)
+        decode = self.decode_tps(neuron, job.model, typical)
         load = load or self.load(neuron)
         busy = load.jobs >= neuron.slots
         wait = load.backlog(now) / (neuron.slots * decode) if busy else 0.0
@@ -342,9 +353,10 @@ class Router:
             return [self.estimate(self._pinned(pinned, job.model), job)]
         now = self.clock()
         serving = self.serving(job.model)
+        typical = self.typical_tps(job.model, serving)
         loads = {n.name: self.load(n) for n in serving}
         open_ = [n for n in serving if not self.full(n, loads[n.name])]
-        ranked = self.policy.rank([self.estimate(n, job, loads[n.name]) for n in open_])
+        ranked = self.policy.rank([self.estimate(n, job, loads[n.name], typical) for n in open_])
         warm = [e for e in ranked if loads[e.neuron.name].cool_until <= now]
         cooling = [e for e in ranked if loads[e.neuron.name].cool_until > now]
         return warm + cooling
@@ -367,9 +379,11 @@ class Router:
     def retry_after_s(self, model: str) -> float:
         """When a saturated fleet will likely have room for one more job."""
         now = self.clock()
+        serving = self.serving(model)
+        typical = self.typical_tps(model, serving)
         waits = [
-            self.load(n).backlog(now) / (n.slots * self.decode_tps(n, model))
-            for n in self.serving(model)
+            self.load(n).backlog(now) / (n.slots * self.decode_tps(n, model, typical))
+            for n in serving
         ]
         return max(1.0, min(waits, default=5.0))
 

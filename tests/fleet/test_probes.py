@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from ganglion.fleet.neuron import Neuron
-from ganglion.fleet.probes import FULL_PROBE_ROUNDS, Prober
+from ganglion.fleet.probes import FULL_PROBE_ROUNDS, MIN_STEP_S, Prober
 from ganglion.neurons.base import Dialect
 
 INTERVAL = 8.0
@@ -93,3 +93,16 @@ async def test_traffic_just_answered_stands_in_for_a_probe_but_not_for_long(cloc
     await watcher.round(spread=False)
     assert [name for name, _ in fleet.probed] == ["idle", "stale", "paused"]
     assert watcher.skipped == 1
+
+
+async def test_a_large_fleets_probes_start_in_groups_spread_over_the_interval(
+    clock: Clock,
+) -> None:
+    names = [f"n{i}" for i in range(400)]  # one every 20 ms: in groups of 5, 0.1 s apart
+    fleet = Fleet(clock, names)
+    await prober(clock, fleet).round(spread=True)
+    starts = sorted({when - 1000.0 for _, when in fleet.probed})
+    assert len(fleet.probed) == 400
+    assert len(starts) == 80
+    assert starts[1] - starts[0] == pytest.approx(MIN_STEP_S)
+    assert starts[-1] == pytest.approx(INTERVAL - MIN_STEP_S)

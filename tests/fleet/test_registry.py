@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ganglion.errors import FleetError, UnknownNeuron
-from ganglion.fleet.registry import Registry, accepts_connections
+from ganglion.fleet.registry import MODELS_EVERY, Registry, accepts_connections
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect
 from ganglion.store import Store
@@ -115,4 +115,39 @@ async def test_the_registry_refuses_a_name_a_header_cannot_carry(tmp_path: Path)
     assert registry.neurons() == []
     added = await registry.add("http://gpu:11434", name="gpu-0.lan_a", api=Dialect.OLLAMA)
     assert [n.name for n in registry.neurons()] == [added.name]
+    await registry.aclose()
+
+
+async def test_probes_ask_for_the_model_list_now_and_then_and_when_a_model_appears(
+    tmp_path: Path,
+) -> None:
+    """Most probes are one request (/api/ps); all is asked on the first success in a row, the
+    model list every MODELS_EVERY-th after it, and at once when a model is loaded that it
+    lacks."""
+    fake = FakeOllama(models=["llama3"], in_memory={"llama3": (10, 10)})
+    registry = registry_on(tmp_path, fake.handle)
+    neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
+
+    async def probe() -> list[str]:
+        fake.log.clear()
+        await registry.probe(neuron)
+        return fake.log
+
+    assert await probe() == ["/api/version", "/api/tags", "/api/ps"]  # its first success
+    for _ in range(MODELS_EVERY - 1):
+        assert await probe() == ["/api/ps"]
+    assert await probe() == ["/api/ps", "/api/tags"]
+    assert await probe() == ["/api/ps"]
+
+    fake.models.append("qwen3")  # pulled, then loaded by someone else's request
+    fake.in_memory["qwen3"] = (20, 20)
+    assert await probe() == ["/api/ps", "/api/tags"]
+    assert neuron.models == ["llama3", "qwen3"]
+    assert neuron.loaded == ["llama3", "qwen3"]
+
+    fake.up = False
+    await probe()
+    fake.up = True
+    assert await probe() == ["/api/version", "/api/tags", "/api/ps"]  # back: asked again
+    assert neuron.status is NeuronStatus.ACTIVE
     await registry.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -144,3 +145,38 @@ async def test_an_update_for_a_neuron_removed_elsewhere_changes_nothing(store: S
     store.remove_neuron("gpu")  # by another replica: this writer was not told
     await writer.aclose()
     assert [(row.id, row.status) for row in store.neurons()] == [(cpu, "active")]
+
+
+def aware(when: datetime | None) -> datetime | None:
+    """A time read back from the store, in UTC (SQLite gives it back without a zone)."""
+    return when if when is None or when.tzinfo else when.replace(tzinfo=UTC)
+
+
+async def test_lazy_updates_wait_for_their_own_interval_and_newer_values_win(store: Store) -> None:
+    """A last-seen time refreshed by every probe waits for the lazy interval; a status change
+    goes with the next flush, and its last-seen time replaces the lazy one."""
+    gpu, cpu = registered(store, "gpu"), registered(store, "cpu")
+    early, late = datetime(2026, 1, 1, 0, 0, tzinfo=UTC), datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+    writer = WriteBehind(store, flush_s=3600, lazy_flush_s=3600)
+    writer.update_neuron(gpu, {"last_seen": early}, lazy=True)
+    writer.update_neuron(cpu, {"last_seen": early}, lazy=True)
+    writer.update_neuron(gpu, {"status": "offline", "last_seen": late})
+    await writer.flush()
+    seen = {row.name: (row.status, aware(row.last_seen)) for row in store.neurons()}
+    assert seen == {"gpu": ("offline", late), "cpu": ("active", None)}  # cpu's waits
+    await writer.aclose()  # closing writes the lazy ones too; gpu's older one is gone
+    seen = {row.name: (row.status, aware(row.last_seen)) for row in store.neurons()}
+    assert seen == {"gpu": ("offline", late), "cpu": ("active", early)}
+
+
+async def test_lazy_updates_are_written_on_their_own_after_their_interval(store: Store) -> None:
+    gpu = registered(store, "gpu")
+    when = datetime(2026, 1, 1, 0, 0, tzinfo=UTC)
+    writer = WriteBehind(store, flush_s=0.01, lazy_flush_s=0.01)
+    writer.update_neuron(gpu, {"last_seen": when}, lazy=True)
+    for _ in range(500):
+        if store.neurons()[0].last_seen is not None:
+            break
+        await asyncio.sleep(0.01)
+    assert aware(store.neurons()[0].last_seen) == when
+    await writer.aclose()

@@ -9,6 +9,7 @@ import pytest
 from ganglion.errors import UnknownNeuron
 from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
+from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect, TokenStats
 from ganglion.prefixes import of_messages, of_text
@@ -305,3 +306,27 @@ def test_a_new_conversation_goes_where_it_pushes_no_conversation_out(registry: R
     assert ranked[0].neuron.name == "other"
     assert ranked[1].displacing_s > 0
     assert router.rank(chat(2))[0].neuron.name == "fast"  # its own next turn: no eviction
+
+
+def test_ranking_a_large_fleet_reads_each_neurons_speeds_a_bounded_number_of_times(
+    registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unmeasured neurons take the fleet's typical speed, worked out once per ranking: a
+    thousand neurons cost a thousand looks, not a million (it took 2 s a request)."""
+    fleet = [neuron(f"n{i}", 40.0 if i % 10 == 0 else None) for i in range(300)]
+    router, _ = router_with(registry, *fleet)
+    looks = {"n": 0}
+    by_model = SpeedBook.by_model
+
+    def counted(book: SpeedBook) -> dict[str, float]:
+        looks["n"] += 1
+        return by_model(book)
+
+    monkeypatch.setattr(SpeedBook, "by_model", counted)
+    ranked = router.rank(Job("llama3", prompt_tokens=10, output_tokens=10))
+    assert len(ranked) == 300
+    assert {e.decode_tps for e in ranked} == {40.0}  # measured, or the fleet's median
+    assert looks["n"] <= 3 * len(fleet)
+    looks["n"] = 0
+    router.retry_after_s("llama3")
+    assert looks["n"] <= 3 * len(fleet)

@@ -161,9 +161,11 @@ class ThreadedGateway:
         self.thread.join(15)
 
 
-def serve_in_thread(db: Path, fleet: FakeFleet, port: int | None = None) -> ThreadedGateway:
+def serve_in_thread(
+    db: Path, fleet: FakeFleet, port: int | None = None, probe_interval_s: float = 1.0
+) -> ThreadedGateway:
     """A gateway in this process, on a real port, whose neurons are ``fleet``'s fakes."""
-    settings = Settings(database_url=f"sqlite:///{db}", probe_interval_s=1.0)
+    settings = Settings(database_url=f"sqlite:///{db}", probe_interval_s=probe_interval_s)
     port = port or free_port()
     config = uvicorn.Config(
         create_app(settings, transport=fleet.transport()),

@@ -1,14 +1,20 @@
-"""Fixtures for the neuron tests: a hand-driven clock, timed fake streams, a real llama server."""
+"""Fixtures for the neuron tests: a hand-driven clock, timed fake streams, an ASGI app served
+on loopback, a real llama server."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
+import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 
 from ganglion.errors import LocalFleetError
 from ganglion.local.llama import LlamaServer, model_path
@@ -61,6 +67,51 @@ def timed_stream(clock: Clock) -> StreamFactory:
         return TimedStream(clock, pieces, error)
 
     return make
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Upstream:
+    """An ASGI server's app that reads each request, notes its client port (one port: one
+    connection kept alive), then answers it with :meth:`answer`."""
+
+    def __init__(self) -> None:
+        self.ports: list[int] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        while (await receive()).get("more_body"):
+            pass
+        self.ports.append(scope["client"][1])
+        await self.answer(scope["path"], send)
+
+    async def answer(self, path: str, send: Any) -> None:
+        raise NotImplementedError
+
+
+@asynccontextmanager
+async def served(app: Any, keep_alive_s: int = 5) -> AsyncIterator[str]:
+    """``app`` (ASGI) served by a real uvicorn on a free loopback port, for the block: its URL.
+    An idle connection is closed after ``keep_alive_s``."""
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="critical", timeout_keep_alive=keep_alive_s
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def _unavailable(reason: str) -> None:

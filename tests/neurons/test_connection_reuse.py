@@ -4,35 +4,25 @@ uvicorn server on loopback that notes each request's client port)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-import uvicorn
 
 from ganglion.neurons.base import ChatCall
 from ganglion.neurons.ollama import OllamaAdapter
 from ganglion.neurons.openai import OpenAIAdapter
+from tests.neurons.conftest import Upstream, served
 
 WORDS = 4
 
 
-class Upstream:
-    """Both dialects' streamed chat, and the client port of every request."""
+class Chats(Upstream):
+    """Both dialects' streamed chat."""
 
-    def __init__(self) -> None:
-        self.ports: list[int] = []
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        while (await receive()).get("more_body"):
-            pass
-        self.ports.append(scope["client"][1])
-        if scope["path"] == "/api/chat":
+    async def answer(self, path: str, send: Any) -> None:
+        if path == "/api/chat":
             kind = b"application/x-ndjson"
             said = {"model": "m", "created_at": "2026-11-30T00:00:00Z"}
             lines = [{**said, "message": {"role": "assistant", "content": "w "}, "done": False}]
@@ -53,24 +43,15 @@ class Upstream:
 
 
 @pytest.fixture
-async def upstream() -> AsyncIterator[tuple[Upstream, str]]:
-    app = Upstream()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    yield app, f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+async def upstream() -> AsyncIterator[tuple[Chats, str]]:
+    app = Chats()
+    async with served(app) as url:
+        yield app, url
 
 
 @pytest.mark.parametrize("adapter_kind", [OllamaAdapter, OpenAIAdapter])
 async def test_answers_read_to_the_end_reuse_one_connection(
-    upstream: tuple[Upstream, str], adapter_kind: type[OllamaAdapter] | type[OpenAIAdapter]
+    upstream: tuple[Chats, str], adapter_kind: type[OllamaAdapter] | type[OpenAIAdapter]
 ) -> None:
     app, url = upstream
     adapter = adapter_kind(url)

@@ -156,6 +156,34 @@ async def test_probe_on_an_ollama_without_api_ps_reports_loaded_unknown(
     assert result.models
 
 
+async def test_a_probe_without_models_is_one_request_to_api_ps(make_adapter, clock, seen) -> None:
+    result = await make_adapter(healthy(clock)).probe(models=False)
+
+    assert [(r.method, r.url.path) for r in seen] == [("GET", "/api/ps")]
+    assert (result.models, result.version) == (None, None)
+    assert result.loaded == [MODEL]
+    assert result.latency_s == pytest.approx(0.004)
+
+
+async def test_a_probe_without_models_of_an_ollama_without_api_ps_asks_its_version(
+    make_adapter, clock, seen
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/ps":
+            return httpx.Response(404, text="404 page not found")
+        return healthy(clock)(request)
+
+    result = await make_adapter(handler).probe(models=False)
+    assert [r.url.path for r in seen] == ["/api/ps", "/api/version"]
+    assert (result.version, result.loaded, result.models) == ("0.5.7", None, None)
+
+
+async def test_a_probe_without_models_of_a_server_that_is_not_ollama_fails(make_adapter) -> None:
+    adapter = make_adapter(lambda request: httpx.Response(404, json={"detail": "Not Found"}))
+    with pytest.raises(NotAnLLMServer, match="not an Ollama server"):
+        await adapter.probe(models=False)
+
+
 async def test_probe_of_a_server_without_api_version_is_not_ollama(make_adapter) -> None:
     adapter = make_adapter(lambda request: httpx.Response(404, json={"detail": "Not Found"}))
     with pytest.raises(NotAnLLMServer, match="not an Ollama server"):

@@ -127,6 +127,14 @@ OutputTokensOption = Annotated[
 VramOption = Annotated[
     float, typer.Option(help="Share of each model /api/ps reports in VRAM (0: on the CPU).")
 ]
+KeepAliveOption = Annotated[
+    int,
+    typer.Option(
+        "--keep-alive",
+        help="Seconds an idle client connection stays open (5, as vLLM and llama.cpp's "
+        "server; Ollama keeps it until the client closes: give a large number).",
+    ),
+]
 AllowPublicOption = Annotated[
     bool,
     typer.Option("--allow-public", help="Allow a non-loopback --host. The sim has no auth."),
@@ -161,6 +169,7 @@ def sim(
     count: CountOption = 1,
     output_tokens: OutputTokensOption = None,
     vram: VramOption = 1.0,
+    keep_alive: KeepAliveOption = 5,
     allow_public: AllowPublicOption = False,
     structured_reply: StructuredReplyOption = None,
 ) -> None:
@@ -186,6 +195,7 @@ def sim(
         output_tokens=DEFAULT_OUTPUT_TOKENS if output_tokens is None else output_tokens,
         structured=structured_reply,
         vram=vram,
+        keep_alive_s=keep_alive,
     )
     console = Console(highlight=False, soft_wrap=True)
 

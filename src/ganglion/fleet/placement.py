@@ -143,6 +143,16 @@ def _slow(
     return None
 
 
+def depends_on_vram_on_node(
+    memory: Mapping[str, ModelMemory] | None, report: NodeGpus | None
+) -> bool:
+    """Whether :func:`contributing_nothing` needs its ``vram_on_node`` here: only for a model
+    wholly or partly on the CPU, or a doctor report that found trouble. (Finding it out walks
+    every neuron on the node: a thousand on one host would make each probe cost a thousand.)"""
+    on_cpu = any(where.on_cpu for where in (memory or {}).values())
+    return on_cpu or (report is not None and bool(report.trouble))
+
+
 def contributing_nothing(
     node: str,
     memory: Mapping[str, ModelMemory] | None,

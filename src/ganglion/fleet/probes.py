@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -23,6 +24,9 @@ from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 
 FULL_PROBE_ROUNDS = 6
+#: Spread probes start in groups at most this often: a thousand neurons every 10 s are ten
+#: every 0.1 s, not one every 10 ms (each wake of the event loop costs CPU of its own).
+MIN_STEP_S = 0.1
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +70,15 @@ class Prober:
 
     async def round(self, *, spread: bool) -> None:
         """Probe each neuron that needs it, the ``i``-th of ``n`` at ``i/n`` of the interval
-        when ``spread``; wait for every probe started."""
+        when ``spread`` (in groups :data:`MIN_STEP_S` apart, when that is more often); wait
+        for every probe started."""
         neurons = self.registry.neurons()
         started = self.clock()
         step = self.interval_s / len(neurons) if spread and neurons else 0.0
+        group = math.ceil(MIN_STEP_S / step) if step else 1
         probes: list[asyncio.Task[None]] = []
         for index, neuron in enumerate(neurons):
-            if step:
+            if step and index % group == 0:
                 await self.sleep(max(started + index * step - self.clock(), 0.0))
             if self._proved_by_traffic(neuron):
                 self.skipped += 1

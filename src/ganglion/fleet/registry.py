@@ -16,6 +16,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from urllib.parse import urlsplit
 
 import httpx
@@ -29,17 +30,28 @@ from ganglion.errors import (
     UnknownNeuron,
 )
 from ganglion.fleet.neuron import Neuron, check_name
-from ganglion.fleet.placement import MAX_NODES, DoctorReport, NodeGpus, contributing_nothing
+from ganglion.fleet.placement import (
+    MAX_NODES,
+    DoctorReport,
+    NodeGpus,
+    contributing_nothing,
+    depends_on_vram_on_node,
+)
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import Health, NeuronStatus, Thresholds, classify
 from ganglion.fleet.writes import WriteBehind
 from ganglion.net import default_name, normalize_url
 from ganglion.neurons.base import Dialect, NeuronAdapter, ProbeResult, TokenStats
 from ganglion.neurons.detect import adapter_for, detect_dialect
+from ganglion.neurons.http import Connections
 from ganglion.store import SpeedSample, Store
 from ganglion.store.schema import NeuronRow, NodeReportRow
 
-LAST_SEEN_PERSIST_S = 30.0
+#: A probe asks everything (Ollama: ``/api/version``, ``/api/tags``, ``/api/ps``) on a
+#: neuron's first success in a row (at start, and when it comes back), and the model list on
+#: every this-many-th after it; the others are one request (``/api/ps``), plus the model list
+#: when that shows a model loaded that the list lacks.
+MODELS_EVERY = 6
 
 AdapterFactory = Callable[[Dialect, str], NeuronAdapter]
 Listener = Callable[[Neuron], None]
@@ -87,13 +99,14 @@ class Registry:
         self._neurons: dict[str, Neuron] = {}
         self._nodes: dict[str, NodeGpus] = {}
         self._lost: dict[str, asyncio.Future[str]] = {}
-        self._persisted_seen: dict[str, float] = {}
         self._listeners: list[Listener] = []
         self._lock = asyncio.Lock()
         self.writes = WriteBehind(store)
+        # Every neuron shares one aiohttp session; a fake transport gets everything.
+        self.connections = Connections() if transport is None else None
 
     def _adapter(self, api: Dialect, url: str) -> NeuronAdapter:
-        return adapter_for(api, url, transport=self.transport)
+        return adapter_for(api, url, transport=self.transport, connections=self.connections)
 
     async def load(self) -> None:
         """Load the registered neurons from the store. Their status is re-earned by probes."""
@@ -129,20 +142,21 @@ class Registry:
         """Take in what other gateways sharing the store changed: neurons they registered or
         removed, and suspensions. Status and speed stay this gateway's own evidence."""
         async with self._lock:
-            rows = {row.name: row for row in await asyncio.to_thread(self.store.neurons)}
+            marks = {mark.name: mark for mark in await asyncio.to_thread(self.store.neuron_marks)}
             for name, neuron in list(self._neurons.items()):
-                row = rows.get(name)
-                if row is None or row.id != neuron.id:  # removed (and maybe added again)
+                mark = marks.get(name)
+                if mark is None or mark.id != neuron.id:  # removed (and maybe added again)
                     await self._forget(neuron)
-            for name, row in rows.items():
-                if name not in self._neurons:
-                    neuron = self._neurons[name] = await self._loaded(row)
-                    self._notify(neuron)
-                    continue
-                neuron = self._neurons[name]
-                if row.suspended != neuron.health.suspended:
-                    neuron.health.suspended = row.suspended
-                    await self._reclassify(neuron)
+            if marks.keys() - self._neurons.keys():  # rare: read their whole rows then
+                for row in await asyncio.to_thread(self.store.neurons):
+                    if row.name not in self._neurons:
+                        neuron = self._neurons[row.name] = await self._loaded(row)
+                        self._notify(neuron)
+            for name, mark in marks.items():
+                known = self._neurons.get(name)  # None: removed since the marks were read
+                if known is not None and mark.suspended != known.health.suspended:
+                    known.health.suspended = mark.suspended
+                    await self._reclassify(known)
             await self._reclassify_nodes(await self._load_nodes())
 
     async def _forget(self, neuron: Neuron) -> None:
@@ -178,6 +192,8 @@ class Registry:
         await self.writes.aclose()
         for neuron in self._neurons.values():
             await neuron.adapter.aclose()
+        if self.connections is not None:
+            await self.connections.aclose()
 
     def subscribe(self, listener: Listener) -> None:
         """Call ``listener(neuron)`` whenever a neuron's status, models or speed change."""
@@ -242,7 +258,7 @@ class Registry:
                 node=node or urlsplit(url).hostname or "unknown",
                 slots=slots,
                 origin=origin,
-                models=probe.models,
+                models=probe.models or [],
                 status=NeuronStatus.ACTIVE.value,
                 last_seen=utcnow(),
             )
@@ -250,7 +266,6 @@ class Registry:
             neuron = self._from_row(row)
             neuron.loaded, neuron.memory = probe.loaded, probe.memory
             self._neurons[name] = neuron
-            self._persisted_seen[name] = self.clock()
         self._notify(neuron)
         return neuron
 
@@ -270,7 +285,10 @@ class Registry:
     async def _first_probe(self, url: str, api: Dialect | None) -> ProbeResult:
         if api is None:
             _, result = await detect_dialect(
-                url, transport=self.transport, timeout=httpx.Timeout(self.probe_timeout_s)
+                url,
+                transport=self.transport,
+                timeout=httpx.Timeout(self.probe_timeout_s),
+                connections=self.connections,
             )
             return result
         adapter = self._adapter(api, url)
@@ -337,7 +355,8 @@ class Registry:
             await self._reclassify(neuron)
             return
         try:
-            result = await asyncio.wait_for(neuron.adapter.probe(), self.probe_timeout_s)
+            async with asyncio.timeout(self.probe_timeout_s):
+                result = await self._ask(neuron)
         except TimeoutError:
             neuron.health.probed_at = self.clock()
             if neuron.in_flight and await self.reachable(neuron.url, self.probe_timeout_s):
@@ -356,10 +375,27 @@ class Registry:
             neuron.health.probe_succeeded(self.limits)
             neuron.last_seen = utcnow()
             neuron.loaded, neuron.memory = result.loaded, result.memory
-            if result.models != neuron.models:
+            if result.models is not None and result.models != neuron.models:
                 neuron.models = result.models
                 await asyncio.to_thread(self.store.update_neuron, neuron.name, models=neuron.models)
         await self._reclassify(neuron)
+
+    @staticmethod
+    async def _ask(neuron: Neuron) -> ProbeResult:
+        """One probe of ``neuron``: all of it on a first success in a row; else liveness,
+        with the model list when :data:`MODELS_EVERY` says, or when a model is loaded that
+        the list lacks (pulled since: asked for at once)."""
+        adapter, successes = neuron.adapter, neuron.health.probe_successes
+        if successes == 0:
+            return await adapter.probe()
+        result = await adapter.probe(models=False)
+        due = successes % MODELS_EVERY == 0
+        if result.models is None and (
+            due or any(m not in neuron.models for m in result.loaded or ())
+        ):
+            listed = [model.name for model in await adapter.list_models()]
+            result = replace(result, models=listed)
+        return result
 
     async def probe_all(self) -> None:
         await asyncio.gather(*(self.probe(neuron) for neuron in self.neurons()))
@@ -400,14 +436,15 @@ class Registry:
             self._notify(neuron)
 
     def _idle_gpu(self, neuron: Neuron) -> str | None:
-        on_node = (n for n in self._neurons.values() if n.node == neuron.node)
-        vram = any(w.vram_bytes > 0 for n in on_node for w in (n.memory or {}).values())
+        report = self._nodes.get(neuron.node)
+        vram = depends_on_vram_on_node(neuron.memory, report) and any(
+            where.vram_bytes > 0
+            for other in self._neurons.values()
+            if other.node == neuron.node
+            for where in (other.memory or {}).values()
+        )
         return contributing_nothing(
-            neuron.node,
-            neuron.memory,
-            neuron.speeds.by_model(),
-            self._nodes.get(neuron.node),
-            vram,
+            neuron.node, neuron.memory, neuron.speeds.by_model(), report, vram
         )
 
     async def _reclassify(self, neuron: Neuron, *, changed: bool = False) -> None:
@@ -429,12 +466,10 @@ class Registry:
             changed = True
             if status is NeuronStatus.OFFLINE and neuron.name in self._lost:
                 self.lost(neuron)  # resolves it: requests waiting there give up now
-        seen_at = self._persisted_seen.get(neuron.name, 0.0)
-        if neuron.last_seen and (values or self.clock() - seen_at >= LAST_SEEN_PERSIST_S):
+        if neuron.last_seen:  # with a new status at once, else within a while
             values["last_seen"] = neuron.last_seen
-            self._persisted_seen[neuron.name] = self.clock()
         if values and neuron.name in self._neurons:
-            self.writes.update_neuron(neuron.id, values)
+            self.writes.update_neuron(neuron.id, values, lazy="status" not in values)
         if changed:
             self._notify(neuron)
 

@@ -61,9 +61,12 @@ class SpeedBook:
     """Prompt tokens read per second, by model (an EWMA)."""
     loads: dict[str, float] = field(default_factory=dict)
     """Seconds a cold load of each model took (an EWMA)."""
+    version: int = 0
+    """Counts the changes, so that what is built from the speeds can tell it is stale."""
 
     def observe(self, model: str, stats: TokenStats) -> None:
         """Take in what one request cost: its decode, prefill and load, where measurable."""
+        self.version += 1
         if (tps := stats.decode_tps) is not None:
             self.add(model, tps)
         prefill = stats.prefill_tps
@@ -73,6 +76,7 @@ class SpeedBook:
             self.loads[model] = ewma(self.loads.get(model), stats.load_s, self.alpha)
 
     def add(self, model: str, tokens_per_second: float) -> None:
+        self.version += 1
         self.models.setdefault(model, ModelSpeed(alpha=self.alpha)).add(tokens_per_second)
         self.last_model = model
 

@@ -10,6 +10,10 @@ them back only at the next start (this gateway's own evidence stays its own), so
 never waits for a commit, and a neuron whose status flaps costs one write per interval,
 not one per request.
 
+Some updates can wait longer (``lazy``): a neuron's last-seen time, refreshed by every probe,
+is written at most every :data:`LAZY_FLUSH_S`, a thousand neurons' in one transaction rather
+than a few in each of a hundred. A later update of the same field, lazy or not, replaces it.
+
 When the store falls so far behind that :data:`MAX_PENDING` samples wait, the oldest are
 dropped (and counted): they are statistics, and the newest say more.
 """
@@ -24,6 +28,7 @@ from collections import deque
 from ganglion.store import SpeedSample, Store
 
 FLUSH_S = 0.1
+LAZY_FLUSH_S = 30.0
 MAX_PENDING = 10_000
 
 log = logging.getLogger(__name__)
@@ -33,14 +38,22 @@ class WriteBehind:
     """The write-behind buffer of one registry: speed samples, and neuron updates."""
 
     def __init__(
-        self, store: Store, *, flush_s: float = FLUSH_S, max_pending: int = MAX_PENDING
+        self,
+        store: Store,
+        *,
+        flush_s: float = FLUSH_S,
+        lazy_flush_s: float = LAZY_FLUSH_S,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self.store = store
         self.flush_s = flush_s
+        self.lazy_flush_s = lazy_flush_s
         self.dropped = 0
         self._pending: deque[SpeedSample] = deque(maxlen=max_pending)
         self._updates: dict[int, dict[str, object]] = {}
+        self._lazy: dict[int, dict[str, object]] = {}  # bounded: one entry per neuron
         self._task: asyncio.Task[None] | None = None
+        self._lazy_task: asyncio.Task[None] | None = None
 
     @property
     def pending(self) -> int:
@@ -53,9 +66,21 @@ class WriteBehind:
         self._pending.append(sample)
         self._wake()
 
-    def update_neuron(self, neuron_id: int, values: dict[str, object]) -> None:
-        """Keep ``values`` for the neuron's row; later values of a field replace earlier
-        ones. A neuron removed before the write is skipped."""
+    def update_neuron(
+        self, neuron_id: int, values: dict[str, object], *, lazy: bool = False
+    ) -> None:
+        """Keep ``values`` for the neuron's row, for the next write (``lazy``: within
+        :attr:`lazy_flush_s`); later values of a field replace earlier ones. A neuron removed
+        before the write is skipped."""
+        waiting = self._lazy.get(neuron_id)
+        if lazy:
+            self._lazy.setdefault(neuron_id, {}).update(values)
+            if self._lazy_task is None or self._lazy_task.done():
+                self._lazy_task = asyncio.get_running_loop().create_task(self._write_lazy())
+            return
+        if waiting is not None:  # these values are newer than the lazy ones
+            for field in values:
+                waiting.pop(field, None)
         self._updates.setdefault(neuron_id, {}).update(values)
         self._wake()
 
@@ -63,6 +88,7 @@ class WriteBehind:
         """Drop what is pending for a neuron being removed: SQLite may give its id to the next
         neuron registered, which must not receive the old one's status or samples."""
         self._updates.pop(neuron_id, None)
+        self._lazy.pop(neuron_id, None)
         kept = [sample for sample in self._pending if sample.neuron_id != neuron_id]
         self._pending.clear()
         self._pending.extend(kept)
@@ -70,6 +96,18 @@ class WriteBehind:
     def _wake(self) -> None:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._keep_writing())
+
+    async def _write_lazy(self) -> None:
+        await asyncio.sleep(self.lazy_flush_s)
+        self._take_lazy()
+        self._wake()
+
+    def _take_lazy(self) -> None:
+        """Move the lazy updates among the others (which are newer, where both have a field)."""
+        for neuron_id, values in self._lazy.items():
+            if values:
+                self._updates[neuron_id] = values | self._updates.get(neuron_id, {})
+        self._lazy = {}
 
     async def flush(self) -> int:
         """Write everything pending now; how many samples were written. A failed write is
@@ -86,12 +124,14 @@ class WriteBehind:
             return 0
 
     async def aclose(self) -> None:
-        """Stop the writing task, then write what is left."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop the writing tasks, then write what is left, lazy or not."""
+        for task in (self._task, self._lazy_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._lazy_task = None
+        self._take_lazy()
         await self.flush()
 
     async def _keep_writing(self) -> None:

@@ -43,6 +43,7 @@ from ganglion.fleet.neuron import Neuron, NeuronView
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.speed import SpeedBook
 from ganglion.wire import sse
+from ganglion.wire.encoding import dumps
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +67,9 @@ def best_speed(speeds: SpeedBook) -> float | None:
     return round(max(bests), 2) if bests else None
 
 
-def live_view(neuron: Neuron) -> LiveNeuron:
-    return LiveNeuron(
-        **neuron.view().model_dump(), best_tokens_per_second=best_speed(neuron.speeds)
-    )
+def live_view(neuron: Neuron) -> dict[str, Any]:
+    """A :class:`LiveNeuron`, as the JSON-ready values it would dump to."""
+    return neuron.view_data() | {"best_tokens_per_second": best_speed(neuron.speeds)}
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class Event:
     data: Any
 
     def encode(self) -> str:
-        return sse.json_event(self.data, self.kind)
+        return sse.event(dumps(self.data), self.kind)
 
 
 class Mailbox:
@@ -146,7 +146,7 @@ class FleetEvents:
             mailbox.offer(topic, event)
 
     def snapshot(self) -> Event:
-        neurons = [live_view(n).model_dump(mode="json") for n in self.registry.neurons()]
+        neurons = [live_view(n) for n in self.registry.neurons()]
         return Event("snapshot", {"neurons": neurons})
 
     def _neuron_changed(self, neuron: Neuron) -> None:
@@ -154,7 +154,7 @@ class FleetEvents:
             return
         topic = f"neuron/{neuron.name}"
         if self._registered(neuron):
-            self.publish(topic, Event("neuron", live_view(neuron).model_dump(mode="json")))
+            self.publish(topic, Event("neuron", live_view(neuron)))
         else:
             self.publish(topic, Event("removed", {"name": neuron.name}))
 

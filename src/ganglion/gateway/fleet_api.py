@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import asdict
+from operator import attrgetter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Discriminator, Field, Tag, TypeAdapter
+from pydantic import BaseModel, Discriminator, Field, Tag
 
 from ganglion.errors import GanglionError
 from ganglion.fleet.bench import bench_model
@@ -35,9 +35,6 @@ class BenchRequest(BaseModel):
     max_tokens: int | None = Field(default=None, ge=8, le=4096)
 
 
-VIEWS = TypeAdapter(list[NeuronView])
-
-
 @router.get("/neurons", response_model=list[NeuronView])
 async def list_neurons(
     gateway: GatewayDep,
@@ -52,8 +49,9 @@ async def list_neurons(
     ] = None,
 ) -> Response:
     """The fleet's neurons in natural name order (``gpu-2`` before ``gpu-10``), filtered;
-    ``X-Total-Count`` says how many matched before paging. Encoded once, straight from the
-    views (a thousand neurons list in milliseconds)."""
+    ``X-Total-Count`` says how many matched before paging. Each neuron's view is encoded
+    once and kept until it changes (:meth:`Neuron.view_json`): a thousand neurons list in a
+    few milliseconds."""
     wanted = [
         neuron
         for neuron in gateway.registry.neurons()
@@ -61,22 +59,12 @@ async def list_neurons(
         and (node is None or neuron.node == node)
         and (model is None or any(same_model(model, m) for m in neuron.models))
     ]
-    wanted.sort(key=lambda neuron: natural_key(neuron.name))
+    wanted.sort(key=attrgetter("order"))
     end = None if limit is None else offset + limit
-    views = [neuron.view() for neuron in wanted[offset:end]]
     return Response(
-        VIEWS.dump_json(views),
+        b"[" + b",".join(neuron.view_json() for neuron in wanted[offset:end]) + b"]",
         media_type="application/json",
         headers={"X-Total-Count": str(len(wanted))},
-    )
-
-
-def natural_key(name: str) -> tuple[tuple[int, int, str], ...]:
-    """Sorts ``n2`` before ``n10``: runs of digits compare as numbers."""
-    return tuple(
-        (1, int(part), "") if part.isdigit() else (0, 0, part.lower())
-        for part in re.split(r"(\d+)", name)
-        if part
     )
 
 

@@ -21,7 +21,7 @@ from ganglion.fleet.neuron import NewNeuron
 from ganglion.gateway.app import create_app, open_gateway
 from ganglion.gateway.auth import Role
 from ganglion.gateway.health import PROBE_PATHS
-from ganglion.net import is_loopback
+from ganglion.net import is_loopback, raise_open_files
 from ganglion.store import Store
 
 
@@ -116,6 +116,7 @@ def serve(settings: Settings, *, log_level: LogLevel = LogLevel.WARNING) -> None
     starts a new one for any that dies); they share each neuron's load through a
     :class:`~ganglion.fleet.board.Board` made here, and :func:`worker_app` builds each one's
     app."""
+    raise_open_files()  # a kept-alive connection per neuron: thousands of them
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,

@@ -152,13 +152,14 @@ class ProbeResult:
     """What a liveness probe saw. Probes never load or evict a model.
 
     ``version`` is the server's version where it tells one (Ollama); ``models`` the models it
-    serves; ``loaded`` the models in memory now (Ollama ``/api/ps``; ``None`` when the dialect
-    cannot tell); ``memory`` where those are, model by model, when the server says (Ollama);
-    ``latency_s`` the round trip of the liveness call.
+    serves (``None`` when the probe did not ask: ``probe(models=False)``); ``loaded`` the
+    models in memory now (Ollama ``/api/ps``; ``None`` when the dialect cannot tell);
+    ``memory`` where those are, model by model, when the server says (Ollama); ``latency_s``
+    the round trip of the liveness call.
     """
 
     dialect: Dialect
-    models: list[str]
+    models: list[str] | None
     loaded: list[str] | None = None
     version: str | None = None
     latency_s: float = 0.0
@@ -177,7 +178,10 @@ class NeuronAdapter(Protocol):
     dialect: Dialect
     url: str
 
-    async def probe(self) -> ProbeResult: ...
+    async def probe(self, *, models: bool = True) -> ProbeResult:
+        """Whether the neuron is alive, and what it holds; the model list too with ``models``
+        (a dialect that learns both from one request may always say it)."""
+        ...
 
     async def list_models(self) -> list[ModelInfo]: ...
 

@@ -14,6 +14,7 @@ import httpx
 
 from ganglion.errors import ConfigError, NeuronRequestError, NotAnLLMServer
 from ganglion.neurons.base import Dialect, NeuronAdapter, ProbeResult
+from ganglion.neurons.http import Connections
 from ganglion.neurons.ollama import OllamaAdapter
 from ganglion.neurons.openai import OpenAIAdapter
 
@@ -32,6 +33,7 @@ class AdapterFactory(Protocol):
         transport: httpx.AsyncBaseTransport | None = ...,
         timeout: httpx.Timeout = ...,
         clock: Callable[[], float] = ...,
+        connections: Connections | None = ...,
     ) -> NeuronAdapter: ...
 
 
@@ -58,6 +60,7 @@ async def detect_dialect(
     transport: httpx.AsyncBaseTransport | None = None,
     timeout: httpx.Timeout = DETECT_TIMEOUT,
     clock: Callable[[], float] = time.perf_counter,
+    connections: Connections | None = None,
 ) -> tuple[Dialect, ProbeResult]:
     """Probe ``url`` in each dialect until one answers as itself.
 
@@ -66,7 +69,9 @@ async def detect_dialect(
     """
     refusals: list[str] = []
     for dialect in ADAPTERS:
-        adapter = adapter_for(dialect, url, transport=transport, timeout=timeout, clock=clock)
+        adapter = adapter_for(
+            dialect, url, transport=transport, timeout=timeout, clock=clock, connections=connections
+        )
         try:
             return dialect, await adapter.probe()
         except (NotAnLLMServer, NeuronRequestError) as exc:

@@ -14,6 +14,7 @@ dialect's JSON, see :func:`parse`) is :class:`~ganglion.errors.NotAnLLMServer`.
 from __future__ import annotations
 
 import json
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -153,31 +154,63 @@ class Link(Protocol):
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 
+#: Connections are kept open longer than a probe interval (5 s by default), so each probe
+#: reuses its neuron's connection rather than paying a new handshake.
+KEEPALIVE_S = 120.0
+
+
+class Connections:
+    """The one aiohttp session that the neurons of a registry share: a thousand neurons cost
+    one client, not a thousand. It is made on the first request, inside the event loop that
+    sends it, and closed by :meth:`aclose`. It keeps a connection per neuron open for
+    :data:`KEEPALIVE_S`, with no limit on their number (the router bounds what a neuron is
+    sent: its slots and queue; aiohttp's default of 100 would queue the rest unseen), keeps
+    no cookies, follows no redirects, and follows the environment's proxy settings as httpx
+    does."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S)
+            # aiohttp reads the environment (and ~/.netrc, in a thread) on every request when
+            # it trusts it; httpx reads the proxies once. Only when some proxy is set is it.
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trust_env=bool(urllib.request.getproxies()),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
 class AiohttpLink:
     """aiohttp's C HTTP parser, straight: the gateway sends every request of every neuron
-    through one, so this costs a request a third of what httpx on httpcore and h11 did.
+    through one, at a third of the CPU of httpx on httpcore and h11. Through the shared
+    ``connections``, or its own when none is given."""
 
-    The session is made on the first request, inside the event loop that sends it. No limit
-    on connections: the router bounds what a neuron is sent (its slots and queue), and
-    aiohttp's default of 100 would queue the rest unseen. Proxy variables are not followed:
-    neurons are on the operator's own network."""
-
-    def __init__(self, timeout: httpx.Timeout) -> None:
+    def __init__(self, timeout: httpx.Timeout, connections: Connections | None = None) -> None:
         self.closed = False
         self._timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout.connect, sock_read=timeout.read
         )
-        self._session: aiohttp.ClientSession | None = None
+        self._owned = connections is None
+        self._connections = connections or Connections()
 
     async def open(self, method: str, url: str, body: bytes | None) -> Answer:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=0)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, trust_env=False
-            )
         try:
-            response = await self._session.request(
-                method, url, data=body, headers=JSON_HEADERS if body is not None else None
+            response = await self._connections.session().request(
+                method,
+                url,
+                data=body,
+                headers=JSON_HEADERS if body is not None else None,
+                timeout=self._timeout,
+                allow_redirects=False,
             )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unanswered(_aiohttp_says(exc)) from exc
@@ -185,8 +218,8 @@ class AiohttpLink:
 
     async def aclose(self) -> None:
         self.closed = True
-        if self._session is not None:
-            await self._session.close()
+        if self._owned:
+            await self._connections.aclose()
 
 
 class _AiohttpAnswer:
@@ -278,7 +311,8 @@ class NeuronHTTP:
     """One neuron's base URL and link, with the link's failures mapped to ganglion's errors.
 
     With a ``client`` (borrowed, never closed here) or a ``transport``, requests go through
-    httpx (tests); otherwise through aiohttp (:class:`AiohttpLink`).
+    httpx (tests); otherwise through aiohttp (:class:`AiohttpLink`), on the shared
+    ``connections`` when given.
     """
 
     def __init__(
@@ -288,6 +322,7 @@ class NeuronHTTP:
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        connections: Connections | None = None,
     ) -> None:
         self.base_url = base_url
         self._link: Link
@@ -297,7 +332,7 @@ class NeuronHTTP:
             made = httpx.AsyncClient(transport=transport, timeout=timeout)
             self._link = HttpxLink(made, owned=True)
         else:
-            self._link = AiohttpLink(timeout)
+            self._link = AiohttpLink(timeout, connections)
 
     async def get_json(self, path: str) -> Any:
         return await self._json("GET", path, None)

@@ -41,6 +41,7 @@ from ganglion.neurons.base import (
 )
 from ganglion.neurons.http import (
     DEFAULT_TIMEOUT,
+    Connections,
     NeuronHTTP,
     Wire,
     decode_json,
@@ -77,25 +78,48 @@ class OllamaAdapter:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.perf_counter,
+        connections: Connections | None = None,
     ) -> None:
         self.url = base_url(url)
-        self._http = NeuronHTTP(self.url, client=client, transport=transport, timeout=timeout)
+        self._http = NeuronHTTP(
+            self.url, client=client, transport=transport, timeout=timeout, connections=connections
+        )
         self._clock = clock
 
-    async def probe(self) -> ProbeResult:
+    async def probe(self, *, models: bool = True) -> ProbeResult:
         """Liveness from ``/api/version`` (its round trip is ``latency_s``), the models from
-        ``/api/tags``, the loaded ones from ``/api/ps``. Never loads or evicts a model."""
+        ``/api/tags``, the loaded ones from ``/api/ps``. Without ``models``, one request:
+        ``/api/ps`` alone says that the server is alive and what it holds (an Ollama too old
+        to have it asks ``/api/version``), and ``models`` is ``None``. Never loads or evicts a
+        model."""
+        if not models:
+            return await self._heartbeat()
         start = self._clock()
         version = await self.version()
         latency = self._clock() - start
         tags = await self._get(TagsResponse, "/api/tags")
         running = await self._running()
+        return self._result(running, [model.name for model in tags.models], version, latency)
+
+    async def _heartbeat(self) -> ProbeResult:
+        start = self._clock()
+        running = await self._running()
+        version = await self.version() if running is None else None
+        return self._result(running, None, version, self._clock() - start)
+
+    def _result(
+        self,
+        running: ProcessResponse | None,
+        models: list[str] | None,
+        version: str | None,
+        latency_s: float,
+    ) -> ProbeResult:
         return ProbeResult(
             dialect=self.dialect,
-            models=[model.name for model in tags.models],
+            models=models,
             loaded=None if running is None else [model.name for model in running.models],
             version=version,
-            latency_s=latency,
+            latency_s=latency_s,
             memory=None if running is None else _memory(running),
         )
 

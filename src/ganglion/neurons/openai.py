@@ -47,6 +47,7 @@ from ganglion.neurons.base import (
 )
 from ganglion.neurons.http import (
     DEFAULT_TIMEOUT,
+    Connections,
     NeuronHTTP,
     Retry,
     decode_json,
@@ -107,20 +108,24 @@ class OpenAIAdapter:
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.perf_counter,
+        connections: Connections | None = None,
     ) -> None:
         self.url = base_url(url).removesuffix("/v1")
-        self._http = NeuronHTTP(self.url, client=client, transport=transport, timeout=timeout)
+        self._http = NeuronHTTP(
+            self.url, client=client, transport=transport, timeout=timeout, connections=connections
+        )
         self._clock = clock
         # Learnt from the first refusal of ``json_schema``; see :func:`response_format`.
         self._schema_in_json_object = False
 
-    async def probe(self) -> ProbeResult:
-        """Liveness and models from ``GET /v1/models`` alone; ``loaded`` is unknown here."""
+    async def probe(self, *, models: bool = True) -> ProbeResult:
+        """Liveness and models from ``GET /v1/models`` alone, whether ``models`` are asked for
+        or not (the one request says both); ``loaded`` is unknown here."""
         start = self._clock()
-        models = await self._models()
+        listed = await self._models()
         return ProbeResult(
             dialect=self.dialect,
-            models=[model.id for model in models.data],
+            models=[model.id for model in listed.data],
             loaded=None,
             version=None,
             latency_s=self._clock() - start,

@@ -298,7 +298,9 @@ class Orchestra:
             return await answer_directly(self, row.id, request, model, str(why), timings, budget)
 
     def _speeds(self, model: str) -> dict[str, float]:
-        return {n.name: self.router.decode_tps(n, model) for n in self.router.serving(model)}
+        serving = self.router.serving(model)
+        typical = self.router.typical_tps(model, serving)
+        return {n.name: self.router.decode_tps(n, model, typical) for n in serving}
 
     def _slots(self, model: str) -> dict[str, int]:
         return {n.name: n.slots for n in self.router.serving(model)}

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
-import resource
 import socket
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from ganglion.local.sim.dialect import LOG_SCOPE_KEY
 from ganglion.local.sim.engine import Clock, Simulator, Sleep, WallClock
 from ganglion.local.sim.ollama import OllamaAPI
 from ganglion.local.sim.openai import OpenAIAPI
+from ganglion.net import raise_open_files
 
 
 class RequestLog:
@@ -133,23 +133,13 @@ def bind_many(host: str, port: int, count: int) -> list[socket.socket]:
     return socks
 
 
-def open_files_for(count: int) -> None:
-    """Raise this process's open-file limit to what ``count`` simulators need (a listening
-    socket each, and their connections), up to the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = 4 * count + 64
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
-
-
 def run_sim(
     config: SimConfig, *, count: int = 1, on_ready: Callable[[list[str]], None] | None = None
 ) -> None:
     """Serve ``count`` simulators until SIGINT/SIGTERM: ``config`` on its port, or on that port
     and the ones after it, named ``NAME-0``, ``NAME-1``... when there are several (each with
     its own slots, clock of work and log). ``on_ready`` gets their URLs once bound."""
-    open_files_for(count)
+    raise_open_files(4 * count + 64)  # a listening socket each, and their connections
     socks = bind_many(config.host, config.port, count)
     apps: dict[int, ASGIApp] = {}
     for index, sock in enumerate(socks):
@@ -164,6 +154,7 @@ def run_sim(
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=1,
+            timeout_keep_alive=config.keep_alive_s,
         )
     )
     try:

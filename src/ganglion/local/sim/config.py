@@ -52,6 +52,9 @@ class SimConfig:
     cache_slots: int = 0
     """Prompts kept in the prompt (KV) cache, least recently used evicted first: a prompt
     that starts with one of them is read only past it. 0: every prompt is read in full."""
+    keep_alive_s: int = 5
+    """Seconds an idle client connection stays open: 5 as uvicorn (vLLM) and llama.cpp's
+    server do; Ollama keeps one until the client closes it (play it with a large number)."""
 
     def __post_init__(self) -> None:
         problems = self._problems()
@@ -74,6 +77,7 @@ class SimConfig:
             ("--cache-slots", self.cache_slots, 0),
             ("--stall-after-tokens", self.stall_after_tokens, 1),
             ("--output-tokens", self.output_tokens, 1),
+            ("--keep-alive", self.keep_alive_s, 1),
         ]:
             if count < least:
                 problems.append(f"{flag} must be at least {least}, not {count}")

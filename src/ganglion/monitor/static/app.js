@@ -1,8 +1,10 @@
 // Synapse: the ganglion fleet monitor. Plain JavaScript and SVG, no build step.
 //
 // State arrives over server-sent events from GET /fleet/events: a "snapshot" of every
-// neuron, then "neuron" (added or changed) and "removed" events. Changes are batched
-// into one DOM update per animation frame, so 200 neurons stay smooth. The Runs section
+// neuron, then "neuron" (added or changed) and "removed" events. Changes are batched into
+// one DOM update per animation frame, at most every FLUSH_MS, so a thousand neurons stay
+// smooth and the browser mostly idle. Gauges and node groups are in natural name order
+// (n2 before n10); a group too big for one column spans the whole width. The Runs section
 // (runs.js) shares the stream, the API calls and the tooltip through window.synapse.
 "use strict";
 
@@ -11,6 +13,8 @@
   const COLLAPSED_STORE = "ganglion.collapsedNodes";
   const DENSITY_STORE = "ganglion.density";
   const COMPACT_FROM = 40; // neurons; above this the compact layout is the default
+  const WIDE_FROM = 11; // neurons; a compact group this big spans the whole width
+  const FLUSH_MS = 250; // live changes are drawn at most this often
   const SVG_NS = "http://www.w3.org/2000/svg";
   const WORDS = { active: "Active", degraded: "Degraded", offline: "Offline", suspended: "Suspended" };
   const ORDER = ["active", "degraded", "suspended", "offline"];
@@ -28,6 +32,8 @@
     dirty: new Set(),
     all: false, // redraw every card (the scale changed, or a snapshot arrived)
     frame: 0,
+    flushedAt: 0,
+    flushes: 0, // DOM updates so far
     scale: 0,
     filter: "",
     key: localStorage.getItem(KEY_STORE) || "",
@@ -83,6 +89,9 @@
     if (seconds < 5400) return `${(seconds / 60).toFixed(0)} min ago`;
     return new Date(stamp).toLocaleString();
   }
+
+  // Natural order, as the gateway lists neurons: runs of digits compare as numbers.
+  const byName = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" }).compare;
 
   function clock(stamp) {
     return new Date(stamp).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit", hour12: false });
@@ -157,6 +166,7 @@
     const pill = h("span", { class: "pill" });
     const busy = h("span", { class: "busy" });
     const models = h("div", { class: "models" });
+    const label = h("div", { class: "name", text: name });
     const el = h(
       "div",
       {
@@ -168,9 +178,9 @@
         "aria-expanded": "false",
       },
       dial,
-      h("div", { class: "meta" }, h("div", { class: "name", text: name }), h("div", { class: "row" }, pill, busy), models),
+      h("div", { class: "meta" }, label, h("div", { class: "row" }, pill, busy), models),
     );
-    return { el, parts: { fill, best, value, pill, busy, models, idle } };
+    return { el, parts: { fill, best, value, pill, busy, models, idle, label, labelNode: null } };
   }
 
   function describe(view) {
@@ -184,8 +194,20 @@
     return words.join(" ");
   }
 
+  // A name that begins with its node's ("gpu-box-3" on gpu-box) shows the rest only in the
+  // compact layout: the group's head names the node, and "127.0.0.1-…" would say nothing.
+  function drawName(parts, view) {
+    if (parts.labelNode === view.node) return;
+    parts.labelNode = view.node;
+    const cut = view.node.length + 1;
+    const prefixed = view.name.length > cut && view.name.startsWith(view.node) && "-_.:".includes(view.name[cut - 1]);
+    if (prefixed) parts.label.replaceChildren(h("span", { class: "prefix", text: view.name.slice(0, cut) }), view.name.slice(cut));
+    else parts.label.textContent = view.name;
+  }
+
   function drawCard(card, view) {
     const { el, parts } = card;
+    drawName(parts, view);
     const down = view.status === "offline" || view.status === "suspended";
     const tps = view.tokens_per_second;
     el.dataset.status = view.status;
@@ -245,10 +267,11 @@
     const grid = h("div", { class: "grid", id, role: "group", "aria-label": `Neurons on ${node}` });
     const el = h("section", { class: "node", "data-node": node }, h("h2", { class: "node-head" }, toggle), grid);
     toggle.addEventListener("click", () => setCollapsed(node, toggle.getAttribute("aria-expanded") === "true"));
-    const group = { el, grid, toggle, parts: { count, bar, tps, label } };
+    // ``names``: the group's gauges in order, so that one is placed without reading the DOM
+    const group = { node, el, grid, toggle, names: [], parts: { count, bar, tps, label } };
     state.groups.set(node, group);
     if (state.collapsed.has(node)) applyCollapsed(group, true);
-    const after = [...state.groups.keys()].filter((other) => other > node).sort()[0];
+    const after = [...state.groups.keys()].filter((other) => byName(other, node) > 0).sort(byName)[0];
     $("nodes").insertBefore(el, after ? state.groups.get(after).el : null);
     return group;
   }
@@ -291,22 +314,56 @@
     const problems = ORDER.filter((st) => st !== "active" && counts[st]).map((st) => `${counts[st]} ${st}`);
     const shown = state.filter ? views.filter(matches).length : views.length;
     const total = shown === views.length ? plural(views.length, "neuron") : `${shown} of ${plural(views.length, "neuron")}`;
-    group.parts.count.textContent = total + (problems.length ? ` · ${problems.join(" · ")}` : "");
-    group.parts.label.textContent = `, ${counts.active} active`;
-    group.parts.bar.replaceChildren(
-      ...ORDER.filter((st) => counts[st]).map((st) => h("span", { class: st, style: `width:${(100 * counts[st]) / views.length}%` })),
-    );
-    group.parts.tps.replaceChildren(h("strong", { text: fmt(throughput) }), " tok/s");
-    group.el.hidden = state.filter !== "" && !views.some(matches);
+    // Only what changed is written: a thousand gauges' group is redrawn on every update.
+    setText(group.parts.count, total + (problems.length ? ` · ${problems.join(" · ")}` : ""));
+    setText(group.parts.label, `, ${counts.active} active`);
+    const shares = ORDER.filter((st) => counts[st]).map((st) => [st, (100 * counts[st]) / views.length]);
+    const bar = JSON.stringify(shares);
+    if (group.parts.bar.dataset.shares !== bar) {
+      group.parts.bar.dataset.shares = bar;
+      group.parts.bar.replaceChildren(...shares.map(([st, width]) => h("span", { class: st, style: `width:${width}%` })));
+    }
+    const tps = fmt(throughput);
+    if (group.parts.tps.dataset.value !== tps) {
+      group.parts.tps.dataset.value = tps;
+      group.parts.tps.replaceChildren(h("strong", { text: tps }), " tok/s");
+    }
+    const hidden = state.filter !== "" && !views.some(matches);
+    if (group.el.hidden !== hidden) group.el.hidden = hidden;
+    const wide = String(views.length >= WIDE_FROM);
+    if (group.el.dataset.wide !== wide) group.el.dataset.wide = wide;
+  }
+
+  function setText(el, text) {
+    if (el.textContent !== text) el.textContent = text;
   }
 
   function placeCard(card, view) {
     const group = state.groups.get(view.node) || makeGroup(view.node);
-    if (card.el.parentElement === group.grid) return;
-    const oldNode = card.el.closest(".node")?.dataset.node;
-    const after = [...group.grid.children].find((other) => other.dataset.neuron > view.name);
-    group.grid.insertBefore(card.el, after || null);
-    if (oldNode && oldNode !== view.node) drawGroup(oldNode);
+    if (card.group === group) return;
+    const old = card.group;
+    unplace(card);
+    const names = group.names;
+    let low = 0, high = names.length; // a binary search: a snapshot places a thousand
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (byName(names[middle], view.name) < 0) low = middle + 1;
+      else high = middle;
+    }
+    names.splice(low, 0, view.name);
+    const next = low + 1 < names.length ? state.cards.get(names[low + 1]) : null;
+    group.grid.insertBefore(card.el, next ? next.el : null);
+    card.group = group;
+    if (old && old !== group) drawGroup(old.node);
+  }
+
+  function unplace(card) {
+    if (!card.group) return;
+    const names = card.group.names;
+    const at = names.indexOf(card.el.dataset.neuron);
+    if (at >= 0) names.splice(at, 1);
+    card.el.remove();
+    card.group = null;
   }
 
   // ---- density
@@ -344,11 +401,15 @@
   function schedule(name) {
     if (name) state.dirty.add(name);
     else state.all = true;
-    if (!state.frame) state.frame = requestAnimationFrame(flush);
+    if (state.frame) return;
+    const wait = state.flushedAt + FLUSH_MS - performance.now();
+    state.frame = wait > 0 ? setTimeout(() => requestAnimationFrame(flush), wait) : requestAnimationFrame(flush);
   }
 
   function flush() {
     state.frame = 0;
+    state.flushedAt = performance.now();
+    state.flushes += 1;
     const scale = fleetScale();
     if (scale !== state.scale) {
       state.scale = scale;
@@ -359,9 +420,9 @@
     for (const name of names) {
       const view = state.neurons.get(name);
       let card = state.cards.get(name);
-      if (card) nodes.add(card.el.closest(".node")?.dataset.node);
+      if (card?.group) nodes.add(card.group.node);
       if (!view) {
-        if (card) card.el.remove();
+        if (card) unplace(card);
         state.cards.delete(name);
         continue;
       }
@@ -497,10 +558,11 @@
       else if (field === "data") data.push(value);
       else if (field === "retry" && /^\d+$/.test(value)) state.retryMs = Number(value);
     }
-    const handlers = state.handlers.get(kind);
-    if (!handlers || !data.length) return;
-    const payload = JSON.parse(data.join("\n"));
-    for (const handler of handlers) handler(payload);
+    if (data.length) emit(kind, JSON.parse(data.join("\n")));
+  }
+
+  function emit(kind, payload) {
+    for (const handler of state.handlers.get(kind) || []) handler(payload);
   }
 
   function watchdog() {
@@ -791,6 +853,8 @@
 
   window.synapse = {
     on,
+    emit, // hands handlers an event as if the stream had sent it
+    flushes: () => state.flushes,
     api,
     h,
     s,
