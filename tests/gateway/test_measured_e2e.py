@@ -84,7 +84,8 @@ def test_concurrent_requests_spread_over_neurons_never_measured(
         added = httpx.post(f"{gateway.url}/fleet/neurons", json={"url": sim.url, "name": name})
         assert added.status_code == 201, added.text
     with ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda _: generate(gateway.url, 20, out=16), range(6)))
+        # Answers of 1.6 s each: the six overlap even when a busy machine starts them slowly.
+        answers = list(pool.map(lambda _: generate(gateway.url, 20, out=64), range(6)))
     served = sorted(answer.headers[PIN] for answer in answers)
     assert served.count("first") >= 2, served
     assert served.count("second") >= 2, served
