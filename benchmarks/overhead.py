@@ -141,8 +141,8 @@ def start_gateway(root: Path, upstreams: dict[str, Process], workers: int | None
     port = free_port()
     db = root / f"gateway-{port}.db"
     args = ["serve", "--db", f"sqlite:///{db}", "--port", str(port)]
-    if workers is not None:
-        args += ["--workers", str(workers)]
+    if workers is not None:  # each worker takes in the neurons at its next probe round
+        args += ["--workers", str(workers), "--probe-interval", "1"]
     cpu = CPU_GATEWAY if workers is None else None
     argv = pinned(cpu, [sys.executable, "-m", "ganglion", *args])
     process = Process(argv, port, root / f"gateway-{port}.log")
@@ -151,6 +151,8 @@ def start_gateway(root: Path, upstreams: dict[str, Process], workers: int | None
         name = f"up-{api}"
         body = {"url": upstream.url, "name": name, "node": name, "api": api, "slots": 256}
         httpx.post(f"{process.url}/fleet/neurons", json=body, timeout=30).raise_for_status()
+    if workers is not None:
+        time.sleep(2.5)
     return process
 
 
