@@ -10,9 +10,9 @@ Chromium (driven by Playwright, 1440 x 900) opens the page, ``--loads`` times:
 - **paint**: from the start of navigation until every gauge is in the page and a frame has
   been drawn after it (two animation frames), by the page's own clock;
 - **watch** (once): for ``--watch`` seconds while a client sends requests through the
-  gateway, one after another, at most ``--rate`` a second (each moves one gauge's in-flight count and speed), the browser main
-  thread's busy time (Chrome's ``TaskDuration``), as a share of one core, and the events the
-  page received.
+  gateway, one after another, at most ``--rate`` a second (each moves one gauge's in-flight
+  count and speed), the browser main thread's busy time (Chrome's ``TaskDuration``), as a
+  share of one core, and the events the page received.
 
 Target (issue 19, at 1,000 neurons): every gauge painted within 2 s.
 """
@@ -157,7 +157,8 @@ def print_table(result: dict[str, Any]) -> None:
         f"(median of {paints}; target <= {TARGET_PAINT_S:g} s) {verdict}"
     )
     print(
-        f"live: {result['events_per_s']:.1f} events/s received while {result['requests_per_s']:.1f} "
+        f"live: {result['events_per_s']:.1f} events/s received while "
+        f"{result['requests_per_s']:.1f} "
         "requests/s went through the gateway; "
         f"browser main thread busy {100 * result['browser_busy_share']:.1f}% of a core "
         f"over {result['watch_s']:g} s"
