@@ -77,6 +77,9 @@ class Ticket:
     output tokens the neuron could have written in that time."""
 
 
+IDLE = Load()
+
+
 @dataclass
 class Book:
     """The jobs in flight on one neuron, the output tokens it still owes them, and until
@@ -90,7 +93,11 @@ class Book:
     rate: float = 0.0
 
     def load(self) -> Load:
-        """This book as the load board carries it (:mod:`ganglion.fleet.board`)."""
+        """This book as the load board carries it (:mod:`ganglion.fleet.board`). Most of a
+        big fleet is idle at any moment: those books share one :data:`IDLE`, as ranking
+        reads every serving neuron's on each request."""
+        if not self.tickets and not self.cool_until:
+            return IDLE
         oldest = min((ticket.started for ticket in self.tickets), default=0.0)
         return Load(len(self.tickets), self.owed, self.stamp, self.rate, oldest, self.cool_until)
 

@@ -43,11 +43,7 @@ Retry = Callable[[NeuronRequestError], dict[str, Any] | None]
 
 
 def describe(exc: BaseException) -> str:
-    """``ConnectError: [Errno 111] Connection refused``, or the class name when it says nothing.
-    A failure to connect says what the system said, not aiohttp's wrapping of it."""
-    cause = exc.__cause__
-    if isinstance(cause, aiohttp.ClientConnectorError):
-        return f"ConnectError: {cause.os_error}"
+    """``ConnectError: [Errno 111] Connection refused``, or the class name when it says nothing."""
     text = str(exc)
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
