@@ -4,13 +4,14 @@ others' jobs on a neuron, in one process (two routers) and across real processes
 from __future__ import annotations
 
 import multiprocessing
+import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from ganglion.fleet.board import CAPACITY, Board, Load
+from ganglion.fleet.board import CAPACITY, CELL, HEADER, Board, Load
 from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.neurons.base import Dialect
@@ -133,3 +134,18 @@ def test_another_process_jobs_are_seen_and_its_row_is_taken_back_when_it_dies(
     assert me.others(1) == []
     for joined in (me, second, third):
         joined.close()
+
+
+def test_a_cell_left_half_written_reads_as_no_load(board: Board) -> None:
+    """A worker that died between a write's two version bumps leaves its cell odd: readers
+    must not wait on it for good."""
+    writer, reader = Board.join(board.name, 3), Board.join(board.name, 3)
+    try:
+        writer.publish(5, Load(jobs=1, owed=10.0, stamp=1.0, rate=1.0, oldest=1.0))
+        assert writer.row is not None
+        offset = HEADER + (writer.row * CAPACITY + 5) * CELL.size
+        struct.pack_into("d", writer.memory.buf, offset, 3.0)  # odd: a write under way
+        assert reader.others(5) == []
+    finally:
+        writer.close()
+        reader.close()

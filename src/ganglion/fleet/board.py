@@ -34,6 +34,7 @@ CAPACITY = 16384
 CELL = struct.Struct("8d")
 HEADER = 512  # bytes before the first row: the pids of the rows' owners
 MAX_WORKERS = HEADER // 8
+READ_TRIES = 1000  # a write takes microseconds; a cell odd for longer was left half written
 
 
 @dataclass(frozen=True)
@@ -138,11 +139,16 @@ class Board:
         return HEADER + (row * CAPACITY + neuron_id % CAPACITY) * CELL.size
 
     def _read(self, offset: int, neuron_id: int) -> Load | None:
+        """The cell's load, read again while a write is under way; ``None`` for another
+        neuron's cell, or one left half written (its worker died mid-write, and its row is
+        cleared when a new worker takes it)."""
         buffer = self._buffer
-        while True:
+        for _ in range(READ_TRIES):
             version, owner, jobs, owed, stamp, rate, oldest, cool = CELL.unpack_from(buffer, offset)
             if int(version) % 2 == 0 and struct.unpack_from("d", buffer, offset)[0] == version:
                 break
+        else:
+            return None
         if owner != neuron_id:
             return None
         return Load(int(jobs), owed, stamp, rate, oldest, cool)
