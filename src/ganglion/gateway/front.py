@@ -11,7 +11,6 @@ from urllib.parse import quote, unquote
 
 from fastapi import Request
 
-from ganglion.dispatch import Stream
 from ganglion.fleet.neuron import Neuron
 from ganglion.prefixes import CHARS_PER_TOKEN, of_messages, of_text
 from ganglion.routing import DEFAULT_OUTPUT_TOKENS, Job
@@ -36,12 +35,12 @@ def served_by(neuron: Neuron) -> dict[str, str]:
     return {PIN_HEADER: quote(neuron.name, safe="")}
 
 
-def answered(stream: Stream) -> dict[str, str]:
+def answered(neuron: Neuron, cached_tokens: int) -> dict[str, str]:
     """The headers of a chat or completion answer: who served it (``X-Ganglion-Neuron``),
     and whether its neuron was predicted to hold part of its prompt in its KV cache
     (``X-Ganglion-Cache: hit`` or ``miss``)."""
-    cache = "hit" if stream.cached_tokens > 0 else "miss"
-    return served_by(stream.neuron) | {CACHE_HEADER: cache}
+    cache = "hit" if cached_tokens > 0 else "miss"
+    return served_by(neuron) | {CACHE_HEADER: cache}
 
 
 def job(model: str, texts: Iterable[Any], max_tokens: int | None) -> Job:
