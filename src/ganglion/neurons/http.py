@@ -388,9 +388,7 @@ class NeuronHTTP:
         if self._link.closed:  # its neuron was removed while this request was coming
             raise NeuronUnreachable(f"{self.base_url} was removed from the fleet")
         try:
-            answer = await self._link.open(
-                method, url, None if body is None else orjson.dumps(body)
-            )
+            answer = await self._link.open(method, url, None if body is None else _encode(body))
         except Unanswered as exc:
             raise NeuronUnreachable(
                 f"nothing answered at {url} ({exc}); "
@@ -409,6 +407,16 @@ class NeuronHTTP:
             f"{_server_says(answer.content_type, content)}",
             status_code=answer.status,
         )
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """``body`` as JSON: with orjson, or, for what it cannot write (an integer past 64 bits,
+    which a caller may send in any field), with the standard library, which writes it as
+    given: the neuron is the one to say whether it takes it."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
 
 
 def _server_says(content_type: str, content: bytes) -> str:
