@@ -148,13 +148,13 @@ def _reply(model: str, usage: bool, *, kind: str) -> wire.Reply:
 
 async def _events(stream: Stream, reply: wire.Reply) -> AsyncIterator[str]:
     try:
-        role: str | None = "assistant"
-        async for chunk in _chain(stream):
-            finish = _finish(chunk.done_reason) if chunk.done else None
-            yield reply.event(reply.chunk(chunk.text, finish, role=role))
-            role = None
-            if chunk.done and reply.include_usage:
-                yield reply.event(reply.usage_chunk(_usage(chunk.stats)))
+        last = stream.first
+        yield _event(reply, last, "assistant")
+        if not last.done:
+            async for last in stream:
+                yield _event(reply, last, None)
+        if reply.include_usage:
+            yield reply.event(reply.usage_chunk(_usage(last.stats)))
         yield sse.DONE
     except BrokenMidStream as error:
         detail = wire.ErrorDetail(message=str(error), type="server_error", code=502)
@@ -163,11 +163,9 @@ async def _events(stream: Stream, reply: wire.Reply) -> AsyncIterator[str]:
         await stream.aclose()
 
 
-async def _chain(stream: Stream) -> AsyncIterator[Chunk]:
-    yield stream.first
-    if not stream.first.done:
-        async for chunk in stream:
-            yield chunk
+def _event(reply: wire.Reply, chunk: Chunk, role: str | None) -> str:
+    finish = _finish(chunk.done_reason) if chunk.done else None
+    return reply.event(reply.chunk(chunk.text, finish, role=role))
 
 
 def _finish(done_reason: str | None) -> str:
