@@ -3,8 +3,8 @@ embeddings, streamed as server-sent events with ``stream_options.include_usage``
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -138,7 +138,7 @@ def _whole(whole: Whole, *, kind: str) -> Response:
 def _reply(model: str, usage: bool, *, kind: str) -> wire.Reply:
     chat = kind == "chat"
     return wire.Reply(
-        id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+        id=f"{'chatcmpl' if chat else 'cmpl'}-{os.urandom(12).hex()}",
         created=int(time.time()),
         model=model,
         chat=chat,
