@@ -11,7 +11,7 @@ import math
 import random
 import struct
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ import pytest
 from ganglion.errors import ConfigError
 from ganglion.local.sim import SimConfig, create_sim_app
 from ganglion.local.sim.answers import LABEL, filler, json_pieces
-from ganglion.local.sim.engine import Generation, Simulator, common_prefix
+from ganglion.local.sim.engine import TICK_S, Generation, Simulator, common_prefix
 from ganglion.local.sim.schema import instance_of
 
 try:
@@ -132,6 +132,26 @@ async def test_high_rates_are_paced_in_batches(vtime: VirtualTime) -> None:
     assert final["eval_count"] == 180
     assert final["eval_duration"] == pytest.approx(2e9, rel=0.01)
     assert final["eval_count"] / final["eval_duration"] * 1e9 == pytest.approx(90, rel=0.01)
+
+
+async def test_the_first_token_comes_alone_as_soon_as_it_is_written(vtime: VirtualTime) -> None:
+    """A server streams its first token the moment it is decoded (that is the time to first
+    token); only the tokens after it come in batches a tick apart."""
+    sim = Simulator(
+        SimConfig(models=("m1",), tps=400.0, prefill_tps=1000.0),
+        clock=vtime.clock,
+        sleep=vtime.sleep,
+        rng=random.Random(1),
+    )
+    job = Generation(model="m1:latest", prompt_tokens=100, pieces=filler(40))
+    arrivals = []
+    async with aclosing(sim.run(job)) as batches:
+        async for batch in batches:
+            arrivals.append((vtime.now, len(batch)))
+    assert arrivals[0] == (pytest.approx(0.1 + 1 / 400), 1)  # prefill, then one token
+    assert arrivals[1][1] == int(400 * TICK_S)
+    assert sum(count for _, count in arrivals) == 40
+    assert arrivals[-1][0] == pytest.approx(0.1 + 40 / 400)
 
 
 async def test_default_length_and_stop_reason(vtime: VirtualTime) -> None:

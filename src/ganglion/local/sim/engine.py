@@ -39,7 +39,9 @@ WallClock = Callable[[], datetime]
 Fault = Literal["fail", "hang", "stall"]
 
 TICK_S = 0.03
-"""Tokens are emitted in batches about this far apart, so high rates cost few wake-ups."""
+"""Tokens are emitted in batches about this far apart, so high rates cost few wake-ups. The
+first token comes alone, as soon as it is written: a batch would add up to a tick to the
+time to first token, which a real server does not."""
 
 LOG_LIMIT = 100_000
 """The request log keeps this many most recent entries (the totals count them all)."""
@@ -299,7 +301,8 @@ class Simulator:
             while timings.eval_count < len(pieces):
                 sent = timings.eval_count
                 rate = self.stream_rate()
-                count = min(max(1, int(rate * TICK_S)), len(pieces) - sent)
+                batch = max(1, int(rate * TICK_S)) if sent else 1
+                count = min(batch, len(pieces) - sent)
                 due += count / rate
                 delay = due - self.clock()
                 if delay > 0:
