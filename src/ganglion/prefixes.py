@@ -16,6 +16,10 @@ cache in a :class:`CacheSlots` of tokens) is what one neuron holds for one model
 prompt that extends one it holds (the next turn of that conversation) takes that prompt's
 place, as the server reuses the slot whose cache matches. :meth:`PrefixIndex.match` gives
 the tokens of the longest held prefix of a new prompt: the part its prefill can skip.
+:meth:`PrefixIndex.displaced` gives the tokens of the conversation a new prompt would push
+out, unless that conversation has ended: answered, and silent for :data:`RETURN_PERIODS`
+times the interval between its last two turns (chats end all the time, and a cache full of
+ended ones must not keep new conversations away from a neuron that is free).
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ CHARS_PER_TOKEN = 4
 
 BLOCK_CHARS = 1024
 """A raw prompt (``/api/generate``, ``/v1/completions``) is chained in blocks this long."""
+
+RETURN_PERIODS = 2.0
+"""A conversation whose next turn is this many of its usual intervals late (counted from its
+last answer) is taken to have ended: pushing its prompt out of a cache costs nothing."""
 
 DIGEST_BYTES = 8
 _SEPARATOR = b"\x1e"
@@ -122,18 +130,20 @@ class CacheSlots(Generic[Held]):
         """The most leading units ``prompt`` shares with a prompt held here (0: none)."""
         return max((self.shared(prompt, held) for held in self._held), default=0)
 
-    def remember(self, prompt: Held) -> None:
+    def remember(self, prompt: Held) -> Held | None:
         """``prompt`` was read: it is held now, in the place of a prompt it extends (that
         conversation's earlier turn: the server reuses the slot that matches), else in the
-        least recently read one's."""
+        least recently read one's. Returns the prompt it extends, if one was held."""
         if not self.slots or not len(prompt):
-            return
+            return None
         extended = self._extended(prompt)
+        before = None
         if extended is not None:
-            del self._held[extended]
+            before = self._held.pop(extended)
         elif len(self._held) >= self.slots:
             del self._held[0]
         self._held.append(prompt)
+        return before
 
     def evicts(self, prompt: Held) -> Held | None:
         """The prompt that remembering ``prompt`` would push out, if any."""
@@ -152,21 +162,61 @@ class CacheSlots(Generic[Held]):
         self._held.clear()
 
 
+@dataclass(slots=True)
+class Visit:
+    """The latest turn of a conversation a :class:`PrefixIndex` holds."""
+
+    at: float
+    """When it came."""
+    interval: float | None
+    """How long after the turn before it (None: the first turn held here)."""
+    answered: float | None = None
+    """When its answer ended (None: still being written)."""
+
+
 class PrefixIndex(CacheSlots[Prompt]):
-    """The prompts one neuron is predicted to hold for one model, as hash chains."""
+    """The prompts one neuron is predicted to hold for one model, as hash chains, and when
+    each conversation last came (``now``: the router's clock)."""
 
     def __init__(self, slots: int) -> None:
         if slots < 1:
             raise ValueError(f"a prefix index holds at least one prompt, not {slots}")
         super().__init__(slots, Prompt.shared)
+        self._visits: dict[Prompt, Visit] = {}  # bound: the prompts held
+
+    def remember(self, prompt: Prompt, now: float = 0.0) -> Prompt | None:
+        extended = super().remember(prompt)
+        before = self._visits.get(extended) if extended is not None else None
+        interval = now - before.at if before is not None and now > before.at else None
+        self._visits[prompt] = Visit(now, interval)
+        if len(self._visits) > len(self._held):
+            self._visits = {p: v for p in self._held if (v := self._visits.get(p)) is not None}
+        return extended
+
+    def answered(self, prompt: Prompt, now: float) -> None:
+        """``prompt``'s answer ended (or failed) at ``now``."""
+        visit = self._visits.get(prompt)
+        if visit is not None:
+            visit.answered = now
+
+    def ended(self, prompt: Prompt, now: float) -> bool:
+        """Whether the conversation ``prompt`` belongs to is taken to have ended: answered,
+        and no next turn for :data:`RETURN_PERIODS` times its interval between turns (one
+        seen once is taken to come back)."""
+        visit = self._visits.get(prompt)
+        if visit is None or visit.answered is None or visit.interval is None:
+            return False
+        return now - visit.answered > RETURN_PERIODS * visit.interval
 
     def match(self, prompt: Prompt) -> int:
         """The tokens of ``prompt``'s longest prefix held here (0: none)."""
         best = self.longest(prompt)
         return prompt.tokens[best - 1] if best else 0
 
-    def displaced(self, prompt: Prompt) -> int:
+    def displaced(self, prompt: Prompt, now: float = 0.0) -> int:
         """The tokens of the conversation that serving ``prompt`` here would push out (0:
-        none, or a raw prompt, not taken to come back)."""
+        none, a raw prompt, not taken to come back, or a conversation that has ended)."""
         evicted = self.evicts(prompt)
-        return evicted.total_tokens if evicted is not None and evicted.conversation else 0
+        if evicted is None or not evicted.conversation or self.ended(evicted, now):
+            return 0
+        return evicted.total_tokens

@@ -46,7 +46,8 @@ DISPLACED_TURNS = 4.0
 """A conversation whose prompt a job pushes out of a full cache is taken to come back this
 many times, reading its prompt again each time (while the cache stays full, a conversation
 pushed out pushes out another: the cost of a first eviction is rarely one re-read). A raw
-prompt (``/api/generate``, ``/v1/completions``) costs nothing to push out."""
+prompt (``/api/generate``, ``/v1/completions``) costs nothing to push out, nor does a
+conversation taken to have ended (:data:`ganglion.prefixes.RETURN_PERIODS`)."""
 DEFAULT_OUTPUT_TOKENS = 256
 DEFAULT_LOAD_S = 5.0
 
@@ -332,7 +333,7 @@ class Router:
         held = self._prefixes.get((neuron.name, _model_key(job.model)))
         if held is None:
             return 0, 0
-        return held.match(job.prompt), held.displaced(job.prompt)
+        return held.match(job.prompt), held.displaced(job.prompt, self.clock())
 
     def remember(self, neuron: Neuron, job: Job) -> None:
         """``neuron`` will read ``job``'s prompt: it holds it in its cache from then on.
@@ -346,7 +347,13 @@ class Router:
         held = self._prefixes.get(key)
         if held is None:
             held = self._prefixes[key] = PrefixIndex(self.cache_slots or neuron.slots)
-        held.remember(job.prompt)
+        held.remember(job.prompt, self.clock())
+
+    def _answered(self, neuron: Neuron, job: Job) -> None:
+        """``job``'s answer on ``neuron`` ended: its conversation's next turn is due."""
+        held = self._prefixes.get((neuron.name, _model_key(job.model)))
+        if held is not None and job.prompt is not None:
+            held.answered(job.prompt, self.clock())
 
     def forget(self, neuron: Neuron) -> None:
         """Drop what ``neuron`` is predicted to hold: it failed, and may have restarted."""
@@ -421,6 +428,7 @@ class Router:
         try:
             yield ticket
         finally:
+            self._answered(estimate.neuron, job)
             book.remove(ticket, self.clock())
             self._publish(estimate.neuron)
 
