@@ -122,6 +122,7 @@ class CacheSlots(Generic[Held]):
         self.slots = slots
         self.shared = shared
         self._held: list[Held] = []  # least recently read first
+        self._asked: list[int] = []  # the units of each that were its prompt (then: its answer)
 
     def __len__(self) -> int:
         return len(self._held)
@@ -140,10 +141,22 @@ class CacheSlots(Generic[Held]):
         before = None
         if extended is not None:
             before = self._held.pop(extended)
+            del self._asked[extended]
         elif len(self._held) >= self.slots:
-            del self._held[0]
+            del self._held[0], self._asked[0]
         self._held.append(prompt)
+        self._asked.append(len(prompt))
         return before
+
+    def grow(self, prompt: Held, answered: Held) -> bool:
+        """The server wrote an answer after ``prompt``: its slot holds ``answered`` (the
+        prompt, then the answer) now. The conversation's next prompt takes that slot whether
+        or not it repeats the answer as written. False: ``prompt`` is no longer held."""
+        for index, held in enumerate(self._held):
+            if held is prompt or held == prompt:
+                self._held[index] = answered
+                return True
+        return False
 
     def evicts(self, prompt: Held) -> Held | None:
         """The prompt that remembering ``prompt`` would push out, if any."""
@@ -152,14 +165,16 @@ class CacheSlots(Generic[Held]):
         return self._held[0]
 
     def _extended(self, prompt: Held) -> int | None:
-        """Where the held prompt that ``prompt`` starts with is, if one is."""
+        """Where the held prompt that ``prompt`` starts with is, if one is (its answer may
+        differ: a client may trim it)."""
         for index, held in enumerate(self._held):
-            if self.shared(prompt, held) == len(held):
+            if self.shared(prompt, held) >= self._asked[index]:
                 return index
         return None
 
     def clear(self) -> None:
         self._held.clear()
+        self._asked.clear()
 
 
 @dataclass(slots=True)

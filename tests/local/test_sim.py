@@ -199,6 +199,22 @@ async def test_the_next_turn_reads_only_what_the_cache_does_not_hold(vtime: Virt
     assert stats["totals"]["cached_tokens"] == 100
 
 
+async def test_the_cache_holds_the_answer_too(vtime: VirtualTime) -> None:
+    """The next turn repeats the answer the neuron wrote: the cache holds that as well (as
+    llama.cpp's slots do), so only the new user message is read."""
+    first = [{"role": "user", "content": "word " * 100}]
+    async with sim_client(vtime, prefill_tps=100.0, cache_slots=1) as client:
+        body = {"model": "m1", "messages": first, "stream": False, "options": {"num_predict": 8}}
+        answer = (await client.post("/api/chat", json=body)).json()["message"]["content"]
+        second = [*first, {"role": "assistant", "content": answer}]
+        second.append({"role": "user", "content": "word " * 10})
+        reply = (await client.post("/api/chat", json=body | {"messages": second})).json()
+    assert len(answer.split()) == 8
+    assert reply["prompt_eval_count"] == 118
+    assert reply["prompt_eval_cached_count"] == 108  # the first prompt and its answer
+    assert reply["prompt_eval_duration"] == pytest.approx(0.1e9)  # 10 tokens read
+
+
 async def test_the_prompt_cache_evicts_the_least_recently_read(vtime: VirtualTime) -> None:
     """Two cache slots, three conversations: the third evicts the first one's prompt, so
     the first conversation's next turn reads everything again; the others' do not."""
