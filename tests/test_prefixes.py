@@ -118,6 +118,36 @@ def test_an_index_keeps_visits_only_for_the_prompts_it_holds() -> None:
     assert len(index._visits) == 2
 
 
+def test_a_chat_followed_by_a_message_chains_as_if_sent_with_it() -> None:
+    said = conversation(2)
+    asked, answer = said[:-1], said[-1]
+    grown = of_messages(asked).followed_by(answer)
+    assert grown == of_messages(said)
+    assert grown is not None
+    more = {"role": "user", "content": "more"}
+    assert grown.followed_by(more) == of_messages([*said, more])
+    assert of_text("raw").followed_by(answer) is None
+
+
+def test_the_answer_a_neuron_wrote_is_held_after_its_prompt() -> None:
+    """The next turn repeats the answer: it matches through it. A next turn that repeats it
+    otherwise (a client trimmed it) matches the prompt, and still takes the same slot."""
+    index = PrefixIndex(slots=2)
+    asked = of_messages(conversation(2, "a")[:-1])
+    index.remember(asked, now=0.0)
+    index.remember(of_messages(conversation(1, "b")), now=0.0)
+    index.answered(asked, now=1.0, answer="a answer 1")
+    next_turn = of_messages([*conversation(2, "a"), {"role": "user", "content": "and?"}])
+    assert index.match(next_turn) == of_messages(conversation(2, "a")).total_tokens
+    assert index.match(next_turn) > asked.total_tokens
+    trimmed = [*conversation(2, "a")[:-1], {"role": "assistant", "content": "a answer"}]
+    retold = of_messages([*trimmed, {"role": "user", "content": "and?"}])
+    assert index.match(retold) == asked.total_tokens
+    index.remember(retold, now=2.0)
+    assert len(index) == 2
+    assert index.match(of_messages(conversation(2, "b"))) > 100  # b was not pushed out
+
+
 def test_an_index_holds_at_least_one_prompt() -> None:
     with pytest.raises(ValueError, match="at least one"):
         PrefixIndex(0)

@@ -38,7 +38,7 @@ from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.traffic import FailureKind, RequestObserver, Silent, failure_kind
 from ganglion.neurons.base import Chunk, Embeddings, NeuronAdapter, TokenStats
-from ganglion.routing import Job, Router
+from ganglion.routing import Job, Router, Ticket
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class Dispatcher:
         for estimate in ranked[: self.max_attempts]:
             neuron = estimate.neuron
             stack = contextlib.AsyncExitStack()
-            stack.enter_context(self.router.admit(estimate, job))
+            ticket = stack.enter_context(self.router.admit(estimate, job))
             await stack.enter_async_context(self.registry.track(neuron))
             self.observer.request_started(neuron.name, job.model, endpoint)
             stream = make(neuron.adapter)
@@ -138,7 +138,7 @@ class Dispatcher:
                 watch.timeout_s = self.timeouts.idle_s
                 cached = estimate.cached_tokens
                 self.observer.prefix_predicted(neuron.name, job.model, cached)
-                rest = self._rest(neuron, job.model, endpoint, first, watch, stream, stack, cached)
+                rest = self._rest(neuron, job.model, endpoint, first, watch, stream, stack, ticket)
                 return Stream(neuron, job.model, first, rest, stack, cached_tokens=cached)
         raise AllNeuronsFailed(
             f"no neuron could serve {job.model!r}: "
@@ -197,17 +197,22 @@ class Dispatcher:
         watch: Watch,
         stream: AsyncIterator[Chunk],
         stack: contextlib.AsyncExitStack,
-        cached: int,
+        ticket: Ticket,
     ) -> AsyncIterator[Chunk]:
         chunk = first
         ended = False
+        heard = [first.text] if ticket.wants_answer else None  # the neuron's cache holds it
         try:
             while not chunk.done:
                 try:
                     chunk = await watch.next(stream)
                 except StopAsyncIteration:
                     raise NeuronStreamBroken(f"{neuron.name} ended its answer early") from None
+                if heard is not None:
+                    heard.append(chunk.text)
                 yield chunk
+            if heard is not None:
+                ticket.answer = "".join(heard)
         except (NeuronError, TimeoutError) as error:
             ended = True
             self.observer.request_failed(neuron.name, model, endpoint, failure_kind(error))
@@ -223,7 +228,9 @@ class Dispatcher:
                 )
         stats = chunk.stats or TokenStats()
         self.observer.request_finished(neuron.name, model, endpoint, stats)
-        await self.registry.record_success(neuron, model, stats, predicted_cached=cached)
+        await self.registry.record_success(
+            neuron, model, stats, predicted_cached=ticket.cached_tokens
+        )
 
 
 class Watch:

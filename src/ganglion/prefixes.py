@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 CHARS_PER_TOKEN = 4
@@ -54,6 +54,8 @@ class Prompt:
     conversation: bool = False
     """A chat's messages, which a next turn usually follows (a raw prompt is not taken to
     come back)."""
+    end: _End | None = field(default=None, compare=False, repr=False)
+    """Where a chat's chain stands after its last message, to chain one more onto it."""
 
     def __len__(self) -> int:
         return len(self.digests)
@@ -71,6 +73,23 @@ class Prompt:
             count += 1
         return count
 
+    def followed_by(self, message: Mapping[str, object]) -> Prompt | None:
+        """This chat with ``message`` after it (the answer a neuron wrote), hashing only
+        ``message``; None for a prompt that is not a chat's messages."""
+        if self.end is None:
+            return None
+        chain, chars = self.end.chain.copy(), self.end.chars
+        chars += _chain_message(chain, message)
+        digests = (*self.digests, chain.copy().digest())
+        tokens = (*self.tokens, chars // CHARS_PER_TOKEN)
+        return Prompt(digests, tokens, conversation=True, end=_End(chain, chars))
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    chain: hashlib.blake2b
+    chars: int
+
 
 def of_messages(messages: Iterable[Mapping[str, object]]) -> Prompt:
     """The hash chain of a chat's messages (the boundaries fall between messages)."""
@@ -79,18 +98,23 @@ def of_messages(messages: Iterable[Mapping[str, object]]) -> Prompt:
     tokens: list[int] = []
     chars = 0
     for message in messages:
-        role, content = message.get("role"), message.get("content", "")
-        text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
-        chars += len(text)
-        chain.update(f"{role}\x00".encode())
-        chain.update(text.encode("utf-8", "surrogatepass"))
-        if len(message) > 2 or "role" not in message or "content" not in message:
-            others = {k: v for k, v in message.items() if k not in ("role", "content")}
-            chain.update(json.dumps(others, sort_keys=True, default=str).encode())
-        chain.update(_SEPARATOR)
+        chars += _chain_message(chain, message)
         digests.append(chain.copy().digest())
         tokens.append(chars // CHARS_PER_TOKEN)
-    return Prompt(tuple(digests), tuple(tokens), conversation=True)
+    return Prompt(tuple(digests), tuple(tokens), conversation=True, end=_End(chain, chars))
+
+
+def _chain_message(chain: hashlib.blake2b, message: Mapping[str, object]) -> int:
+    """Hash one message onto ``chain`` (role, content and any other field); its characters."""
+    role, content = message.get("role"), message.get("content", "")
+    text = content if isinstance(content, str) else json.dumps(content, sort_keys=True)
+    chain.update(f"{role}\x00".encode())
+    chain.update(text.encode("utf-8", "surrogatepass"))
+    if len(message) > 2 or "role" not in message or "content" not in message:
+        others = {k: v for k, v in message.items() if k not in ("role", "content")}
+        chain.update(json.dumps(others, sort_keys=True, default=str).encode())
+    chain.update(_SEPARATOR)
+    return len(text)
 
 
 def of_text(*texts: object) -> Prompt:
@@ -208,11 +232,17 @@ class PrefixIndex(CacheSlots[Prompt]):
             self._visits = {p: v for p in self._held if (v := self._visits.get(p)) is not None}
         return extended
 
-    def answered(self, prompt: Prompt, now: float) -> None:
-        """``prompt``'s answer ended (or failed) at ``now``."""
+    def answered(self, prompt: Prompt, now: float, answer: str | None = None) -> None:
+        """``prompt``'s answer ended (or failed) at ``now``. The neuron's cache holds the
+        ``answer`` it wrote too, if given (a chat's whole answer): the next turn, which
+        repeats it as the assistant's message, finds it there."""
         visit = self._visits.get(prompt)
-        if visit is not None:
-            visit.answered = now
+        if visit is None:
+            return
+        visit.answered = now
+        grown = prompt.followed_by({"role": "assistant", "content": answer}) if answer else None
+        if grown is not None and self.grow(prompt, grown):
+            self._visits[grown] = self._visits.pop(prompt)
 
     def ended(self, prompt: Prompt, now: float) -> bool:
         """Whether the conversation ``prompt`` belongs to is taken to have ended: answered,

@@ -76,6 +76,15 @@ class Ticket:
     work: float = 0.0
     """What the job owes the neuron, in output tokens: its output, and its prefill as the
     output tokens the neuron could have written in that time."""
+    cached_tokens: int = 0
+    """Prompt tokens the neuron was predicted to hold in its KV cache when it was chosen."""
+    answer: str | None = None
+    """A chat's whole answer, once written: the neuron's cache holds it after the prompt
+    (set by whoever reads the answer, where :attr:`wants_answer`)."""
+
+    @property
+    def wants_answer(self) -> bool:
+        return self.job.prompt is not None and self.job.prompt.conversation
 
 
 IDLE = Load()
@@ -349,11 +358,12 @@ class Router:
             held = self._prefixes[key] = PrefixIndex(self.cache_slots or neuron.slots)
         held.remember(job.prompt, self.clock())
 
-    def _answered(self, neuron: Neuron, job: Job) -> None:
-        """``job``'s answer on ``neuron`` ended: its conversation's next turn is due."""
+    def _answered(self, neuron: Neuron, job: Job, answer: str | None) -> None:
+        """``job``'s answer on ``neuron`` ended: its conversation's next turn is due, and
+        finds the ``answer`` (if the whole one was read) in the cache after the prompt."""
         held = self._prefixes.get((neuron.name, _model_key(job.model)))
         if held is not None and job.prompt is not None:
-            held.answered(job.prompt, self.clock())
+            held.answered(job.prompt, self.clock(), answer)
 
     def forget(self, neuron: Neuron) -> None:
         """Drop what ``neuron`` is predicted to hold: it failed, and may have restarted."""
@@ -420,7 +430,7 @@ class Router:
         if estimate.prefill_tps > 0:
             unread = job.prompt_tokens - estimate.cached_tokens
             work += unread * estimate.decode_tps / estimate.prefill_tps
-        ticket = Ticket(job, self.clock(), estimate.decode_tps, work)
+        ticket = Ticket(job, self.clock(), estimate.decode_tps, work, estimate.cached_tokens)
         self.remember(estimate.neuron, job)
         book = self.book(estimate.neuron)
         book.add(ticket, self.clock(), estimate.neuron.slots)
@@ -428,7 +438,7 @@ class Router:
         try:
             yield ticket
         finally:
-            self._answered(estimate.neuron, job)
+            self._answered(estimate.neuron, job, ticket.answer)
             book.remove(ticket, self.clock())
             self._publish(estimate.neuron)
 

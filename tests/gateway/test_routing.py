@@ -248,6 +248,24 @@ def test_a_warm_slower_neuron_beats_a_cold_faster_one(registry: Registry) -> Non
     assert router.rank(follow_up)[0].neuron.name == "cold"
 
 
+def test_the_answer_a_neuron_wrote_counts_as_held_for_the_next_turn(registry: Registry) -> None:
+    """The neuron's cache holds its answer after the prompt; the next turn repeats it."""
+    warm = neuron("warm", 30)
+    router, _ = router_with(registry, warm)
+    asked = [{"role": "user", "content": "x" * 16_000}]
+    answer = "y" * 4_000
+    first = Job("llama3", 4000, 50, of_messages(asked))
+    with router.admit(router.rank(first)[0], first) as ticket:
+        assert ticket.wants_answer
+        ticket.answer = answer
+    said = [*asked, {"role": "assistant", "content": answer}]
+    follow_up = of_messages([*said, {"role": "user", "content": "and?"}])
+    job = Job("llama3", follow_up.total_tokens, 50, follow_up)
+    assert router.cached_tokens(warm, job) == (16_000 + 4_000) // 4
+    unread = of_messages([*asked, {"role": "user", "content": "and?"}])  # answer left out
+    assert router.cached_tokens(warm, Job("llama3", 1, 50, unread)) == 16_000 // 4
+
+
 def test_a_warm_neuron_loses_once_its_queue_makes_it_slower(registry: Registry) -> None:
     warm, cold = neuron("warm", 30), neuron("cold", 60)
     router, _ = router_with(registry, warm, cold)
