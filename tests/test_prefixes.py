@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ganglion.prefixes import BLOCK_CHARS, PrefixIndex, of_messages, of_text
+from ganglion.prefixes import BLOCK_CHARS, RETURN_PERIODS, PrefixIndex, of_messages, of_text
 
 
 def conversation(turns: int, name: str = "a") -> list[dict[str, str]]:
@@ -83,6 +83,69 @@ def test_the_least_recently_served_prompt_is_evicted_at_the_slot_count(slots: in
     assert held == [False] + [True] * slots
     index.clear()
     assert index.match(of_messages(conversation(2, names[-1]))) == 0
+
+
+def test_pushing_out_a_conversation_that_ended_costs_nothing() -> None:
+    """``a`` came every 10 s. Once answered, it is taken to come back until it is
+    RETURN_PERIODS of those intervals late; from then on, pushing it out costs nothing."""
+    index = PrefixIndex(slots=1)
+    index.remember(of_messages(conversation(1, "a")), now=0.0)
+    second = of_messages(conversation(2, "a"))
+    index.remember(second, now=10.0)  # the next turn: 10 s after the first
+    new = of_messages(conversation(1, "b"))
+    late = 12.0 + RETURN_PERIODS * 10.0
+    assert index.displaced(new, now=late + 1) == second.total_tokens  # still being answered
+    index.answered(second, now=12.0)
+    assert index.displaced(new, now=late - 1) == second.total_tokens  # may still come back
+    assert index.displaced(new, now=late + 1) == 0  # ended
+    assert index.match(of_messages(conversation(3, "a"))) == second.total_tokens  # still held
+
+
+def test_a_conversation_seen_once_is_taken_to_come_back() -> None:
+    index = PrefixIndex(slots=1)
+    first = of_messages(conversation(1, "a"))
+    index.remember(first, now=0.0)
+    index.answered(first, now=1.0)
+    assert index.displaced(of_messages(conversation(1, "b")), now=1e6) == first.total_tokens
+
+
+def test_an_index_keeps_visits_only_for_the_prompts_it_holds() -> None:
+    index = PrefixIndex(slots=2)
+    for turn in range(1, 6):
+        for name in ("a", "b", "c"):
+            index.remember(of_messages(conversation(turn, name)), now=float(turn))
+    assert len(index) == 2
+    assert len(index._visits) == 2
+
+
+def test_a_chat_followed_by_a_message_chains_as_if_sent_with_it() -> None:
+    said = conversation(2)
+    asked, answer = said[:-1], said[-1]
+    grown = of_messages(asked).followed_by(answer)
+    assert grown == of_messages(said)
+    assert grown is not None
+    more = {"role": "user", "content": "more"}
+    assert grown.followed_by(more) == of_messages([*said, more])
+    assert of_text("raw").followed_by(answer) is None
+
+
+def test_the_answer_a_neuron_wrote_is_held_after_its_prompt() -> None:
+    """The next turn repeats the answer: it matches through it. A next turn that repeats it
+    otherwise (a client trimmed it) matches the prompt, and still takes the same slot."""
+    index = PrefixIndex(slots=2)
+    asked = of_messages(conversation(2, "a")[:-1])
+    index.remember(asked, now=0.0)
+    index.remember(of_messages(conversation(1, "b")), now=0.0)
+    index.answered(asked, now=1.0, answer="a answer 1")
+    next_turn = of_messages([*conversation(2, "a"), {"role": "user", "content": "and?"}])
+    assert index.match(next_turn) == of_messages(conversation(2, "a")).total_tokens
+    assert index.match(next_turn) > asked.total_tokens
+    trimmed = [*conversation(2, "a")[:-1], {"role": "assistant", "content": "a answer"}]
+    retold = of_messages([*trimmed, {"role": "user", "content": "and?"}])
+    assert index.match(retold) == asked.total_tokens
+    index.remember(retold, now=2.0)
+    assert len(index) == 2
+    assert index.match(of_messages(conversation(2, "b"))) > 100  # b was not pushed out
 
 
 def test_an_index_holds_at_least_one_prompt() -> None:

@@ -52,7 +52,7 @@ from ganglion.neurons.base import (
     TokenStats,
     collected,
 )
-from ganglion.routing import Estimate, Job, Router
+from ganglion.routing import Estimate, Job, Router, Ticket
 
 T = TypeVar("T")
 
@@ -106,9 +106,21 @@ class Whole:
     """Prompt tokens the neuron was predicted to hold in its KV cache when it was chosen."""
 
 
-#: One try on one neuron: given its estimate, the stack that holds its slot, the watch on its
-#: waits, and whether it is the final try, the answer started (or whole).
-Attempt = Callable[[Estimate, contextlib.AsyncExitStack, "Watch", bool], Awaitable[T]]
+@dataclass(frozen=True)
+class Try:
+    """One try on one neuron: its estimate; its ticket, the slot it holds (where a chat's
+    answer goes once read: the neuron's cache holds it); the stack that releases both; the
+    watch on its waits; and whether it is the ``final`` try (pinned, or the last candidate)."""
+
+    estimate: Estimate
+    ticket: Ticket
+    stack: contextlib.AsyncExitStack
+    watch: Watch
+    final: bool
+
+
+#: What a try does: start the answer (or get it whole).
+Attempt = Callable[[Try], Awaitable[T]]
 
 
 def stream_of(adapter: NeuronAdapter, request: Call) -> AsyncIterator[Chunk]:
@@ -150,16 +162,15 @@ class Dispatcher:
     ) -> Stream:
         """Start the answer on the best neuron that really answers; fail over before that."""
 
-        async def start(
-            estimate: Estimate, stack: contextlib.AsyncExitStack, watch: Watch, final: bool
-        ) -> Stream:
-            neuron, cached = estimate.neuron, estimate.cached_tokens
+        async def start(attempt: Try) -> Stream:
+            neuron, watch = attempt.estimate.neuron, attempt.watch
             stream = stream_of(neuron.adapter, request)
-            stack.push_async_callback(_close, stream)
+            attempt.stack.push_async_callback(_close, stream)
             first = await watch.next(stream)
             watch.timeout_s = self.timeouts.idle_s
-            rest = self._rest(neuron, job.model, endpoint, first, watch, stream, stack, cached)
-            return Stream(neuron, job.model, first, rest, stack, cached_tokens=cached)
+            rest = self._rest(job.model, endpoint, first, stream, attempt)
+            cached = attempt.ticket.cached_tokens
+            return Stream(neuron, job.model, first, rest, attempt.stack, cached_tokens=cached)
 
         return await self._first(job, endpoint, pinned, start)
 
@@ -175,34 +186,29 @@ class Dispatcher:
         move to, so it is asked for one body, which costs the gateway one read instead of a
         chunk per token; its wait ends at :meth:`Timeouts.whole`, or when it goes offline."""
 
-        async def ask(
-            estimate: Estimate, stack: contextlib.AsyncExitStack, watch: Watch, final: bool
-        ) -> Whole:
-            neuron = estimate.neuron
-            if final:
-                watch.timeout_s = self.timeouts.whole(estimate)
+        async def ask(attempt: Try) -> Whole:
+            neuron, watch, ticket = attempt.estimate.neuron, attempt.watch, attempt.ticket
+            if attempt.final:
+                watch.timeout_s = self.timeouts.whole(attempt.estimate)
                 completion = await watch.wait(ask_whole(neuron.adapter, request))
             else:
-                completion = await self._gather(neuron.adapter, request, stack, watch)
-            await stack.aclose()
+                completion = await self._gather(neuron.adapter, request, attempt)
+            if ticket.wants_answer:
+                ticket.answer = completion.text
+            await attempt.stack.aclose()
             self.observer.request_finished(neuron.name, job.model, endpoint, completion.stats)
             await self.registry.record_success(
-                neuron, job.model, completion.stats, predicted_cached=estimate.cached_tokens
+                neuron, job.model, completion.stats, predicted_cached=ticket.cached_tokens
             )
-            return Whole(neuron, job.model, completion, estimate.cached_tokens)
+            return Whole(neuron, job.model, completion, ticket.cached_tokens)
 
         return await self._first(job, endpoint, pinned, ask)
 
-    async def _gather(
-        self,
-        adapter: NeuronAdapter,
-        request: Call,
-        stack: contextlib.AsyncExitStack,
-        watch: Watch,
-    ) -> Completion:
+    async def _gather(self, adapter: NeuronAdapter, request: Call, attempt: Try) -> Completion:
         """A streamed answer put together, within the first-byte and idle timeouts."""
+        watch = attempt.watch
         stream = stream_of(adapter, request)
-        stack.push_async_callback(_close, stream)
+        attempt.stack.push_async_callback(_close, stream)
         chunk = await watch.next(stream)
         watch.timeout_s = self.timeouts.idle_s
         parts = [chunk.text]
@@ -229,13 +235,13 @@ class Dispatcher:
             neuron = estimate.neuron
             final = pinned is not None or tried == len(candidates)
             stack = contextlib.AsyncExitStack()
-            stack.enter_context(self.router.admit(estimate, job))
+            ticket = stack.enter_context(self.router.admit(estimate, job))
             await stack.enter_async_context(self.registry.track(neuron))
             self.observer.request_started(neuron.name, job.model, endpoint)
             watch = Watch(neuron.name, self.registry.lost(neuron), self.timeouts.first_byte_s)
             stack.callback(watch.close)
             try:
-                answer = await attempt(estimate, stack, watch, final)
+                answer = await attempt(Try(estimate, ticket, stack, watch, final))
             except NeuronRequestError as error:
                 await stack.aclose()
                 self.observer.request_failed(
@@ -307,25 +313,23 @@ class Dispatcher:
         return f"{neuron.name}: {reason}"
 
     async def _rest(
-        self,
-        neuron: Neuron,
-        model: str,
-        endpoint: str,
-        first: Chunk,
-        watch: Watch,
-        stream: AsyncIterator[Chunk],
-        stack: contextlib.AsyncExitStack,
-        cached: int,
+        self, model: str, endpoint: str, first: Chunk, stream: AsyncIterator[Chunk], attempt: Try
     ) -> AsyncIterator[Chunk]:
+        neuron, watch, ticket = attempt.estimate.neuron, attempt.watch, attempt.ticket
         chunk = first
         ended = False
+        heard = [first.text] if ticket.wants_answer else None  # the neuron's cache holds it
         try:
             while not chunk.done:
                 try:
                     chunk = await watch.next(stream)
                 except StopAsyncIteration:
                     raise NeuronStreamBroken(f"{neuron.name} ended its answer early") from None
+                if heard is not None:
+                    heard.append(chunk.text)
                 yield chunk
+            if heard is not None:
+                ticket.answer = "".join(heard)
         except (NeuronError, TimeoutError) as error:
             ended = True
             self.observer.request_failed(neuron.name, model, endpoint, failure_kind(error))
@@ -334,14 +338,16 @@ class Dispatcher:
             await self.registry.record_failure(neuron, reason)
             raise BrokenMidStream(f"{neuron.name} failed mid-answer: {reason}") from None
         finally:
-            await stack.aclose()
+            await attempt.stack.aclose()
             if not ended and not chunk.done:  # the caller went away mid-answer
                 self.observer.request_failed(
                     neuron.name, model, endpoint, FailureKind.STREAM_BROKEN
                 )
         stats = chunk.stats or TokenStats()
         self.observer.request_finished(neuron.name, model, endpoint, stats)
-        await self.registry.record_success(neuron, model, stats, predicted_cached=cached)
+        await self.registry.record_success(
+            neuron, model, stats, predicted_cached=ticket.cached_tokens
+        )
 
 
 class Watch:

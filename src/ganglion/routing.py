@@ -46,7 +46,8 @@ DISPLACED_TURNS = 4.0
 """A conversation whose prompt a job pushes out of a full cache is taken to come back this
 many times, reading its prompt again each time (while the cache stays full, a conversation
 pushed out pushes out another: the cost of a first eviction is rarely one re-read). A raw
-prompt (``/api/generate``, ``/v1/completions``) costs nothing to push out."""
+prompt (``/api/generate``, ``/v1/completions``) costs nothing to push out, nor does a
+conversation taken to have ended (:data:`ganglion.prefixes.RETURN_PERIODS`)."""
 DEFAULT_OUTPUT_TOKENS = 256
 MAX_OUTPUT_TOKENS = 1 << 20
 """The most output a job is taken to owe: a caller may ask for any number of tokens, but no
@@ -78,6 +79,15 @@ class Ticket:
     work: float = 0.0
     """What the job owes the neuron, in output tokens: its output, and its prefill as the
     output tokens the neuron could have written in that time."""
+    cached_tokens: int = 0
+    """Prompt tokens the neuron was predicted to hold in its KV cache when it was chosen."""
+    answer: str | None = None
+    """A chat's whole answer, once written: the neuron's cache holds it after the prompt
+    (set by whoever reads the answer, where :attr:`wants_answer`)."""
+
+    @property
+    def wants_answer(self) -> bool:
+        return self.job.prompt is not None and self.job.prompt.conversation
 
 
 IDLE = Load()
@@ -335,7 +345,7 @@ class Router:
         held = self._prefixes.get((neuron.name, _model_key(job.model)))
         if held is None:
             return 0, 0
-        return held.match(job.prompt), held.displaced(job.prompt)
+        return held.match(job.prompt), held.displaced(job.prompt, self.clock())
 
     def remember(self, neuron: Neuron, job: Job) -> None:
         """``neuron`` will read ``job``'s prompt: it holds it in its cache from then on.
@@ -349,7 +359,14 @@ class Router:
         held = self._prefixes.get(key)
         if held is None:
             held = self._prefixes[key] = PrefixIndex(self.cache_slots or neuron.slots)
-        held.remember(job.prompt)
+        held.remember(job.prompt, self.clock())
+
+    def _answered(self, neuron: Neuron, job: Job, answer: str | None) -> None:
+        """``job``'s answer on ``neuron`` ended: its conversation's next turn is due, and
+        finds the ``answer`` (if the whole one was read) in the cache after the prompt."""
+        held = self._prefixes.get((neuron.name, _model_key(job.model)))
+        if held is not None and job.prompt is not None:
+            held.answered(job.prompt, self.clock(), answer)
 
     def forget(self, neuron: Neuron) -> None:
         """Drop what ``neuron`` is predicted to hold: it failed, and may have restarted."""
@@ -416,7 +433,7 @@ class Router:
         if estimate.prefill_tps > 0:
             unread = job.prompt_tokens - estimate.cached_tokens
             work += unread * estimate.decode_tps / estimate.prefill_tps
-        ticket = Ticket(job, self.clock(), estimate.decode_tps, work)
+        ticket = Ticket(job, self.clock(), estimate.decode_tps, work, estimate.cached_tokens)
         self.remember(estimate.neuron, job)
         book = self.book(estimate.neuron)
         book.add(ticket, self.clock(), estimate.neuron.slots)
@@ -424,6 +441,7 @@ class Router:
         try:
             yield ticket
         finally:
+            self._answered(estimate.neuron, job, ticket.answer)
             book.remove(ticket, self.clock())
             self._publish(estimate.neuron)
 

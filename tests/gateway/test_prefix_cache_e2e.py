@@ -82,7 +82,8 @@ def test_the_next_turn_goes_back_to_the_neuron_holding_the_conversation(
     assert second.status_code == 200, second.text
     assert second.headers[PIN] == "b-slow"
     assert second.headers[CACHE] == "hit"
-    assert second.json()["prompt_eval_cached_count"] == WORDS  # the neuron's own count
+    # the neuron's own count: the first prompt and the 8 tokens it answered, held after it
+    assert second.json()["prompt_eval_cached_count"] == WORDS + 8
     messages += [second.json()["message"], {"role": "user", "content": "and?"}]
 
     third = httpx.post(
@@ -111,6 +112,8 @@ def test_the_next_turn_goes_back_to_the_neuron_holding_the_conversation(
     rows = traffic_samples(db_url, "b-slow", 3)
     assert rows[0].predicted_cached_tokens == 0
     assert rows[0].cached_tokens is None  # the sim says nothing of an empty cache
-    assert rows[1].predicted_cached_tokens == WORDS * 5 // 4  # the gateway's 4 chars a token
-    assert rows[1].cached_tokens == WORDS
+    # the gateway's 4 chars a token, over the first prompt and the answer it read back
+    answer = first.json()["message"]["content"]
+    assert rows[1].predicted_cached_tokens == (WORDS * 5 + len(answer)) // 4
+    assert rows[1].cached_tokens == WORDS + 8
     assert rows[2].cached_tokens == reported

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from ganglion.config import Settings
+from ganglion.gateway import front
 from ganglion.gateway.app import create_app
 from ganglion.gateway.state import Gateway
 from tests.fakes import FakeFleet, in_process
@@ -127,6 +128,25 @@ async def test_a_whole_answer_is_asked_whole_only_where_nothing_is_left_to_fail_
     assert last.json()["response"] == "word " * 16
     assert last.json()["eval_count"] == 16
     assert slow.streamed[-2:] == [False, False]  # pinned, then the last candidate: one body
+
+
+@pytest.mark.parametrize("pinned", [None, "fast"], ids=["streamed-from", "asked-whole"])
+async def test_a_whole_chat_answer_counts_as_held_for_the_next_turn(
+    client: tuple[httpx.AsyncClient, Gateway], pinned: str | None
+) -> None:
+    http, gateway = client
+    headers = {"X-Ganglion-Neuron": pinned} if pinned else {}
+    asked = [{"role": "user", "content": "tell me " * 400}]
+    first = await http.post(
+        "/api/chat", json={"model": "llama3", "messages": asked, "stream": False}, headers=headers
+    )
+    answer = first.json()["message"]
+    said = [*asked, {"role": answer["role"], "content": answer["content"]}]
+    turn = front.chat_job("llama3", [*said, {"role": "user", "content": "and?"}], None)
+    prompt = front.chat_job("llama3", asked, None)
+    (held,) = [e for e in gateway.router.rank(turn) if e.neuron.name == "fast"]
+    assert first.headers["X-Ganglion-Neuron"] == "fast"
+    assert held.cached_tokens > prompt.prompt_tokens  # the prompt, and the answer after it
 
 
 async def test_a_whole_answer_that_breaks_midway_fails_over(

@@ -12,7 +12,7 @@ from ganglion.fleet.registry import Registry
 from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect, TokenStats
-from ganglion.prefixes import of_messages, of_text
+from ganglion.prefixes import RETURN_PERIODS, of_messages, of_text
 from ganglion.routing import DEFAULT_LOAD_S, ROUTING_POLICIES, Job, Router
 from ganglion.store import Store
 
@@ -248,6 +248,24 @@ def test_a_warm_slower_neuron_beats_a_cold_faster_one(registry: Registry) -> Non
     assert router.rank(follow_up)[0].neuron.name == "cold"
 
 
+def test_the_answer_a_neuron_wrote_counts_as_held_for_the_next_turn(registry: Registry) -> None:
+    """The neuron's cache holds its answer after the prompt; the next turn repeats it."""
+    warm = neuron("warm", 30)
+    router, _ = router_with(registry, warm)
+    asked = [{"role": "user", "content": "x" * 16_000}]
+    answer = "y" * 4_000
+    first = Job("llama3", 4000, 50, of_messages(asked))
+    with router.admit(router.rank(first)[0], first) as ticket:
+        assert ticket.wants_answer
+        ticket.answer = answer
+    said = [*asked, {"role": "assistant", "content": answer}]
+    follow_up = of_messages([*said, {"role": "user", "content": "and?"}])
+    job = Job("llama3", follow_up.total_tokens, 50, follow_up)
+    assert router.cached_tokens(warm, job) == (16_000 + 4_000) // 4
+    unread = of_messages([*asked, {"role": "user", "content": "and?"}])  # answer left out
+    assert router.cached_tokens(warm, Job("llama3", 1, 50, unread)) == 16_000 // 4
+
+
 def test_a_warm_neuron_loses_once_its_queue_makes_it_slower(registry: Registry) -> None:
     warm, cold = neuron("warm", 30), neuron("cold", 60)
     router, _ = router_with(registry, warm, cold)
@@ -306,6 +324,26 @@ def test_a_new_conversation_goes_where_it_pushes_no_conversation_out(registry: R
     assert ranked[0].neuron.name == "other"
     assert ranked[1].displacing_s > 0
     assert router.rank(chat(2))[0].neuron.name == "fast"  # its own next turn: no eviction
+
+
+def test_a_cache_full_of_ended_conversations_keeps_no_one_away(registry: Registry) -> None:
+    """``fast`` holds one prompt (cache slots 1): conversation ``a``, which came back every
+    10 s. While it may come back, a new conversation goes to ``other`` rather than push it
+    out; once it is RETURN_PERIODS intervals late after its answer, ``fast`` takes the new one."""
+    fast, other = neuron("fast", 60), neuron("other", 50)
+    router, clock = router_with(registry, fast, other, cache_slots=1)
+    for turn in (0, 1):
+        job = chat(turn, name="a")
+        with router.admit(router.rank(job, pinned="fast")[0], job):
+            clock.now += 2.0  # the answer takes 2 s
+        clock.now += 8.0  # the next turn 10 s after the last
+    new = chat(0, name="new")
+    assert router.rank(new)[0].neuron.name == "other"
+    assert router.rank(new)[1].displacing_s > 0
+    clock.now += RETURN_PERIODS * 10.0
+    ranked = router.rank(new)
+    assert ranked[0].neuron.name == "fast"
+    assert ranked[0].displacing_s == 0
 
 
 def test_ranking_a_large_fleet_reads_each_neurons_speeds_a_bounded_number_of_times(

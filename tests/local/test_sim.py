@@ -11,7 +11,7 @@ import math
 import random
 import struct
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from contextlib import aclosing, asynccontextmanager, suppress
 from typing import Any
 
 import httpx
@@ -20,7 +20,7 @@ import pytest
 from ganglion.errors import ConfigError
 from ganglion.local.sim import SimConfig, create_sim_app
 from ganglion.local.sim.answers import LABEL, filler, json_pieces
-from ganglion.local.sim.engine import Generation, Simulator, common_prefix
+from ganglion.local.sim.engine import TICK_S, Generation, Simulator, common_prefix
 from ganglion.local.sim.schema import instance_of
 
 try:
@@ -134,6 +134,26 @@ async def test_high_rates_are_paced_in_batches(vtime: VirtualTime) -> None:
     assert final["eval_count"] / final["eval_duration"] * 1e9 == pytest.approx(90, rel=0.01)
 
 
+async def test_the_first_token_comes_alone_as_soon_as_it_is_written(vtime: VirtualTime) -> None:
+    """A server streams its first token the moment it is decoded (that is the time to first
+    token); only the tokens after it come in batches a tick apart."""
+    sim = Simulator(
+        SimConfig(models=("m1",), tps=400.0, prefill_tps=1000.0),
+        clock=vtime.clock,
+        sleep=vtime.sleep,
+        rng=random.Random(1),
+    )
+    job = Generation(model="m1:latest", prompt_tokens=100, pieces=filler(40))
+    arrivals = []
+    async with aclosing(sim.run(job)) as batches:
+        async for batch in batches:
+            arrivals.append((vtime.now, len(batch)))
+    assert arrivals[0] == (pytest.approx(0.1 + 1 / 400), 1)  # prefill, then one token
+    assert arrivals[1][1] == int(400 * TICK_S)
+    assert sum(count for _, count in arrivals) == 40
+    assert arrivals[-1][0] == pytest.approx(0.1 + 40 / 400)
+
+
 async def test_default_length_and_stop_reason(vtime: VirtualTime) -> None:
     async with sim_client(vtime, output_tokens=64) as client:
         response = await client.post("/api/generate", json=ollama_body())
@@ -177,6 +197,22 @@ async def test_the_next_turn_reads_only_what_the_cache_does_not_hold(vtime: Virt
     assert two["prompt_eval_cached_count"] == 100  # the first turn's prompt
     assert two["prompt_eval_duration"] == pytest.approx(1.01e9)  # 101 tokens read, not 201
     assert stats["totals"]["cached_tokens"] == 100
+
+
+async def test_the_cache_holds_the_answer_too(vtime: VirtualTime) -> None:
+    """The next turn repeats the answer the neuron wrote: the cache holds that as well (as
+    llama.cpp's slots do), so only the new user message is read."""
+    first = [{"role": "user", "content": "word " * 100}]
+    async with sim_client(vtime, prefill_tps=100.0, cache_slots=1) as client:
+        body = {"model": "m1", "messages": first, "stream": False, "options": {"num_predict": 8}}
+        answer = (await client.post("/api/chat", json=body)).json()["message"]["content"]
+        second = [*first, {"role": "assistant", "content": answer}]
+        second.append({"role": "user", "content": "word " * 10})
+        reply = (await client.post("/api/chat", json=body | {"messages": second})).json()
+    assert len(answer.split()) == 8
+    assert reply["prompt_eval_count"] == 118
+    assert reply["prompt_eval_cached_count"] == 108  # the first prompt and its answer
+    assert reply["prompt_eval_duration"] == pytest.approx(0.1e9)  # 10 tokens read
 
 
 async def test_the_prompt_cache_evicts_the_least_recently_read(vtime: VirtualTime) -> None:

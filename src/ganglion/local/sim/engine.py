@@ -9,7 +9,8 @@ The model, per request::
 
     wait for a slot (FIFO)  ->  load the model (once per model)  ->  prefill the prompt
     (only past its longest prefix in the prompt cache, with ``--cache-slots``)
-    ->  decode, k streams decoding at once each at min(tps, aggregate_tps / k)
+    ->  decode, k streams decoding at once each at min(tps, aggregate_tps / k) (the cache
+    then holds the prompt and the answer written after it)
     ->  (a stalled job: after ``stall_after`` tokens, hold the slot and send nothing more)
 
 Time comes from an injected ``clock`` and ``sleep`` (the real process uses
@@ -39,7 +40,9 @@ WallClock = Callable[[], datetime]
 Fault = Literal["fail", "hang", "stall"]
 
 TICK_S = 0.03
-"""Tokens are emitted in batches about this far apart, so high rates cost few wake-ups."""
+"""Tokens are emitted in batches about this far apart, so high rates cost few wake-ups. The
+first token comes alone, as soon as it is written: a batch would add up to a tick to the
+time to first token, which a real server does not."""
 
 LOG_LIMIT = 100_000
 """The request log keeps this many most recent entries (the totals count them all)."""
@@ -231,9 +234,12 @@ class Simulator:
                     timings.load_s = await self._ensure_loaded(job.model)
                     timings.prompt_s = await self._read_prompt(job, timings)
                     pieces = job.pieces[: job.stall_after]  # all of them unless stalling
-                    async with aclosing(self._decode(pieces, timings)) as batches:
-                        async for batch in batches:
-                            yield batch
+                    try:
+                        async with aclosing(self._decode(pieces, timings)) as batches:
+                            async for batch in batches:
+                                yield batch
+                    finally:
+                        self._hold_answer(job, pieces[: timings.eval_count])
                     if job.stall_after is not None:
                         await self._stall()
                 finally:
@@ -274,6 +280,12 @@ class Simulator:
         self.prompt_cache.remember(job.prompt)
         return seconds
 
+    def _hold_answer(self, job: Generation, written: list[str]) -> None:
+        """The slot holds the answer it wrote after the prompt, as llama.cpp's and Ollama's
+        do: the next turn, which repeats that answer, reads neither again."""
+        if job.prompt is not None and self.config.cache_slots and written:
+            self.prompt_cache.grow(job.prompt, job.prompt + "".join(written).split())
+
     async def _prefill(self, prompt_tokens: int) -> float:
         start = self.clock()
         self.totals.prompt_tokens += prompt_tokens
@@ -299,7 +311,8 @@ class Simulator:
             while timings.eval_count < len(pieces):
                 sent = timings.eval_count
                 rate = self.stream_rate()
-                count = min(max(1, int(rate * TICK_S)), len(pieces) - sent)
+                batch = max(1, int(rate * TICK_S)) if sent else 1
+                count = min(batch, len(pieces) - sent)
                 due += count / rate
                 delay = due - self.clock()
                 if delay > 0:
