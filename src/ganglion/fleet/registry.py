@@ -49,8 +49,9 @@ from ganglion.store.schema import NeuronRow, NodeReportRow
 
 #: A probe asks everything (Ollama: ``/api/version``, ``/api/tags``, ``/api/ps``) on a
 #: neuron's first success in a row (at start, and when it comes back), and the model list on
-#: every this-many-th after it; the others are one request (``/api/ps``), plus the model list
-#: when that shows a model loaded that the list lacks.
+#: every this-many-th after it (which of them, by the neuron's id: a fleet registered at once
+#: does not ask every list in the same round); the others are one request (``/api/ps``), plus
+#: the model list when that shows a model loaded that the list lacks.
 MODELS_EVERY = 6
 
 AdapterFactory = Callable[[Dialect, str], NeuronAdapter]
@@ -389,7 +390,7 @@ class Registry:
         if successes == 0:
             return await adapter.probe()
         result = await adapter.probe(models=False)
-        due = successes % MODELS_EVERY == 0
+        due = (successes + neuron.id) % MODELS_EVERY == 0
         if result.models is None and (
             due or any(m not in neuron.models for m in result.loaded or ())
         ):
