@@ -266,6 +266,10 @@ class Registry:
             row = await asyncio.to_thread(self.store.add_neuron, row)
             neuron = self._from_row(row)
             neuron.loaded, neuron.memory = probe.loaded, probe.memory
+            # That probe asked everything: it is the first success in a row, and the prober's
+            # next one is a heartbeat, not the same three requests again.
+            neuron.health.probe_succeeded(self.limits)
+            neuron.health.probed_at = self.clock()
             self._neurons[name] = neuron
         self._notify(neuron)
         return neuron
