@@ -131,7 +131,7 @@ class _Connection(asyncio.Protocol):
         self.heard = True
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.close()
             why = f"not an HTTP answer ({exc})"
             self._settle(NoAnswer(why) if not self.headers_done else self._reply(why))
