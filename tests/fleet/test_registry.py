@@ -18,6 +18,7 @@ from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect
 from ganglion.store import Store
 from tests.fakes import FakeOllama
+from tests.neurons.conftest import Upstream, served
 
 
 def registry_on(tmp_path: Path, handler: Callable[..., Any], **settings: Any) -> Registry:
@@ -170,3 +171,29 @@ async def test_a_fleet_registered_at_once_asks_its_model_lists_in_different_roun
             await registry.probe(neuron)
         assert fake.log.count("/api/tags") == 1
     await registry.aclose()
+
+
+class Ollama(Upstream):
+    """A real server on loopback for the three paths a probe asks."""
+
+    async def answer(self, path: str, send: Any) -> None:
+        body = {"/api/version": b'{"version": "0.12.0"}'}.get(path, b'{"models": []}')
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_registered_neurons_probes_reuse_the_connection_its_registration_opened(
+    tmp_path: Path,
+) -> None:
+    """A thousand neurons registered at once cost no second thousand handshakes at the
+    prober's next round."""
+    app = Ollama()
+    async with served(app) as url:
+        registry = Registry(Store.open(f"sqlite:///{tmp_path / 'r.db'}"))
+        neuron = await registry.add(url, name="gpu", api=Dialect.OLLAMA)
+        for _ in range(3):
+            await registry.probe(neuron)
+        await registry.aclose()
+    assert len(app.ports) == 3 + 3  # three to register, then one a probe
+    assert len(set(app.ports)) == 1
