@@ -253,7 +253,7 @@ def _aiohttp_says(exc: BaseException) -> str:
 
 
 class LeanLink:
-    """GETs (probes, model lists) through :mod:`ganglion.neurons.lean`: about a fifth of
+    """GETs (probes, model lists) through :mod:`ganglion.neurons.lean`: about a quarter of
     aiohttp's CPU a request, which a thousand neurons' probes pay a hundred times a second."""
 
     def __init__(self, gets: LeanGets) -> None:

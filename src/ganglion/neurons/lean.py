@@ -2,7 +2,7 @@
 
 A thousand neurons probed every ten seconds are a hundred small GETs a second. Through
 aiohttp each cost about 0.2 ms of CPU here: a URL, a request and its headers, a response, a
-stream reader and half a dozen futures, every time. Here one costs about a fifth of that:
+stream reader and half a dozen futures, every time. Here one costs about a quarter of that:
 the request's bytes are built once per path, llhttp (``httptools``, the parser uvicorn
 uses) reads the answer, and one future waits for it.
 
