@@ -4,7 +4,10 @@ It is as cheap as an upstream can be in Python: one raw ASGI function on uvicorn
 httptools and uvloop, every answer a few preformatted bytes. It does no inference; it is the
 "upstream directly" line that the gateway's cost is set against. An answer has as many
 chunks as the request's token limit (``options.num_predict`` or ``max_tokens``; 16 when
-unset), so that the cost of one chunk can be told from the cost of one request.
+unset), so that the cost of one chunk can be told from the cost of one request. Its OpenAI
+answers carry ``timings`` as llama.cpp's server's do, so the gateway asks it for a whole
+answer as one body where it can (a server without them, such as vLLM, is streamed from for
+whole answers too: see docs/gateway.md, "Whole answers").
 
     python benchmarks/_upstream.py --port 18000
 """
@@ -62,6 +65,7 @@ def openai(path: str, body: dict[str, Any]) -> tuple[list[tuple[bytes, bytes]], 
     chunks = int(body.get("max_tokens") or body.get("max_completion_tokens") or DEFAULT_CHUNKS)
     chat = path == "/v1/chat/completions"
     usage = {"prompt_tokens": 8, "completion_tokens": chunks, "total_tokens": 8 + chunks}
+    timings = {"prompt_n": 8, "prompt_ms": 0.5, "predicted_n": chunks, "predicted_ms": 1.0}
     head = {"id": "cmpl-1", "created": 0, "model": MODEL}
 
     def choice(text: str, finish: str | None, delta: bool) -> dict[str, Any]:
@@ -71,13 +75,13 @@ def openai(path: str, body: dict[str, Any]) -> tuple[list[tuple[bytes, bytes]], 
     kind = "chat.completion" if chat else "text_completion"
     if not body.get("stream"):
         answer = {**head, "object": kind, "choices": [choice(WORD * chunks, "stop", False)]}
-        return JSON, [_dump({**answer, "usage": usage})]
+        return JSON, [_dump({**answer, "usage": usage, "timings": timings})]
     kind += ".chunk" if chat else ""
     events = [
         b"data: " + _dump({**head, "object": kind, "choices": [choice(WORD, None, True)]}) + b"\n\n"
         for _ in range(chunks)
     ]
-    final = {**head, "object": kind, "choices": [choice("", "stop", True)]}
+    final = {**head, "object": kind, "choices": [choice("", "stop", True)], "timings": timings}
     tail = {**head, "object": kind, "choices": [], "usage": usage}
     events += [b"data: " + _dump(final) + b"\n\n", b"data: " + _dump(tail) + b"\n\n"]
     return SSE, [*events, b"data: [DONE]\n\n"]

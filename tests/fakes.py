@@ -29,6 +29,7 @@ class FakeOllama:
     refuse: int | None = None  # generation requests answer this HTTP status
     in_memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # /api/ps: size, VRAM
     log: list[str] = field(default_factory=list)
+    streamed: list[bool] = field(default_factory=list)  # each generation request: streamed?
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.log.append(request.url.path)
@@ -60,6 +61,7 @@ class FakeOllama:
         return httpx.Response(404, json={"error": f"no route {path}"})
 
     def _generate(self, body: dict[str, object], *, chat: bool) -> httpx.Response:
+        self.streamed.append(bool(body.get("stream", True)))
         options = body.get("options") or {}
         assert isinstance(options, dict)
         count = int(options.get("num_predict") or 16)

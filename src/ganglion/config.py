@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     prefix_cache_slots: int = Field(default=0, ge=0)
     first_byte_timeout_s: float = Field(default=120.0, gt=0)
     idle_timeout_s: float = Field(default=60.0, gt=0)
+    whole_timeout_s: float = Field(default=600.0, gt=0)
     max_attempts: int = Field(default=3, ge=1)
     cooldown_s: float = Field(default=15.0, ge=0)
     max_queue: int = Field(default=32, ge=0)

@@ -1,26 +1,31 @@
-"""Sending one request into the fleet: route, fail over before the first byte, measure.
+"""Sending one request into the fleet: route, fail over before the caller sees anything,
+measure.
 
-The gateway always *streams* from neurons, whatever the caller asked: the first chunk tells
-that the neuron is really answering (so failover can happen before anything reaches the
-caller), timeouts apply between chunks, and the final chunk carries the token stats that
-feed the speed estimates. Callers that asked for one JSON answer get the chunks collected.
+A streamed request is streamed from its neuron (:meth:`Dispatcher.open`): the first chunk
+tells that the neuron is really answering, so failover happens before anything reaches the
+caller; the idle timeout applies between chunks; the final chunk carries the token stats
+that feed the speed estimates. A request for one JSON answer (:meth:`Dispatcher.complete`)
+reaches its caller only whole, so a failure at any point fails over; it is streamed from a
+candidate that has a next one to fail over to, and asked for as one body of the last (or
+pinned) one, which then sends one body rather than a chunk per token.
 
-    dispatch ──▶ Router.rank ──▶ for each candidate: open stream, wait for the first chunk
-                                   ├─ fails before the first chunk: cool down, next one
-                                   └─ answers: Stream (first chunk + the rest, measured)
+    dispatch ──▶ Router.rank ──▶ for each candidate: send, wait for the first chunk (or all)
+                                   ├─ fails first: cool down, next one
+                                   └─ answers: Stream (first chunk + the rest), or Whole
 
-Every wait on a neuron (its first chunk, each next one) ends at its timeout, or as soon as
-the probes find the neuron offline, whichever comes first: a cut link or a dead host costs
-a request a few probe intervals, not the whole timeout. A neuron that fails mid-answer
-cools down too, so the next request goes elsewhere first.
+Every wait on a neuron (its first chunk, each next one, a whole answer) ends at its
+timeout, or as soon as the probes find the neuron offline, whichever comes first: a cut
+link or a dead host costs a request a few probe intervals, not the whole timeout. A neuron
+that fails mid-answer cools down too, so the next request goes elsewhere first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from ganglion.errors import (
     AllNeuronsFailed,
@@ -37,17 +42,37 @@ from ganglion.errors import (
 from ganglion.fleet.neuron import Neuron
 from ganglion.fleet.registry import Registry
 from ganglion.fleet.traffic import FailureKind, RequestObserver, Silent, failure_kind
-from ganglion.neurons.base import Chunk, Embeddings, NeuronAdapter, TokenStats
-from ganglion.routing import Job, Router
+from ganglion.neurons.base import (
+    ChatCall,
+    Chunk,
+    Completion,
+    Embeddings,
+    GenerateCall,
+    NeuronAdapter,
+    TokenStats,
+    collected,
+)
+from ganglion.routing import Estimate, Job, Router
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class Timeouts:
+    """How long a neuron may be waited on: for its first chunk, between chunks, and for a
+    whole answer (at least ``whole_s``, and at least the first-chunk limit plus twice the
+    time the router predicts the answer to take, so a long answer on a slow neuron is not
+    cut short)."""
+
     first_byte_s: float = 120.0
     idle_s: float = 60.0
+    whole_s: float = 600.0
+
+    def whole(self, estimate: Estimate) -> float:
+        return max(self.whole_s, self.first_byte_s + 2 * estimate.finish_s)
 
 
-StreamFactory = Callable[[NeuronAdapter], AsyncIterator[Chunk]]
+Call = ChatCall | GenerateCall
 
 
 @dataclass
@@ -66,17 +91,42 @@ class Stream:
     def __aiter__(self) -> AsyncIterator[Chunk]:
         return self._rest
 
-    async def collect(self) -> tuple[str, Chunk]:
-        """The whole text and the final chunk."""
-        parts = [self.first.text]
-        last = self.first
-        async for chunk in self:
-            parts.append(chunk.text)
-            last = chunk
-        return "".join(parts), last
-
     async def aclose(self) -> None:
         await self._stack.aclose()
+
+
+@dataclass(frozen=True)
+class Whole:
+    """A whole answer: the neuron that gave it, and the answer."""
+
+    neuron: Neuron
+    model: str
+    completion: Completion
+    cached_tokens: int = 0
+    """Prompt tokens the neuron was predicted to hold in its KV cache when it was chosen."""
+
+
+#: One try on one neuron: given its estimate, the stack that holds its slot, the watch on its
+#: waits, and whether it is the final try, the answer started (or whole).
+Attempt = Callable[[Estimate, contextlib.AsyncExitStack, "Watch", bool], Awaitable[T]]
+
+
+def stream_of(adapter: NeuronAdapter, request: Call) -> AsyncIterator[Chunk]:
+    """``request``'s answer, streamed."""
+    if isinstance(request, ChatCall):
+        return adapter.chat_stream(request)
+    return adapter.generate_stream(request)
+
+
+def ask_whole(adapter: NeuronAdapter, request: Call) -> Coroutine[Any, Any, Completion]:
+    """``request``'s answer, whole: asked for as one body when the neuron's whole answers say
+    what they cost (Ollama, llama.cpp's server); else streamed and put together, so that the
+    speed estimates still learn its decode speed (``NeuronAdapter.times_whole_answers``)."""
+    if not adapter.times_whole_answers:
+        return collected(stream_of(adapter, request), request.model)
+    if isinstance(request, ChatCall):
+        return adapter.chat(request)
+    return adapter.generate(request)
 
 
 class Dispatcher:
@@ -96,25 +146,96 @@ class Dispatcher:
         self.observer: RequestObserver = observer or Silent()
 
     async def open(
-        self, job: Job, make: StreamFactory, *, endpoint: str, pinned: str | None = None
+        self, job: Job, request: Call, *, endpoint: str, pinned: str | None = None
     ) -> Stream:
         """Start the answer on the best neuron that really answers; fail over before that."""
+
+        async def start(
+            estimate: Estimate, stack: contextlib.AsyncExitStack, watch: Watch, final: bool
+        ) -> Stream:
+            neuron, cached = estimate.neuron, estimate.cached_tokens
+            stream = stream_of(neuron.adapter, request)
+            stack.push_async_callback(_close, stream)
+            first = await watch.next(stream)
+            watch.timeout_s = self.timeouts.idle_s
+            rest = self._rest(neuron, job.model, endpoint, first, watch, stream, stack, cached)
+            return Stream(neuron, job.model, first, rest, stack, cached_tokens=cached)
+
+        return await self._first(job, endpoint, pinned, start)
+
+    async def complete(
+        self, job: Job, request: Call, *, endpoint: str, pinned: str | None = None
+    ) -> Whole:
+        """The whole answer from the best neuron that gives one. The caller sees nothing
+        until it is whole, so a failure at any point fails over to the next candidate.
+
+        A candidate that can still fail over is streamed from, and its chunks put together:
+        only arriving tokens tell a stalled neuron from a long answer, with the first-byte
+        and idle timeouts. The last one to try (or the one pinned) has no next candidate to
+        move to, so it is asked for one body, which costs the gateway one read instead of a
+        chunk per token; its wait ends at :meth:`Timeouts.whole`, or when it goes offline."""
+
+        async def ask(
+            estimate: Estimate, stack: contextlib.AsyncExitStack, watch: Watch, final: bool
+        ) -> Whole:
+            neuron = estimate.neuron
+            if final:
+                watch.timeout_s = self.timeouts.whole(estimate)
+                completion = await watch.wait(ask_whole(neuron.adapter, request))
+            else:
+                completion = await self._gather(neuron.adapter, request, stack, watch)
+            await stack.aclose()
+            self.observer.request_finished(neuron.name, job.model, endpoint, completion.stats)
+            await self.registry.record_success(
+                neuron, job.model, completion.stats, predicted_cached=estimate.cached_tokens
+            )
+            return Whole(neuron, job.model, completion, estimate.cached_tokens)
+
+        return await self._first(job, endpoint, pinned, ask)
+
+    async def _gather(
+        self,
+        adapter: NeuronAdapter,
+        request: Call,
+        stack: contextlib.AsyncExitStack,
+        watch: Watch,
+    ) -> Completion:
+        """A streamed answer put together, within the first-byte and idle timeouts."""
+        stream = stream_of(adapter, request)
+        stack.push_async_callback(_close, stream)
+        chunk = await watch.next(stream)
+        watch.timeout_s = self.timeouts.idle_s
+        parts = [chunk.text]
+        while not chunk.done:
+            chunk = await watch.next(stream)
+            parts.append(chunk.text)
+        return Completion(
+            request.model, "".join(parts), chunk.stats or TokenStats(), chunk.done_reason
+        )
+
+    async def _first(self, job: Job, endpoint: str, pinned: str | None, attempt: Attempt[T]) -> T:
+        """``attempt`` on the ranked candidates in turn, until one answers. Each attempt
+        holds its neuron's slot (``Router.admit``) and in-flight count, and is told whether
+        it is the ``final`` one (pinned, or the last candidate). Its waits end at the
+        watch's timeout (first-byte, until the attempt changes it) or when the neuron goes
+        offline. A failure cools its neuron down and counts against its health; a 4xx that
+        is the caller's fault is passed on at once."""
         ranked = self.router.rank(job, pinned=pinned)
         if not ranked:
             raise self.unavailable(job.model)
+        candidates = ranked[: self.max_attempts]
         failures: list[str] = []
-        for estimate in ranked[: self.max_attempts]:
+        for tried, estimate in enumerate(candidates, start=1):
             neuron = estimate.neuron
+            final = pinned is not None or tried == len(candidates)
             stack = contextlib.AsyncExitStack()
             stack.enter_context(self.router.admit(estimate, job))
             await stack.enter_async_context(self.registry.track(neuron))
             self.observer.request_started(neuron.name, job.model, endpoint)
-            stream = make(neuron.adapter)
-            stack.push_async_callback(_close, stream)
             watch = Watch(neuron.name, self.registry.lost(neuron), self.timeouts.first_byte_s)
             stack.callback(watch.close)
             try:
-                first = await watch.next(stream)
+                answer = await attempt(estimate, stack, watch, final)
             except NeuronRequestError as error:
                 await stack.aclose()
                 self.observer.request_failed(
@@ -122,12 +243,12 @@ class Dispatcher:
                 )
                 if error.status_code is not None and _callers_fault(error.status_code):
                     raise NeuronRefused(str(error), error.status_code) from None
-                failures.append(await self._failed(neuron, error))
+                failures.append(await self._failed(neuron, error, watch.timeout_s))
             except (NeuronError, TimeoutError, StopAsyncIteration) as error:
                 await stack.aclose()
                 self.observer.request_failed(neuron.name, job.model, endpoint, failure_kind(error))
-                failures.append(await self._failed(neuron, error))
-            except BaseException:  # the caller went away before the first token
+                failures.append(await self._failed(neuron, error, watch.timeout_s))
+            except BaseException:  # the caller went away before the answer
                 await stack.aclose()
                 self.observer.request_failed(
                     neuron.name, job.model, endpoint, FailureKind.STREAM_BROKEN
@@ -135,11 +256,8 @@ class Dispatcher:
                 raise
             else:
                 self.router.warm_up(neuron)
-                watch.timeout_s = self.timeouts.idle_s
-                cached = estimate.cached_tokens
-                self.observer.prefix_predicted(neuron.name, job.model, cached)
-                rest = self._rest(neuron, job.model, endpoint, first, watch, stream, stack, cached)
-                return Stream(neuron, job.model, first, rest, stack, cached_tokens=cached)
+                self.observer.prefix_predicted(neuron.name, job.model, estimate.cached_tokens)
+                return answer
         raise AllNeuronsFailed(
             f"no neuron could serve {job.model!r}: "
             + "; ".join(failures)
@@ -178,9 +296,9 @@ class Dispatcher:
             "or pull it on a neuron"
         )
 
-    async def _failed(self, neuron: Neuron, error: BaseException) -> str:
+    async def _failed(self, neuron: Neuron, error: BaseException, waited_s: float) -> str:
         reason = str(error) or (
-            f"no first token within {self.timeouts.first_byte_s:.0f} s"
+            f"no answer within {waited_s:.0f} s"
             if isinstance(error, TimeoutError)
             else type(error).__name__
         )
@@ -250,7 +368,12 @@ class Watch:
 
     async def next(self, stream: AsyncIterator[Chunk]) -> Chunk:
         """The stream's next chunk, within the watch's limits."""
+        return await self.wait(anext(stream))
+
+    async def wait(self, step: Awaitable[T]) -> T:
+        """``step``'s result, within the watch's limits."""
         if self.lost.done():
+            _discard(step)
             raise NeuronUnreachable(f"{self.name} went offline: {self.lost.result()}")
         self._task = asyncio.current_task()
         self._since = self._loop.time()
@@ -260,7 +383,7 @@ class Watch:
                 self._timer.cancel()
             self._timer = self._loop.call_at(due, self._check)
         try:
-            return await anext(stream)
+            return await step
         except asyncio.CancelledError:
             assert self._task is not None
             if self._cut is None or self._task.uncancel() > 0:
@@ -292,6 +415,13 @@ class Watch:
         if self._cut is None and self._task is not None:
             self._cut = why
             self._task.cancel()
+
+
+def _discard(step: Awaitable[object]) -> None:
+    """Close a coroutine that will not be awaited, so it is not reported as forgotten."""
+    close = getattr(step, "close", None)
+    if close is not None:
+        close()
 
 
 async def _close(stream: AsyncIterator[Chunk]) -> None:

@@ -7,6 +7,7 @@ A neuron URL has one form everywhere: ``http(s)://HOST[:PORT][/PATH]`` with no t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import resource
@@ -31,8 +32,10 @@ def raise_open_files(wanted: int | None = None) -> int:
     return soft
 
 
+@functools.lru_cache(maxsize=256)
 def is_loopback(host: str) -> bool:
-    """Whether ``host`` (a name, an IP address, or an IPv6 one in brackets) is this machine."""
+    """Whether ``host`` (a name, an IP address, or an IPv6 one in brackets) is this machine.
+    Remembered: the gateway asks about its own bind address on every request."""
     if host in LOOPBACK_NAMES:
         return True
     try:

@@ -48,6 +48,9 @@ many times, reading its prompt again each time (while the cache stays full, a co
 pushed out pushes out another: the cost of a first eviction is rarely one re-read). A raw
 prompt (``/api/generate``, ``/v1/completions``) costs nothing to push out."""
 DEFAULT_OUTPUT_TOKENS = 256
+MAX_OUTPUT_TOKENS = 1 << 20
+"""The most output a job is taken to owe: a caller may ask for any number of tokens, but no
+answer outgrows its model's context (and a float cannot hold every integer)."""
 DEFAULT_LOAD_S = 5.0
 
 

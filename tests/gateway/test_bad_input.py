@@ -211,6 +211,27 @@ def test_wrong_values_are_refused_with_the_rule(gateway: Proc) -> None:
     assert "http://HOST:PORT" in message(bad_url)
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/chat/completions", {"seed": 10**30, "stream": False}),
+        ("/v1/chat/completions", {"max_tokens": 10**400, "stream": True}),
+        ("/api/chat", {"options": {"seed": -(10**30)}, "stream": False}),
+        ("/api/chat", {"options": {"num_predict": 10**400}}),
+    ],
+)
+def test_numbers_past_64_bits_are_the_neurons_to_judge(
+    gateway: Proc, path: str, body: dict[str, Any]
+) -> None:
+    """JSON has no integer limit; a fast encoder does (64 bits), and so does a float. The
+    gateway passes such a number on as it came, and the neuron says whether it takes it
+    (the simulated one writes up to its context: the first line is enough here)."""
+    chat = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", f"{gateway.url}{path}", json=chat | body, timeout=30) as response:
+        assert response.status_code == 200, response.read()
+        assert next(response.iter_lines())
+
+
 def test_unknown_endpoints_and_methods_answer_in_the_dialect(gateway: Proc) -> None:
     missing = httpx.post(f"{gateway.url}/v1/no-such-thing", json={})
     assert missing.status_code == 404

@@ -4,7 +4,9 @@ of a real llama.cpp neuron (OpenAI dialect) and simulated neurons (Ollama dialec
 from __future__ import annotations
 
 import importlib.util
+import json
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -187,6 +189,24 @@ def test_failover_refused_hung_and_dead_neurons(spawn: Spawner, db_url: str) -> 
     assert served.headers["X-Ganglion-Neuron"] == "healthy"
     statuses = {n["name"]: n["status"] for n in httpx.get(f"{gateway.url}/fleet/neurons").json()}
     assert statuses["failing"] != "offline"  # failed requests are not death
+
+
+def test_a_client_that_leaves_mid_answer_frees_its_neuron(spawn: Spawner, db_url: str) -> None:
+    gateway = spawn.gateway(db_url, probe_interval=30)
+    sim = spawn.sim(5, model="m")  # 200 tokens at 5 tok/s: 40 s, were the stream read out
+    add(gateway, sim.url, "slowpoke")
+    body = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        with http.stream("POST", "/api/chat", json=body | {"options": {"num_predict": 200}}) as r:
+            first = json.loads(next(r.iter_lines()))
+            assert first["message"]["content"]
+        deadline = time.monotonic() + 20
+        while (busy := http.get("/fleet/neurons/slowpoke").json()["in_flight"]) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)
+        assert busy == 0  # the gateway closed the neuron's stream when its client left
+        assert 'kind="stream_broken"' in http.get("/metrics").text
 
 
 def test_death_mid_stream_is_an_error_not_a_hang(spawn: Spawner, db_url: str) -> None:

@@ -106,6 +106,43 @@ async def test_failover_when_a_neuron_hangs_before_the_first_token(
     assert response.json()["choices"][0]["message"]["content"] == "word " * 3
 
 
+async def test_a_whole_answer_is_asked_whole_only_where_nothing_is_left_to_fail_over_to(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, _ = client
+    fast, slow = fleet.neurons["fast:11434"], fleet.neurons["slow:11434"]
+    fast.streamed.clear()
+    first = await http.post("/api/chat", json=CHAT | {"stream": False})
+    assert first.headers["X-Ganglion-Neuron"] == "fast"
+    assert fast.streamed == [True]  # slow was next: a stalled fast had to be told in time
+    pinned = await http.post(
+        "/v1/chat/completions", json=CHAT | {"max_tokens": 4}, headers={"X-Ganglion-Neuron": "slow"}
+    )
+    assert pinned.json()["choices"][0]["message"]["content"] == "word " * 4
+    fast.up = False
+    last = await http.post(
+        "/api/generate", json={"model": "llama3", "prompt": "x", "stream": False}
+    )
+    assert last.headers["X-Ganglion-Neuron"] == "slow"
+    assert last.json()["response"] == "word " * 16
+    assert last.json()["eval_count"] == 16
+    assert slow.streamed[-2:] == [False, False]  # pinned, then the last candidate: one body
+
+
+async def test_a_whole_answer_that_breaks_midway_fails_over(
+    client: tuple[httpx.AsyncClient, Gateway], fleet: FakeFleet
+) -> None:
+    http, gateway = client
+    fleet.neurons["fast:11434"].die_after = 3
+    response = await http.post("/api/chat", json=CHAT | {"stream": False})
+    assert response.status_code == 200, response.text
+    assert response.headers["X-Ganglion-Neuron"] == "slow"  # the caller had seen nothing yet
+    assert response.json()["message"]["content"] == "word " * 16
+    assert "broke off midway" in str(gateway.registry.get("fast").health.errors[-1])
+    again = await http.post("/api/chat", json=CHAT | {"stream": False})
+    assert again.headers["X-Ganglion-Neuron"] == "slow"  # fast is cooling down
+
+
 async def test_a_request_waiting_on_a_neuron_that_goes_offline_fails_over_at_once(
     fleet: FakeFleet, tmp_path: Path
 ) -> None:

@@ -296,6 +296,34 @@ async def test_stream_with_timings_in_last_chunk_uses_them(make_adapter, timed_s
     assert stats.ttft_s == pytest.approx(0.1)
 
 
+async def test_whole_answers_are_known_to_be_timed_once_an_answer_had_timings(
+    make_adapter, timed_stream
+) -> None:
+    """vLLM sends no timings: a whole answer from it cannot say its decode time, so the
+    gateway keeps streaming from it. llama.cpp's server sends them in every answer."""
+    with_timings = True
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        extra = {"timings": TIMINGS} if with_timings else {}
+        if body_of(request)["stream"]:
+            events = sse(delta("a"), delta("", finish="stop", usage=USAGE, **extra), "[DONE]")
+            return httpx.Response(200, stream=timed_stream([(0.1, e) for e in events]))
+        return httpx.Response(200, json=completion("hi", usage=USAGE, **extra))
+
+    with_timings = False
+    vllm = make_adapter(handler)
+    await drain(vllm.chat_stream(QUIET))
+    await vllm.chat(QUIET)
+    assert vllm.times_whole_answers is False
+    with_timings = True
+    streamed_first = make_adapter(handler)
+    await drain(streamed_first.chat_stream(QUIET))
+    assert streamed_first.times_whole_answers is True
+    whole_first = make_adapter(handler)
+    await whole_first.chat(QUIET)
+    assert whole_first.times_whole_answers is True
+
+
 # --- completions and embeddings ---------------------------------------------------------
 
 

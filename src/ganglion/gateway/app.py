@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import Depends, FastAPI
+from starlette.types import Receive, Scope, Send
 
 from ganglion import __version__
 from ganglion.config import Settings
@@ -75,7 +77,11 @@ async def open_gateway(
         cache_slots=settings.prefix_cache_slots,
         board=board,
     )
-    timeouts = Timeouts(first_byte_s=settings.first_byte_timeout_s, idle_s=settings.idle_timeout_s)
+    timeouts = Timeouts(
+        first_byte_s=settings.first_byte_timeout_s,
+        idle_s=settings.idle_timeout_s,
+        whole_s=settings.whole_timeout_s,
+    )
     dispatcher = Dispatcher(
         registry, router, timeouts=timeouts, max_attempts=settings.max_attempts, observer=metrics
     )
@@ -91,6 +97,23 @@ async def open_gateway(
     )
     orchestra.events.listen(metrics.run_event)
     return Gateway(settings, store, registry, prober, router, dispatcher, metrics, orchestra)
+
+
+class GatewayApp(FastAPI):
+    """FastAPI, with the hot paths (:mod:`ganglion.gateway.hot`) answered before its own
+    middleware stack (errors, telemetry, body limits: what every other route goes through,
+    and what the hot paths do for themselves), and everything else passed to it."""
+
+    def __init__(self, *, max_body_bytes: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.hot = hot.HotPaths(self._framework, max_bytes=max_body_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scope["app"] = self
+        await self.hot(scope, receive, send)
+
+    async def _framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -133,7 +156,8 @@ def create_app(
             if board is not None:
                 board.close()
 
-    app = FastAPI(
+    app = GatewayApp(
+        max_body_bytes=settings.max_body_bytes,
         title="ganglion gateway",
         version=__version__,
         summary="One Ollama- and OpenAI-compatible endpoint for a whole fleet of LLM servers.",
@@ -141,7 +165,6 @@ def create_app(
     )
     errors.install(app)
     app.add_middleware(bodies.RequestBodies, max_bytes=settings.max_body_bytes)
-    app.add_middleware(hot.HotPaths, max_bytes=settings.max_body_bytes)  # outermost
     app.state.metrics = Metrics()
     app.state.store_check = health.StoreCheck()
     app.include_router(health.router)  # probes carry no API key

@@ -11,10 +11,9 @@ from urllib.parse import quote, unquote
 
 from fastapi import Request
 
-from ganglion.dispatch import Stream
 from ganglion.fleet.neuron import Neuron
 from ganglion.prefixes import CHARS_PER_TOKEN, of_messages, of_text
-from ganglion.routing import DEFAULT_OUTPUT_TOKENS, Job
+from ganglion.routing import DEFAULT_OUTPUT_TOKENS, MAX_OUTPUT_TOKENS, Job
 
 PIN_HEADER = "X-Ganglion-Neuron"
 CACHE_HEADER = "X-Ganglion-Cache"
@@ -36,30 +35,36 @@ def served_by(neuron: Neuron) -> dict[str, str]:
     return {PIN_HEADER: quote(neuron.name, safe="")}
 
 
-def answered(stream: Stream) -> dict[str, str]:
+def answered(neuron: Neuron, cached_tokens: int) -> dict[str, str]:
     """The headers of a chat or completion answer: who served it (``X-Ganglion-Neuron``),
     and whether its neuron was predicted to hold part of its prompt in its KV cache
     (``X-Ganglion-Cache: hit`` or ``miss``)."""
-    cache = "hit" if stream.cached_tokens > 0 else "miss"
-    return served_by(stream.neuron) | {CACHE_HEADER: cache}
+    cache = "hit" if cached_tokens > 0 else "miss"
+    return served_by(neuron) | {CACHE_HEADER: cache}
 
 
 def job(model: str, texts: Iterable[Any], max_tokens: int | None) -> Job:
     """A routing estimate for embeddings: about four characters a token."""
     chars = sum(len(t if isinstance(t, str) else json.dumps(t)) for t in texts)
-    return Job(model, chars // CHARS_PER_TOKEN, max_tokens or DEFAULT_OUTPUT_TOKENS)
+    return Job(model, chars // CHARS_PER_TOKEN, _budget(max_tokens))
 
 
 def chat_job(model: str, messages: Iterable[Mapping[str, Any]], max_tokens: int | None) -> Job:
     """A routing estimate for a chat, with its messages' hash chain for the prefix caches."""
     prompt = of_messages(messages)
-    return Job(model, prompt.total_tokens, max_tokens or DEFAULT_OUTPUT_TOKENS, prompt)
+    return Job(model, prompt.total_tokens, _budget(max_tokens), prompt)
 
 
 def text_job(model: str, prompt: str, max_tokens: int | None) -> Job:
     """A routing estimate for a raw completion prompt, chained in blocks."""
     chain = of_text(prompt)
-    return Job(model, chain.total_tokens, max_tokens or DEFAULT_OUTPUT_TOKENS, chain)
+    return Job(model, chain.total_tokens, _budget(max_tokens), chain)
+
+
+def _budget(max_tokens: int | None) -> int:
+    """The output tokens routing takes a request to owe: what it asked for (capped at
+    :data:`MAX_OUTPUT_TOKENS`), else :data:`DEFAULT_OUTPUT_TOKENS`."""
+    return min(max_tokens, MAX_OUTPUT_TOKENS) if max_tokens else DEFAULT_OUTPUT_TOKENS
 
 
 def split_options(options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

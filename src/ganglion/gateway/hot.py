@@ -2,10 +2,11 @@
 
 ``POST /api/chat``, ``/api/generate``, ``/v1/chat/completions`` and ``/v1/completions`` are
 every token the fleet answers, so they skip what the framework adds per request on its way
-to an endpoint: the route table, dependency injection, reading the body twice (as JSON, then
-into the model). This middleware reads the body once, validates it into the endpoint's own
-model straight from the bytes, checks the API key, and calls the endpoint function itself:
-the same code, the same answers, the same headers.
+to an endpoint: its middleware stack, the route table, dependency injection, reading the
+body twice (as JSON, then into the model). :class:`HotPaths` stands in front of the app
+(``GatewayApp``), reads the body once, validates it into the endpoint's own model straight
+from the bytes, checks the API key, and calls the endpoint function itself: the same code,
+the same answers, the same headers.
 
 Anything off the happy path takes the framework's path instead, with the body already read
 handed on: a body that is not valid for the endpoint, one over the size limit. So every

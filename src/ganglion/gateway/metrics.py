@@ -177,6 +177,17 @@ class Metrics:
             registry=registry,
         )
         self.runs, self.run_seconds = _run_series(registry)
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, made once: ``labels()`` checks and locks on every
+        call, and a request touches a dozen series. A series appears when first used, as
+        before (one a neuron never reported stays absent, not a misleading zero)."""
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _counter(self, name: str, documentation: str) -> Counter:
         return Counter(name, documentation, NEURON_MODEL, registry=self.registry)
@@ -186,9 +197,9 @@ class Metrics:
         self.fleet.neurons = neurons
 
     def request_started(self, neuron: str, model: str, endpoint: str) -> None:
-        self.requests.labels(neuron, model, endpoint).inc()
+        self._child(self.requests, neuron, model, endpoint).inc()
         self._in_flight[neuron, model] = self._in_flight.get((neuron, model), 0) + 1
-        self.in_flight.labels(neuron, model).inc()
+        self._child(self.in_flight, neuron, model).inc()
 
     def request_finished(self, neuron: str, model: str, endpoint: str, stats: TokenStats) -> None:
         self._ended(neuron, model)
@@ -202,26 +213,26 @@ class Metrics:
         )
         for counter, amount in amounts:
             if amount:  # None when the neuron did not say; a counter never goes down
-                counter.labels(neuron, model).inc(max(amount, 0))
+                self._child(counter, neuron, model).inc(max(amount, 0))
         if stats.ttft_s is not None:
-            self.ttft.labels(neuron, model).observe(stats.ttft_s)
+            self._child(self.ttft, neuron, model).observe(stats.ttft_s)
 
     def prefix_predicted(self, neuron: str, model: str, cached_tokens: int) -> None:
         outcome = "hit" if cached_tokens > 0 else "miss"
-        self.cache_predictions.labels(neuron, model, outcome).inc()
+        self._child(self.cache_predictions, neuron, model, outcome).inc()
         if cached_tokens > 0:
-            self.predicted_cached_tokens.labels(neuron, model).inc(cached_tokens)
+            self._child(self.predicted_cached_tokens, neuron, model).inc(cached_tokens)
 
     def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
         """``kind`` is a :class:`~ganglion.fleet.traffic.FailureKind` value (else ValueError)."""
-        self.errors.labels(neuron, model, endpoint, FailureKind(kind).value).inc()
+        self._child(self.errors, neuron, model, endpoint, FailureKind(kind).value).inc()
         self._ended(neuron, model)
 
     def _ended(self, neuron: str, model: str) -> None:
         running = self._in_flight.get((neuron, model), 0)
         if running > 0:  # a failure reported without a start (rejected early) is not running
             self._in_flight[neuron, model] = running - 1
-            self.in_flight.labels(neuron, model).dec()
+            self._child(self.in_flight, neuron, model).dec()
 
     def run_event(self, run_id: str, event: Mapping[str, Any]) -> None:
         """An orchestra event (:meth:`~ganglion.orchestra.events.RunEvents.listen`): a run's

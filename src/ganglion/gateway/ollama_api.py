@@ -12,15 +12,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from ganglion import __version__
-from ganglion.dispatch import Stream
+from ganglion.dispatch import Call, Stream, Whole
 from ganglion.errors import BrokenMidStream
 from ganglion.gateway import front
-from ganglion.gateway.state import GatewayDep
+from ganglion.gateway.state import Gateway, GatewayDep
+from ganglion.gateway.streamed import Streamed
 from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall
-from ganglion.routing import same_model
+from ganglion.routing import Job, same_model
 from ganglion.wire import ollama as wire
 from ganglion.wire.encoding import dumps
 
@@ -76,23 +77,14 @@ async def show(body: wire.ShowRequest, gateway: GatewayDep) -> Response:
 async def chat(body: wire.ChatRequest, request: Request, gateway: GatewayDep) -> Response:
     internal = ChatCall(model=body.model, messages=body.messages, **_shared(body))
     job = front.chat_job(body.model, body.messages, internal.max_tokens)
-    stream = await gateway.dispatcher.open(
-        job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=front.pinned(request)
-    )
-    return await _answer(stream, body.stream, chat=True)
+    return await _answer(gateway, request, job, internal, streaming=body.stream)
 
 
 @router.post("/generate", response_model=None)
 async def generate(body: wire.GenerateRequest, request: Request, gateway: GatewayDep) -> Response:
     internal = GenerateCall(model=body.model, prompt=body.prompt, **_shared(body))
     job = front.text_job(body.model, body.prompt, internal.max_tokens)
-    stream = await gateway.dispatcher.open(
-        job,
-        lambda a: a.generate_stream(internal),
-        endpoint="generate",
-        pinned=front.pinned(request),
-    )
-    return await _answer(stream, body.stream, chat=False)
+    return await _answer(gateway, request, job, internal, streaming=body.stream)
 
 
 @router.post("/embed")
@@ -131,16 +123,28 @@ def _shared(body: wire.ChatRequest | wire.GenerateRequest) -> dict[str, Any]:
     }
 
 
-async def _answer(stream: Stream, streaming: bool, *, chat: bool) -> Response:
-    headers = front.answered(stream)
+async def _answer(
+    gateway: Gateway, request: Request, job: Job, call: Call, *, streaming: bool
+) -> Response:
+    chat = isinstance(call, ChatCall)
+    endpoint, pinned = ("chat" if chat else "generate"), front.pinned(request)
     if streaming:
-        lines = _ndjson(stream, chat=chat)
-        return StreamingResponse(lines, media_type=wire.NDJSON, headers=headers)
-    try:
-        text, last = await stream.collect()
-    finally:
-        await stream.aclose()
-    body = dumps(_reply(stream.model, text, last, chat=chat))
+        stream = await gateway.dispatcher.open(job, call, endpoint=endpoint, pinned=pinned)
+        return _streamed(stream, chat=chat)
+    whole = await gateway.dispatcher.complete(job, call, endpoint=endpoint, pinned=pinned)
+    return _whole(whole, chat=chat)
+
+
+def _streamed(stream: Stream, *, chat: bool) -> Response:
+    headers = front.answered(stream.neuron, stream.cached_tokens)
+    return Streamed(_ndjson(stream, chat=chat), media_type=wire.NDJSON, headers=headers)
+
+
+def _whole(whole: Whole, *, chat: bool) -> Response:
+    answer = whole.completion
+    last = Chunk(answer.text, done=True, stats=answer.stats, done_reason=answer.done_reason)
+    body = dumps(_reply(whole.model, answer.text, last, chat=chat))
+    headers = front.answered(whole.neuron, whole.cached_tokens)
     return Response(body, media_type="application/json", headers=headers)
 
 

@@ -3,20 +3,21 @@ embeddings, streamed as server-sent events with ``stream_options.include_usage``
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
-from ganglion.dispatch import Stream
+from ganglion.dispatch import Call, Stream, Whole
 from ganglion.errors import BrokenMidStream
 from ganglion.gateway import front
-from ganglion.gateway.state import GatewayDep
+from ganglion.gateway.state import Gateway, GatewayDep
+from ganglion.gateway.streamed import Streamed
 from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall, TokenStats
-from ganglion.routing import same_model
+from ganglion.routing import Job, same_model
 from ganglion.wire import openai as wire
 from ganglion.wire import sse
 
@@ -42,11 +43,8 @@ async def chat_completions(
         model=body.model, messages=body.messages, max_tokens=max_tokens, **_shared(body)
     )
     job = front.chat_job(body.model, body.messages, max_tokens)
-    stream = await gateway.dispatcher.open(
-        job, lambda a: a.chat_stream(internal), endpoint="chat", pinned=front.pinned(request)
-    )
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _answer(stream, body.stream, usage, kind="chat")
+    return await _answer(gateway, request, job, internal, streaming=body.stream, usage=usage)
 
 
 @router.post("/completions", response_model=None)
@@ -58,14 +56,8 @@ async def completions(
         model=body.model, prompt=prompt, max_tokens=body.max_tokens, **_shared(body)
     )
     job = front.text_job(body.model, prompt, body.max_tokens)
-    stream = await gateway.dispatcher.open(
-        job,
-        lambda a: a.generate_stream(internal),
-        endpoint="generate",
-        pinned=front.pinned(request),
-    )
     usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await _answer(stream, body.stream, usage, kind="text")
+    return await _answer(gateway, request, job, internal, streaming=body.stream, usage=usage)
 
 
 @router.post("/embeddings")
@@ -118,34 +110,51 @@ def _format(response_format: dict[str, Any] | None) -> str | dict[str, Any] | No
     return None
 
 
-async def _answer(stream: Stream, streaming: bool, usage: bool, *, kind: str) -> Response:
-    headers = front.answered(stream)
+async def _answer(
+    gateway: Gateway, request: Request, job: Job, call: Call, *, streaming: bool, usage: bool
+) -> Response:
+    kind = "chat" if isinstance(call, ChatCall) else "text"
+    endpoint, pinned = ("chat" if kind == "chat" else "generate"), front.pinned(request)
+    if streaming:
+        stream = await gateway.dispatcher.open(job, call, endpoint=endpoint, pinned=pinned)
+        return _streamed(stream, usage, kind=kind)
+    whole = await gateway.dispatcher.complete(job, call, endpoint=endpoint, pinned=pinned)
+    return _whole(whole, kind=kind)
+
+
+def _streamed(stream: Stream, usage: bool, *, kind: str) -> Response:
+    headers = front.answered(stream.neuron, stream.cached_tokens)
+    reply = _reply(stream.model, usage, kind=kind)
+    return Streamed(_events(stream, reply), media_type=sse.MEDIA_TYPE, headers=headers)
+
+
+def _whole(whole: Whole, *, kind: str) -> Response:
+    answer = whole.completion
+    reply = _reply(whole.model, False, kind=kind)
+    body = reply.whole(answer.text, _finish(answer.done_reason), _usage(answer.stats))
+    return _json(body, front.answered(whole.neuron, whole.cached_tokens))
+
+
+def _reply(model: str, usage: bool, *, kind: str) -> wire.Reply:
     chat = kind == "chat"
-    reply = wire.Reply(
-        id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex[:24]}",
+    return wire.Reply(
+        id=f"{'chatcmpl' if chat else 'cmpl'}-{os.urandom(12).hex()}",
         created=int(time.time()),
-        model=stream.model,
+        model=model,
         chat=chat,
         include_usage=usage,
     )
-    if streaming:
-        return StreamingResponse(_events(stream, reply), media_type=sse.MEDIA_TYPE, headers=headers)
-    try:
-        text, last = await stream.collect()
-    finally:
-        await stream.aclose()
-    return _json(reply.whole(text, _finish(last), _usage(last.stats)), headers)
 
 
 async def _events(stream: Stream, reply: wire.Reply) -> AsyncIterator[str]:
     try:
-        role: str | None = "assistant"
-        async for chunk in _chain(stream):
-            finish = _finish(chunk) if chunk.done else None
-            yield reply.event(reply.chunk(chunk.text, finish, role=role))
-            role = None
-            if chunk.done and reply.include_usage:
-                yield reply.event(reply.usage_chunk(_usage(chunk.stats)))
+        last = stream.first
+        yield _event(reply, last, "assistant")
+        if not last.done:
+            async for last in stream:
+                yield _event(reply, last, None)
+        if reply.include_usage:
+            yield reply.event(reply.usage_chunk(_usage(last.stats)))
         yield sse.DONE
     except BrokenMidStream as error:
         detail = wire.ErrorDetail(message=str(error), type="server_error", code=502)
@@ -154,15 +163,13 @@ async def _events(stream: Stream, reply: wire.Reply) -> AsyncIterator[str]:
         await stream.aclose()
 
 
-async def _chain(stream: Stream) -> AsyncIterator[Chunk]:
-    yield stream.first
-    if not stream.first.done:
-        async for chunk in stream:
-            yield chunk
+def _event(reply: wire.Reply, chunk: Chunk, role: str | None) -> str:
+    finish = _finish(chunk.done_reason) if chunk.done else None
+    return reply.event(reply.chunk(chunk.text, finish, role=role))
 
 
-def _finish(chunk: Chunk) -> str:
-    return "length" if chunk.done_reason == "length" else "stop"
+def _finish(done_reason: str | None) -> str:
+    return "length" if done_reason == "length" else "stop"
 
 
 def _usage(stats: TokenStats | None) -> wire.Usage:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from ganglion.errors import NeuronStreamBroken
+
 
 class Dialect(StrEnum):
     """The API a neuron speaks."""
@@ -118,6 +120,22 @@ class Chunk:
     done_reason: str | None = None
 
 
+async def collected(chunks: AsyncIterator[Chunk], model: str) -> Completion:
+    """A streamed answer put together: its text, and the last chunk's stats and reason."""
+    parts: list[str] = []
+    try:
+        async for chunk in chunks:
+            parts.append(chunk.text)
+            if chunk.done:
+                stats = chunk.stats or TokenStats()
+                return Completion(model, "".join(parts), stats, chunk.done_reason)
+    finally:
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:  # its connection goes back to the pool now, not at collection
+            await closer()
+    raise NeuronStreamBroken(f"the answer from {model!r} ended before its last chunk")
+
+
 @dataclass(frozen=True)
 class Embeddings:
     model: str
@@ -177,6 +195,10 @@ class NeuronAdapter(Protocol):
 
     dialect: Dialect
     url: str
+    times_whole_answers: bool
+    """Whether a whole (not streamed) answer says how long its prefill and decode took: then
+    asking for one costs least and still feeds the speed estimates. Otherwise only a stream's
+    tokens, as they arrive, can tell decode time from the rest."""
 
     async def probe(self, *, models: bool = True) -> ProbeResult:
         """Whether the neuron is alive, and what it holds; the model list too with ``models``

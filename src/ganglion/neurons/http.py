@@ -435,7 +435,7 @@ class NeuronHTTP:
             raise NeuronUnreachable(f"{self.base_url} was removed from the fleet")
         link = self._gets if method == "GET" and self._gets is not None else self._link
         try:
-            answer = await link.open(method, url, None if body is None else orjson.dumps(body))
+            answer = await link.open(method, url, None if body is None else _encode(body))
         except Unanswered as exc:
             raise NeuronUnreachable(
                 f"nothing answered at {url} ({exc}); "
@@ -454,6 +454,16 @@ class NeuronHTTP:
             f"{_server_says(answer.content_type, content)}",
             status_code=answer.status,
         )
+
+
+def _encode(body: dict[str, Any]) -> bytes:
+    """``body`` as JSON: with orjson, or, for what it cannot write (an integer past 64 bits,
+    which a caller may send in any field), with the standard library, which writes it as
+    given: the neuron is the one to say whether it takes it."""
+    try:
+        return orjson.dumps(body)
+    except TypeError:
+        return json.dumps(body).encode()
 
 
 def _server_says(content_type: str, content: bytes) -> str:

@@ -69,6 +69,7 @@ class OllamaAdapter:
     """A neuron that speaks Ollama's native API."""
 
     dialect: Dialect = Dialect.OLLAMA
+    times_whole_answers = True  # every answer carries its durations
 
     def __init__(
         self,

@@ -117,6 +117,9 @@ class OpenAIAdapter:
         self._clock = clock
         # Learnt from the first refusal of ``json_schema``; see :func:`response_format`.
         self._schema_in_json_object = False
+        # Whether a whole answer says what its decode took: learnt from the first answer
+        # with llama.cpp's ``timings`` (vLLM never sends them).
+        self.times_whole_answers = False
 
     async def probe(self, *, models: bool = True) -> ProbeResult:
         """Liveness and models from ``GET /v1/models`` alone, whether ``models`` are asked for
@@ -230,6 +233,7 @@ class OpenAIAdapter:
         if not reply.choices:
             raise NotAnLLMServer(f"{where} answered a completion without choices")
         choice = reply.choices[0]
+        self.times_whole_answers = self.times_whole_answers or _has_timings(reply.timings)
         return Completion(
             model=reply.model or model,
             text=_text(choice),
@@ -263,6 +267,7 @@ class OpenAIAdapter:
                 continue
             if payload == b"[DONE]":
                 await read_to_end(lines)
+                self.times_whole_answers = self.times_whole_answers or _has_timings(timings)
                 wall = self._clock() - start
                 stats = _stats(usage, timings, wall_s=wall, ttft_s=ttft, deltas=deltas)
                 yield Chunk(text="", done=True, stats=stats, done_reason=finish)
@@ -282,6 +287,11 @@ class OpenAIAdapter:
                     deltas += 1
                     yield Chunk(text=text)
         raise NeuronStreamBroken(f"{where} ended its stream without data: [DONE]")
+
+
+def _has_timings(timings: Timings | None) -> bool:
+    """Whether an answer said how long its decode took, in llama.cpp's ``timings``."""
+    return timings is not None and timings.predicted_ms is not None
 
 
 def _one_vector(embedding: list[float] | list[list[float]]) -> TypeGuard[list[float]]:

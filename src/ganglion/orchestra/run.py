@@ -376,9 +376,7 @@ class Orchestra:
             model=model, messages=messages, max_tokens=max_tokens, format=schema, options=options
         )
         job = Job(model, sum(len(m["content"]) for m in messages) // 4, max_tokens)
-        return await self.dispatcher.open(
-            job, lambda a: a.chat_stream(request), endpoint="orchestra", pinned=pinned
-        )
+        return await self.dispatcher.open(job, request, endpoint="orchestra", pinned=pinned)
 
     async def _read(
         self, stream: Stream, answer_of: str | None

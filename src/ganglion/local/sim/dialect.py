@@ -97,6 +97,11 @@ def note_prompt(request: Request, messages: list[Any]) -> None:
         entry["prompt"] = text_of(messages[-1].get("content"))[:PROMPT_LOGGED]
 
 
+CONTEXT_TOKENS = 1 << 15
+"""The longest answer a simulated neuron writes, whatever the client's limit: a real server
+stops at its context window (and a client may ask for any number)."""
+
+
 def output_for(sim: Simulator, limit: object, answer: str | None) -> tuple[list[str], str]:
     """The tokens to emit and the done reason: the ``answer`` (JSON text) to a
     structured-output request in full, else filler up to the client's length limit (or the
@@ -104,7 +109,7 @@ def output_for(sim: Simulator, limit: object, answer: str | None) -> tuple[list[
     if answer is not None:
         return text_pieces(answer), "stop"
     if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-        return filler(limit), "length"
+        return filler(min(limit, CONTEXT_TOKENS)), "length"
     return filler(sim.config.output_tokens), "stop"
 
 
