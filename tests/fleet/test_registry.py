@@ -18,6 +18,7 @@ from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect
 from ganglion.store import Store
 from tests.fakes import FakeOllama
+from tests.neurons.conftest import Upstream, served
 
 
 def registry_on(tmp_path: Path, handler: Callable[..., Any], **settings: Any) -> Registry:
@@ -121,9 +122,9 @@ async def test_the_registry_refuses_a_name_a_header_cannot_carry(tmp_path: Path)
 async def test_probes_ask_for_the_model_list_now_and_then_and_when_a_model_appears(
     tmp_path: Path,
 ) -> None:
-    """Most probes are one request (/api/ps); all is asked on the first success in a row, the
-    model list every MODELS_EVERY-th after it, and at once when a model is loaded that it
-    lacks."""
+    """Most probes are one request (/api/ps); all is asked on the first success in a row (the
+    registration's own probe, for a neuron just added), the model list once in every
+    MODELS_EVERY after it, and at once when a model is loaded that it lacks."""
     fake = FakeOllama(models=["llama3"], in_memory={"llama3": (10, 10)})
     registry = registry_on(tmp_path, fake.handle)
     neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
@@ -131,13 +132,14 @@ async def test_probes_ask_for_the_model_list_now_and_then_and_when_a_model_appea
     async def probe() -> list[str]:
         fake.log.clear()
         await registry.probe(neuron)
-        return fake.log
+        return list(fake.log)
 
-    assert await probe() == ["/api/version", "/api/tags", "/api/ps"]  # its first success
-    for _ in range(MODELS_EVERY - 1):
-        assert await probe() == ["/api/ps"]
-    assert await probe() == ["/api/ps", "/api/tags"]
-    assert await probe() == ["/api/ps"]
+    asked = [await probe() for _ in range(2 * MODELS_EVERY)]
+    assert ["/api/version", "/api/tags", "/api/ps"] not in asked  # registering asked all
+    with_list = [n for n, paths in enumerate(asked) if paths == ["/api/ps", "/api/tags"]]
+    assert len(with_list) == 2
+    assert with_list[1] - with_list[0] == MODELS_EVERY
+    assert asked.count(["/api/ps"]) == 2 * MODELS_EVERY - 2
 
     fake.models.append("qwen3")  # pulled, then loaded by someone else's request
     fake.in_memory["qwen3"] = (20, 20)
@@ -151,3 +153,47 @@ async def test_probes_ask_for_the_model_list_now_and_then_and_when_a_model_appea
     assert await probe() == ["/api/version", "/api/tags", "/api/ps"]  # back: asked again
     assert neuron.status is NeuronStatus.ACTIVE
     await registry.aclose()
+
+
+async def test_a_fleet_registered_at_once_asks_its_model_lists_in_different_rounds(
+    tmp_path: Path,
+) -> None:
+    """Not every list in one round of probes (which would cost that round twice the rest)."""
+    fake = FakeOllama(models=["llama3"])
+    registry = registry_on(tmp_path, fake.handle)
+    neurons = [
+        await registry.add(f"http://gpu{n}:11434", name=f"gpu{n}", api=Dialect.OLLAMA)
+        for n in range(MODELS_EVERY)
+    ]
+    for _ in range(MODELS_EVERY):
+        fake.log.clear()
+        for neuron in neurons:
+            await registry.probe(neuron)
+        assert fake.log.count("/api/tags") == 1
+    await registry.aclose()
+
+
+class Ollama(Upstream):
+    """A real server on loopback for the three paths a probe asks."""
+
+    async def answer(self, path: str, send: Any) -> None:
+        body = {"/api/version": b'{"version": "0.12.0"}'}.get(path, b'{"models": []}')
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def test_a_registered_neurons_probes_reuse_the_connection_its_registration_opened(
+    tmp_path: Path,
+) -> None:
+    """A thousand neurons registered at once cost no second thousand handshakes at the
+    prober's next round."""
+    app = Ollama()
+    async with served(app) as url:
+        registry = Registry(Store.open(f"sqlite:///{tmp_path / 'r.db'}"))
+        neuron = await registry.add(url, name="gpu", api=Dialect.OLLAMA)
+        for _ in range(3):
+            await registry.probe(neuron)
+        await registry.aclose()
+    assert len(app.ports) == 3 + 3  # three to register, then one a probe
+    assert len(set(app.ports)) == 1

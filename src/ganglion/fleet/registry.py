@@ -49,8 +49,9 @@ from ganglion.store.schema import NeuronRow, NodeReportRow
 
 #: A probe asks everything (Ollama: ``/api/version``, ``/api/tags``, ``/api/ps``) on a
 #: neuron's first success in a row (at start, and when it comes back), and the model list on
-#: every this-many-th after it; the others are one request (``/api/ps``), plus the model list
-#: when that shows a model loaded that the list lacks.
+#: every this-many-th after it (which of them, by the neuron's id: a fleet registered at once
+#: does not ask every list in the same round); the others are one request (``/api/ps``), plus
+#: the model list when that shows a model loaded that the list lacks.
 MODELS_EVERY = 6
 
 AdapterFactory = Callable[[Dialect, str], NeuronAdapter]
@@ -167,7 +168,8 @@ class Registry:
         neuron.status, neuron.reason = NeuronStatus.OFFLINE, "removed from the fleet"
         self._notify(neuron)
 
-    def _from_row(self, row: NeuronRow) -> Neuron:
+    def _from_row(self, row: NeuronRow, adapter: NeuronAdapter | None = None) -> Neuron:
+        """The neuron of ``row``, speaking through ``adapter`` (a new one when not given)."""
         api = Dialect(row.api)
         health = Health(suspended=row.suspended)
         neuron = Neuron(
@@ -179,7 +181,7 @@ class Registry:
             slots=row.slots,
             origin=row.origin,
             models=list(row.models),
-            adapter=self._adapter(api, row.url),
+            adapter=self._adapter(api, row.url) if adapter is None else adapter,
             health=health,
             speeds=SpeedBook(alpha=self.speed_alpha),
             last_seen=row.last_seen,
@@ -248,24 +250,34 @@ class Registry:
         except ValueError as error:
             raise FleetError(f"neuron name {name!r} {error}") from None
         self._check_unique(name, url)  # before the network: a mistake fails at once
-        probe = await self._first_probe(url, api)  # outside the lock: adds run in parallel
-        async with self._lock:
-            self._check_unique(name, url)  # another add may have taken it meanwhile
-            row = NeuronRow(
-                name=name,
-                url=url,
-                api=probe.dialect.value,
-                node=node or urlsplit(url).hostname or "unknown",
-                slots=slots,
-                origin=origin,
-                models=probe.models or [],
-                status=NeuronStatus.ACTIVE.value,
-                last_seen=utcnow(),
-            )
-            row = await asyncio.to_thread(self.store.add_neuron, row)
-            neuron = self._from_row(row)
-            neuron.loaded, neuron.memory = probe.loaded, probe.memory
-            self._neurons[name] = neuron
+        # outside the lock: adds run in parallel
+        probe, adapter = await self._first_probe(url, api)
+        try:
+            async with self._lock:
+                self._check_unique(name, url)  # another add may have taken it meanwhile
+                row = NeuronRow(
+                    name=name,
+                    url=url,
+                    api=probe.dialect.value,
+                    node=node or urlsplit(url).hostname or "unknown",
+                    slots=slots,
+                    origin=origin,
+                    models=probe.models or [],
+                    status=NeuronStatus.ACTIVE.value,
+                    last_seen=utcnow(),
+                )
+                row = await asyncio.to_thread(self.store.add_neuron, row)
+                neuron = self._from_row(row, adapter)
+                adapter = None  # the neuron's own now
+                neuron.loaded, neuron.memory = probe.loaded, probe.memory
+                # That probe asked everything: it is the first success in a row, and the
+                # prober's next one is a heartbeat, not the same three requests again.
+                neuron.health.probe_succeeded(self.limits)
+                neuron.health.probed_at = self.clock()
+                self._neurons[name] = neuron
+        finally:
+            if adapter is not None:  # not registered after all
+                await adapter.aclose()
         self._notify(neuron)
         return neuron
 
@@ -282,7 +294,11 @@ class Registry:
                     "remove it first (ganglion neuron rm NAME) to register it again"
                 )
 
-    async def _first_probe(self, url: str, api: Dialect | None) -> ProbeResult:
+    async def _first_probe(
+        self, url: str, api: Dialect | None
+    ) -> tuple[ProbeResult, NeuronAdapter | None]:
+        """What a full probe of ``url`` saw, and, when ``api`` is given, the adapter that asked:
+        the neuron keeps it once registered, with its kept-alive connection."""
         if api is None:
             _, result = await detect_dialect(
                 url,
@@ -290,17 +306,19 @@ class Registry:
                 timeout=httpx.Timeout(self.probe_timeout_s),
                 connections=self.connections,
             )
-            return result
+            return result, None
         adapter = self._adapter(api, url)
         try:
-            return await asyncio.wait_for(adapter.probe(), self.probe_timeout_s)
+            return await asyncio.wait_for(adapter.probe(), self.probe_timeout_s), adapter
         except TimeoutError:
+            await adapter.aclose()
             raise NeuronUnreachable(
                 f"{url} did not answer within {self.probe_timeout_s:.0f} s: check that the "
                 "server is running and reachable from the gateway"
             ) from None
-        finally:
+        except BaseException:
             await adapter.aclose()
+            raise
 
     async def report_node(self, node: str, report: DoctorReport) -> NodeGpus:
         """Keep what ``node``'s doctor said of its GPUs, and judge the neurons on it again."""
@@ -389,7 +407,7 @@ class Registry:
         if successes == 0:
             return await adapter.probe()
         result = await adapter.probe(models=False)
-        due = successes % MODELS_EVERY == 0
+        due = (successes + neuron.id) % MODELS_EVERY == 0
         if result.models is None and (
             due or any(m not in neuron.models for m in result.loaded or ())
         ):
