@@ -205,19 +205,22 @@ class Dispatcher:
         return await self._first(job, endpoint, pinned, ask)
 
     async def _gather(self, adapter: NeuronAdapter, request: Call, attempt: Try) -> Completion:
-        """A streamed answer put together, within the first-byte and idle timeouts."""
+        """A streamed answer put together (:func:`collected`), each chunk awaited within the
+        first-byte, then the idle, timeout."""
         watch = attempt.watch
         stream = stream_of(adapter, request)
         attempt.stack.push_async_callback(_close, stream)
-        chunk = await watch.next(stream)
-        watch.timeout_s = self.timeouts.idle_s
-        parts = [chunk.text]
-        while not chunk.done:
-            chunk = await watch.next(stream)
-            parts.append(chunk.text)
-        return Completion(
-            request.model, "".join(parts), chunk.stats or TokenStats(), chunk.done_reason
-        )
+
+        async def watched() -> AsyncIterator[Chunk]:
+            try:
+                yield await watch.next(stream)
+                watch.timeout_s = self.timeouts.idle_s
+                while True:
+                    yield await watch.next(stream)
+            except StopAsyncIteration:  # ended early: collected() says so
+                return
+
+        return await collected(watched(), request.model)
 
     async def _first(self, job: Job, endpoint: str, pinned: str | None, attempt: Attempt[T]) -> T:
         """``attempt`` on the ranked candidates in turn, until one answers. Each attempt
