@@ -1,17 +1,21 @@
-"""The probes' lean GETs against a raw TCP server on loopback that says exactly the bytes a
-test gives it: bodies by length, in chunks or up to the close; connections kept, closed,
-stale, cut; answers that are not HTTP, or never come. (``test_probe_client.py`` holds the
-errors to the same messages as through httpx, through :class:`NeuronHTTP`.)"""
+"""The lean client against a raw TCP server on loopback that says exactly the bytes a test
+gives it: bodies by length, in chunks or up to the close, read whole or piece by piece;
+connections kept, pooled, expired, closed, stale, cut; answers that are not HTTP, or never
+come; a reader slower than the server. (``test_probe_client.py`` holds the errors to the
+same messages as through httpx, through :class:`NeuronHTTP`.)"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 
-from ganglion.neurons.lean import MAX_PATHS, LeanGets, NoAnswer, lean_gets
+from ganglion.neurons import lean as lean_module
+from ganglion.neurons.lean import MAX_IDLE, MAX_PATHS, CutOff, LeanClient, NoAnswer, lean_client
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 13\r\n\r\n"
 PS = OK + b'{"models":[]}'
@@ -27,12 +31,14 @@ Script = Callable[[int, int], bytes | None]
 
 
 class Server:
-    """A TCP server that answers each request's head by its script."""
+    """A TCP server that answers each request (head, and body by its length) by its script,
+    and keeps what it was asked."""
 
     def __init__(self, script: Script) -> None:
         self.script = script
         self.connections = 0
         self.closed_by_client = 0
+        self.asked: list[bytes] = []  # each request's line and body
         self.writers: list[asyncio.StreamWriter] = []
         self.handlers: list[asyncio.Task[None]] = []
 
@@ -46,10 +52,13 @@ class Server:
         try:
             while True:
                 try:
-                    await reader.readuntil(b"\r\n\r\n")
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = re.search(rb"Content-Length: (\d+)", head)
+                    body = await reader.readexactly(int(length[1])) if length else b""
                 except (asyncio.IncompleteReadError, ConnectionError):
                     self.closed_by_client += 1
                     return
+                self.asked.append(head.split(b"\r\n")[0] + b" " + body)
                 answer = self.script(number, asked)
                 asked += 1
                 if answer is None:
@@ -76,171 +85,308 @@ async def serving(script: Script) -> AsyncIterator[tuple[Server, str]]:
         await asyncio.gather(*server.handlers, return_exceptions=True)
 
 
-def gets(read_s: float | None = 5.0) -> LeanGets:
-    return LeanGets(connect_s=5.0, read_s=read_s)
+def client(read_s: float | None = 5.0) -> LeanClient:
+    return LeanClient(connect_s=5.0, read_s=read_s)
+
+
+@dataclass
+class Got:
+    status: int
+    reason: str
+    content_type: str
+    body: bytes
+
+
+async def get(lean: LeanClient, url: str) -> Got:
+    """``GET url``, read whole."""
+    answer = await lean.open("GET", url, None)
+    try:
+        return Got(answer.status, answer.reason, answer.content_type, await answer.read())
+    finally:
+        await answer.aclose()
+
+
+async def closed_by_client(server: Server, count: int) -> int:
+    for _ in range(40):
+        if server.closed_by_client >= count:
+            break
+        await asyncio.sleep(0.05)
+    return server.closed_by_client
 
 
 async def test_a_kept_alive_connection_carries_every_get() -> None:
     async with serving(lambda conn, asked: PS) as (server, url):
-        client = gets()
+        lean = client()
         for _ in range(3):
-            reply = await client.get(f"{url}/api/ps")
-            assert (reply.status, reply.reason, reply.body) == (200, "OK", b'{"models":[]}')
-            assert reply.content_type == "application/json"
-        await client.aclose()
+            got = await get(lean, f"{url}/api/ps")
+            assert (got.status, got.reason, got.body) == (200, "OK", b'{"models":[]}')
+            assert got.content_type == "application/json"
+        await lean.aclose()
     assert server.connections == 1
+
+
+async def test_a_post_sends_its_body_and_shares_the_connection_with_gets() -> None:
+    async with serving(lambda conn, asked: PS) as (server, url):
+        lean = client()
+        answer = await lean.open("POST", f"{url}/api/chat", b'{"model":"m"}')
+        assert (answer.status, await answer.read()) == (200, b'{"models":[]}')
+        await answer.aclose()
+        await get(lean, f"{url}/api/ps")
+        answer = await lean.open("POST", f"{url}/api/chat", b"")
+        await answer.aclose()
+        await lean.aclose()
+    assert server.connections == 1
+    assert server.asked == [
+        b'POST /api/chat HTTP/1.1 {"model":"m"}',
+        b"GET /api/ps HTTP/1.1 ",
+        b"POST /api/chat HTTP/1.1 ",
+    ]
+
+
+async def test_a_streamed_body_comes_piece_by_piece_as_the_server_sends_it() -> None:
+    released, finished = asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
+        await released.wait()
+        writer.write(b"7\r\nsecond\n\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()  # until the client closes
+        writer.close()
+        await writer.wait_closed()
+        finished.set()
+
+    listening = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    lean = client()
+    answer = await lean.open("POST", f"http://127.0.0.1:{port}/api/chat", b"{}")
+    pieces = answer.chunks()
+    assert await anext(pieces) == b"first\n"  # before the rest is even sent
+    released.set()
+    assert [piece async for piece in pieces] == [b"second\n"]
+    await answer.aclose()
+    await lean.aclose()
+    await finished.wait()
+    listening.close()
+
+
+async def test_answers_at_once_take_a_connection_each_and_all_are_kept() -> None:
+    async with serving(lambda conn, asked: PS) as (server, url):
+        lean = client()
+        answers = await asyncio.gather(*(lean.open("GET", f"{url}/x", None) for _ in range(3)))
+        for answer in answers:
+            await answer.read()
+            await answer.aclose()
+        await asyncio.gather(*(get(lean, f"{url}/x") for _ in range(3)))
+        await lean.aclose()
+    assert server.connections == 3
+
+
+async def test_idle_connections_are_bounded() -> None:
+    async with serving(lambda conn, asked: PS) as (server, url):
+        lean = client()
+        opened = [lean.open("GET", f"{url}/x", None) for _ in range(MAX_IDLE + 3)]
+        answers = await asyncio.gather(*opened)
+        for answer in answers:
+            await answer.read()
+            await answer.aclose()
+        assert await closed_by_client(server, 3) == 3  # the rest are kept for what comes next
+        await lean.aclose()
+        assert await closed_by_client(server, MAX_IDLE + 3) == MAX_IDLE + 3
+
+
+async def test_a_connection_idle_too_long_is_closed_when_the_neuron_is_next_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serving(lambda conn, asked: PS) as (server, url):
+        lean = client()
+        await get(lean, f"{url}/x")
+        monkeypatch.setattr(lean_module, "KEEPALIVE_S", -1.0)
+        await get(lean, f"{url}/x")
+        assert await closed_by_client(server, 1) == 1
+        await lean.aclose()
+    assert server.connections == 2
+
+
+async def test_an_answer_closed_before_its_end_closes_its_connection() -> None:
+    async with serving(lambda conn, asked: OK + b'{"mod' if conn == 0 else PS) as (server, url):
+        lean = client()
+        answer = await lean.open("GET", f"{url}/x", None)
+        await answer.aclose()  # the rest would be read as the next answer
+        await get(lean, f"{url}/x")
+        await lean.aclose()
+    assert server.connections == 2
 
 
 async def test_a_chunked_body_is_read_whole() -> None:
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\n"
     chunked += b'{"a":\r\n2\r\n1}\r\n0\r\n\r\n'
     async with serving(lambda conn, asked: chunked) as (server, url):
-        client = gets()
-        assert (await client.get(f"{url}/x")).body == b'{"a":1}'
-        assert (await client.get(f"{url}/x")).body == b'{"a":1}'
-        await client.aclose()
+        lean = client()
+        assert (await get(lean, f"{url}/x")).body == b'{"a":1}'
+        assert (await get(lean, f"{url}/x")).body == b'{"a":1}'
+        await lean.aclose()
     assert server.connections == 1
 
 
 async def test_a_body_without_length_ends_with_the_connection() -> None:
     until_close = Close(b"HTTP/1.0 200 OK\r\n\r\n[1, 2]")
     async with serving(lambda conn, asked: until_close) as (server, url):
-        client = gets()
-        reply = await client.get(f"{url}/x")
-        assert (reply.body, reply.cut) == (b"[1, 2]", None)
-        await client.get(f"{url}/x")
-        await client.aclose()
+        lean = client()
+        assert (await get(lean, f"{url}/x")).body == b"[1, 2]"
+        await get(lean, f"{url}/x")
+        await lean.aclose()
     assert server.connections == 2  # HTTP/1.0 without keep-alive: a connection each
 
 
 async def test_a_connection_the_server_says_it_closes_is_not_kept() -> None:
     closing = OK.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n") + b'{"models":[]}'
     async with serving(lambda conn, asked: closing) as (server, url):
-        client = gets()
-        await client.get(f"{url}/api/ps")
-        await client.get(f"{url}/api/ps")
-        await client.aclose()
+        lean = client()
+        await get(lean, f"{url}/api/ps")
+        await get(lean, f"{url}/api/ps")
+        await lean.aclose()
     assert server.connections == 2
 
 
 async def test_an_interim_answer_is_passed_over() -> None:
     interim = b"HTTP/1.1 100 Continue\r\n\r\n" + PS
     async with serving(lambda conn, asked: interim) as (_, url):
-        client = gets()
-        assert (await client.get(f"{url}/api/ps")).status == 200
-        await client.aclose()
+        lean = client()
+        got = await get(lean, f"{url}/api/ps")
+        assert (got.status, got.reason, got.body) == (200, "OK", b'{"models":[]}')
+        await lean.aclose()
 
 
 async def test_a_stale_kept_alive_connection_is_retried_once_on_a_new_one() -> None:
-    """The server closed the kept-alive connection as the second GET went out on it."""
+    """The server closed the kept-alive connection as the second request went out on it:
+    it never read it, so it goes once more, a POST too."""
     async with serving(lambda conn, asked: PS if asked == 0 else None) as (server, url):
-        client = gets()
-        await client.get(f"{url}/api/ps")
-        assert (await client.get(f"{url}/api/ps")).status == 200
-        await client.aclose()
+        lean = client()
+        await get(lean, f"{url}/api/ps")
+        answer = await lean.open("POST", f"{url}/api/chat", b"{}")
+        assert answer.status == 200
+        await answer.aclose()
+        await lean.aclose()
     assert server.connections == 2
 
 
 async def test_a_kept_alive_connection_that_began_to_answer_is_not_retried() -> None:
-    """The server took the GET (it began its answer), so the connection was not stale."""
+    """The server took the request (it began its answer), so the connection was not stale."""
 
     def script(conn: int, asked: int) -> bytes:
         return PS if asked == 0 else Close(b"HTTP/1.1 200")
 
     async with serving(script) as (server, url):
-        client = gets()
-        await client.get(f"{url}/api/ps")
+        lean = client()
+        await get(lean, f"{url}/api/ps")
         with pytest.raises(NoAnswer, match="closed the connection"):
-            await client.get(f"{url}/api/ps")
-        await client.aclose()
+            await get(lean, f"{url}/api/ps")
+        await lean.aclose()
     assert server.connections == 1
 
 
 async def test_a_new_connection_closed_without_an_answer_is_not_retried() -> None:
     async with serving(lambda conn, asked: None) as (server, url):
-        client = gets()
+        lean = client()
         with pytest.raises(NoAnswer, match="closed the connection"):
-            await client.get(f"{url}/api/ps")
-        await client.aclose()
+            await get(lean, f"{url}/api/ps")
+        await lean.aclose()
     assert server.connections == 1
 
 
-async def test_headers_then_a_cut_is_a_reply_cut_off() -> None:
+async def test_headers_then_a_cut_is_an_answer_cut_off_after_what_came() -> None:
     async with serving(lambda conn, asked: Close(OK + b'{"mod')) as (_, url):
-        client = gets()
-        reply = await client.get(f"{url}/api/ps")  # 5 bytes of 13, then the close
-        await client.aclose()
-    assert reply.cut == "the server closed the connection"
-    assert reply.body == b'{"mod'
+        lean = client()
+        answer = await lean.open("GET", f"{url}/api/ps", None)  # 5 bytes of 13, then the close
+        pieces = answer.chunks()
+        assert await anext(pieces) == b'{"mod'
+        with pytest.raises(CutOff, match="the server closed the connection"):
+            await anext(pieces)
+        await answer.aclose()
+        await lean.aclose()
 
 
 async def test_an_answer_that_is_not_http_is_no_answer() -> None:
     async with serving(lambda conn, asked: b"SSH-2.0-OpenSSH_9.6\r\n\r\n") as (_, url):
-        client = gets()
+        lean = client()
         with pytest.raises(NoAnswer, match="not an HTTP answer"):
-            await client.get(f"{url}/api/ps")
-        await client.aclose()
+            await get(lean, f"{url}/api/ps")
+        await lean.aclose()
 
 
 async def test_silence_past_the_read_timeout_is_no_answer_and_the_connection_is_dropped() -> None:
     async with serving(lambda conn, asked: b"" if conn == 0 else PS) as (server, url):
-        client = gets(read_s=0.2)
+        lean = client(read_s=0.2)
         with pytest.raises(NoAnswer, match="ReadTimeout"):
-            await client.get(f"{url}/api/ps")
-        assert (await client.get(f"{url}/api/ps")).status == 200  # on a new connection
-        await client.aclose()
+            await get(lean, f"{url}/api/ps")
+        assert (await get(lean, f"{url}/api/ps")).status == 200  # on a new connection
+        await lean.aclose()
     assert server.connections == 2
 
 
-async def test_a_get_cancelled_midway_leaves_no_connection_to_reuse() -> None:
+async def test_silence_midway_past_the_read_timeout_cuts_the_body_off() -> None:
+    partial = OK + b'{"mo'
+    async with serving(lambda conn, asked: partial if conn == 0 else PS) as (server, url):
+        lean = client(read_s=0.2)
+        answer = await lean.open("GET", f"{url}/api/ps", None)
+        with pytest.raises(CutOff, match="ReadTimeout"):
+            await answer.read()
+        await answer.aclose()
+        assert (await get(lean, f"{url}/api/ps")).status == 200  # on a new connection
+        await lean.aclose()
+    assert server.connections == 2
+
+
+async def test_a_request_cancelled_midway_leaves_no_connection_to_reuse() -> None:
     """A probe's own timeout cancels it; its answer may still come, so its connection must
-    not carry the next GET."""
+    not carry the next request."""
     async with serving(lambda conn, asked: b"" if conn == 0 else PS) as (server, url):
-        client = gets()
-        task = asyncio.create_task(client.get(f"{url}/api/ps"))
+        lean = client()
+        task = asyncio.create_task(get(lean, f"{url}/api/ps"))
         while server.connections == 0:
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        for _ in range(20):  # closed at this end, not left open
-            if server.closed_by_client == 1:
-                break
-            await asyncio.sleep(0.05)
-        assert server.closed_by_client == 1
-        assert (await client.get(f"{url}/api/ps")).status == 200
-        await client.aclose()
+        assert await closed_by_client(server, 1) == 1  # closed at this end, not left open
+        assert (await get(lean, f"{url}/api/ps")).status == 200
+        await lean.aclose()
     assert server.connections == 2
 
 
-async def test_at_most_one_idle_connection_is_kept() -> None:
-    async with serving(lambda conn, asked: PS) as (server, url):
-        client = gets()
-        await asyncio.gather(*(client.get(f"{url}/api/ps") for _ in range(3)))
-        for _ in range(20):  # the two extra ones are closed at this end
-            if server.closed_by_client == 2:
-                break
-            await asyncio.sleep(0.05)
-        assert (server.connections, server.closed_by_client) == (3, 2)
-        await client.get(f"{url}/api/ps")
-        assert server.connections == 3  # the one kept carries the next
-        await client.aclose()
+async def test_a_slow_reader_stops_the_socket_being_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server sends far more than the buffer holds; this end stops reading until the
+    reader catches up, and then the body comes whole."""
+    monkeypatch.setattr(lean_module, "BUFFER_BYTES", 1024)
+    big = b"x" * 4_000_000
+    answer_bytes = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(big), big)
+    async with serving(lambda conn, asked: answer_bytes) as (_, url):
+        lean = client()
+        answer = await lean.open("GET", f"{url}/big", None)
+        await asyncio.sleep(0.3)  # the server writes as fast as it can meanwhile
+        held = sum(len(piece) for piece in answer._connection._pieces)  # type: ignore[union-attr]
+        assert held < len(big) // 2
+        assert await answer.read() == big
+        await answer.aclose()
+        await lean.aclose()
 
 
 async def test_nothing_listening_is_no_answer() -> None:
     async with serving(lambda conn, asked: PS) as (_, url):
         pass  # closed: nothing listens there now
     with pytest.raises(NoAnswer, match="ConnectError"):
-        await gets().get(f"{url}/api/ps")
+        await get(client(), f"{url}/api/ps")
 
 
-async def test_the_requests_it_keeps_are_bounded() -> None:
+async def test_the_heads_it_keeps_are_bounded() -> None:
     async with serving(lambda conn, asked: PS) as (_, url):
-        client = gets()
+        lean = client()
         for number in range(MAX_PATHS + 5):
-            await client.get(f"{url}/path{number}")
-        assert len(client._requests) <= MAX_PATHS
-        await client.aclose()
+            await get(lean, f"{url}/path{number}")
+        assert len(lean._heads) <= MAX_PATHS
+        await lean.aclose()
 
 
 def test_only_plain_http_without_a_proxy_goes_the_lean_way(
@@ -250,12 +396,12 @@ def test_only_plain_http_without_a_proxy_goes_the_lean_way(
         monkeypatch.delenv(name, raising=False)
     monkeypatch.delenv("ALL_PROXY", raising=False)
 
-    def lean(url: str) -> bool:
-        return lean_gets(url, connect_s=1.0, read_s=1.0) is not None
+    def goes_lean(url: str) -> bool:
+        return lean_client(url, connect_s=1.0, read_s=1.0) is not None
 
-    assert lean("http://gpu-box:11434")
-    assert lean("http://[::1]:11434/ollama")
-    assert not lean("https://gpu-box:11434")
-    assert not lean("http://user:secret@gpu-box:11434")
+    assert goes_lean("http://gpu-box:11434")
+    assert goes_lean("http://[::1]:11434/ollama")
+    assert not goes_lean("https://gpu-box:11434")
+    assert not goes_lean("http://user:secret@gpu-box:11434")
     monkeypatch.setenv("HTTP_PROXY", "http://proxy:3128")
-    assert not lean("http://gpu-box:11434")
+    assert not goes_lean("http://gpu-box:11434")

@@ -117,11 +117,16 @@ def serve(settings: Settings, *, log_level: LogLevel = LogLevel.WARNING) -> None
     :class:`~ganglion.fleet.board.Board` made here, and :func:`worker_app` builds each one's
     app."""
     raise_open_files()  # a kept-alive connection per neuron: thousands of them
+    # The access log is written at info and debug only; below those, uvicorn would still
+    # build each line's client address and path, and read the proxy headers for the address.
+    logs_requests = log_level in (LogLevel.INFO, LogLevel.DEBUG)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_config": log_config(log_level),
         "log_level": log_level.value,
+        "access_log": logs_requests,
+        "proxy_headers": logs_requests,
         "timeout_graceful_shutdown": 5,
     }
     if settings.workers == 1:

@@ -1,8 +1,9 @@
 """The HTTP seam every adapter talks through, and the one place HTTP failures become ours.
 
-:class:`NeuronHTTP` sends through a :class:`Link`: aiohttp for real neurons (the gateway's
-every request passes here, and aiohttp's C parser costs a third of httpx's CPU), or an httpx
-client or transport, so that tests fake a neuron with ``httpx.MockTransport(handler)``.
+:class:`NeuronHTTP` sends through a :class:`Link`: for real neurons, the lean client of
+:mod:`ganglion.neurons.lean` (plain ``http://``: the gateway's every request passes here) or
+aiohttp (TLS, credentials in the URL, a proxy); or an httpx client or transport, so that
+tests fake a neuron with ``httpx.MockTransport(handler)``.
 
 Every request is sent streaming, so "before the first byte" is exact: a failure before the
 response headers is :class:`~ganglion.errors.NeuronUnreachable`, a failure while reading the
@@ -29,7 +30,7 @@ from ganglion.errors import (
     NeuronUnreachable,
     NotAnLLMServer,
 )
-from ganglion.neurons.lean import LeanGets, NoAnswer, Reply, lean_gets
+from ganglion.neurons.lean import CutOff, LeanClient, NoAnswer, lean_client
 
 #: Connecting must be quick; an answer may take minutes on a slow neuron (a model load).
 DEFAULT_TIMEOUT = httpx.Timeout(300.0, connect=5.0)
@@ -82,7 +83,13 @@ def parse(model: type[Wire], data: Any, where: str) -> Wire:
 
 def decode_json(text: str | bytes, where: str, *, started: bool) -> Any:
     """JSON from a body or a stream line. Garbage before anything valid is NotAnLLMServer;
-    garbage after the stream ``started`` is NeuronStreamBroken."""
+    garbage after the stream ``started`` is NeuronStreamBroken. orjson reads it (at half the
+    standard library's cost); what orjson refuses goes to the standard library, which also
+    takes an integer past 64 bits."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return json.loads(text)
     except ValueError as exc:
@@ -117,10 +124,6 @@ class Unanswered(Exception):
     """Nothing answered: no connection, or it closed before the response headers."""
 
 
-class CutOff(Exception):
-    """The answer broke off while its body was being read."""
-
-
 class Answer(Protocol):
     """An answer whose status and headers have come; its body is still to read."""
 
@@ -136,8 +139,8 @@ class Answer(Protocol):
 
 
 class Link(Protocol):
-    """How a :class:`NeuronHTTP` sends: :class:`AiohttpLink` for real neurons,
-    :class:`HttpxLink` for an httpx client or transport (tests fake neurons with
+    """How a :class:`NeuronHTTP` sends: :class:`LeanLink` or :class:`AiohttpLink` for real
+    neurons, :class:`HttpxLink` for an httpx client or transport (tests fake neurons with
     ``httpx.MockTransport``). A link raises only :class:`Unanswered` and :class:`CutOff`."""
 
     @property
@@ -253,43 +256,25 @@ def _aiohttp_says(exc: BaseException) -> str:
 
 
 class LeanLink:
-    """GETs (probes, model lists) through :mod:`ganglion.neurons.lean`: about a quarter of
-    aiohttp's CPU a request, which a thousand neurons' probes pay a hundred times a second."""
+    """Plain ``http://`` neurons, through :mod:`ganglion.neurons.lean`: a fraction of
+    aiohttp's CPU a request, which the gateway pays for every answer it relays and a thousand
+    neurons' probes a hundred times a second."""
 
-    def __init__(self, gets: LeanGets) -> None:
-        self._gets = gets
+    def __init__(self, client: LeanClient) -> None:
+        self._client = client
 
     @property
     def closed(self) -> bool:
-        return self._gets.closed
+        return self._client.closed
 
     async def open(self, method: str, url: str, body: bytes | None) -> Answer:
         try:
-            return _LeanAnswer(await self._gets.get(url))
+            return await self._client.open(method, url, body)
         except NoAnswer as exc:
             raise Unanswered(str(exc)) from exc
 
     async def aclose(self) -> None:
-        await self._gets.aclose()
-
-
-class _LeanAnswer:
-    def __init__(self, reply: Reply) -> None:
-        self._reply = reply
-        self.status = reply.status
-        self.reason = reply.reason
-        self.content_type = reply.content_type
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        yield await self.read()
-
-    async def read(self) -> bytes:
-        if self._reply.cut is not None:
-            raise CutOff(self._reply.cut)
-        return self._reply.body
-
-    async def aclose(self) -> None:
-        pass
+        await self._client.aclose()
 
 
 class HttpxLink:
@@ -349,7 +334,7 @@ class NeuronHTTP:
 
     With a ``client`` (borrowed, never closed here) or a ``transport``, requests go through
     httpx (tests); otherwise through aiohttp (:class:`AiohttpLink`), on the shared
-    ``connections`` when given, and GETs through a :class:`LeanLink` where one can go.
+    ``connections`` when given, or through a :class:`LeanLink` where one can go (plain ``http://``).
     """
 
     def __init__(
@@ -363,16 +348,15 @@ class NeuronHTTP:
     ) -> None:
         self.base_url = base_url
         self._link: Link
-        self._gets: Link | None = None  # GETs, when they go another way than the rest
         if client is not None:
             self._link = HttpxLink(client, owned=False)
         elif transport is not None:
             made = httpx.AsyncClient(transport=transport, timeout=timeout)
             self._link = HttpxLink(made, owned=True)
+        elif lean := lean_client(base_url, connect_s=timeout.connect, read_s=timeout.read):
+            self._link = LeanLink(lean)
         else:
             self._link = AiohttpLink(timeout, connections)
-            gets = lean_gets(base_url, connect_s=timeout.connect, read_s=timeout.read)
-            self._gets = None if gets is None else LeanLink(gets)
 
     async def get_json(self, path: str) -> Any:
         return await self._json("GET", path, None)
@@ -401,8 +385,6 @@ class NeuronHTTP:
 
     async def aclose(self) -> None:
         await self._link.aclose()
-        if self._gets is not None:
-            await self._gets.aclose()
 
     async def _json(
         self, method: str, path: str, body: dict[str, Any] | None, retry: Retry | None = None
@@ -433,9 +415,8 @@ class NeuronHTTP:
         url = f"{self.base_url}{path}"
         if self._link.closed:  # its neuron was removed while this request was coming
             raise NeuronUnreachable(f"{self.base_url} was removed from the fleet")
-        link = self._gets if method == "GET" and self._gets is not None else self._link
         try:
-            answer = await link.open(method, url, None if body is None else _encode(body))
+            answer = await self._link.open(method, url, None if body is None else _encode(body))
         except Unanswered as exc:
             raise NeuronUnreachable(
                 f"nothing answered at {url} ({exc}); "

@@ -1,31 +1,60 @@
-"""Plain HTTP/1.1 GETs on a kept-alive connection of their own: how probes reach a neuron.
+"""Plain HTTP/1.1 to a neuron over kept-alive connections of its own: how the gateway and the
+probes reach every ``http://`` neuron.
 
-A thousand neurons probed every ten seconds are a hundred small GETs a second. Through
-aiohttp each cost about 0.2 ms of CPU here: a URL, a request and its headers, a response, a
-stream reader and half a dozen futures, every time. Here one costs about a quarter of that:
-the request's bytes are built once per path, llhttp (``httptools``, the parser uvicorn
-uses) reads the answer, and one future waits for it.
+Each request through aiohttp cost about 0.2 ms of CPU here: a URL, a request and its
+headers, a response, a stream reader and half a dozen futures, every time, which was most of
+what the gateway spent on a proxied answer. Here one costs a fraction of that: a request's
+head is built once per path, llhttp (``httptools``, the parser uvicorn uses) reads the
+answer straight off the socket, and one future waits for its head, then one for each
+piece of its body.
 
-:func:`lean_gets` says which neurons go this way: ``http://`` URLs without credentials,
-while the environment sets no proxy; any other goes through aiohttp as before. A neuron keeps
-at most one idle connection here, until the server closes it (seen at once, and closed at
-this end too) or :meth:`LeanGets.aclose`. A request sent on a kept-alive connection that the
-server closed before answering is sent once more on a new one, as aiohttp does for a GET.
+:func:`lean_client` says which neurons go this way: ``http://`` URLs without credentials,
+while the environment sets no proxy; any other goes through aiohttp as before.
+
+**Connections.** A neuron keeps at most :data:`MAX_IDLE` idle connections, the newest used
+first; one idle longer than :data:`KEEPALIVE_S` is closed when the neuron is next asked
+anything (a probe comes every few seconds). A connection the server closes is seen at once,
+and closed at this end too. A request sent on a kept-alive connection that the server had
+closed before answering (no byte came back) is sent once more on a new one, as aiohttp and
+browsers do: the server never read it.
+
+**Timeouts.** ``connect_s`` for the connection; ``read_s`` for each wait on the server: the
+head, then each piece of the body. A long answer has no limit as a whole (the gateway's
+watch holds a request to the neuron's own pace).
+
+**Bodies** are read as they come. A reader slower than the neuron (a client reading a
+stream slowly) stops the socket's reading at :data:`BUFFER_BYTES` held, until it catches
+up, so a slow reader holds at most that much here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import urllib.request
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator
 from typing import cast
 from urllib.parse import urlsplit
 
 import httptools
 
-#: A neuron's GETs are a few paths (``/api/ps``, ``/api/tags``, ``/api/version``,
-#: ``/v1/models``); their requests' bytes are kept, at most this many.
+#: The heads this client keeps ready, one per path asked (``/api/chat``, ``/api/ps``, ...),
+#: at most this many.
 MAX_PATHS = 16
+
+#: Idle connections kept per neuron: as many as the requests it answered at once, up to this.
+MAX_IDLE = 32
+
+#: How long an idle connection is kept (aiohttp's own figure here, longer than a probe
+#: interval, so that probes reuse it rather than paying a new handshake).
+KEEPALIVE_S = 120.0
+
+#: Body bytes held for a slow reader before the socket stops being read.
+BUFFER_BYTES = 256 * 1024
+
+CLOSED = "the server closed the connection"
+READ_TIMEOUT = "ReadTimeout: no data in time"
 
 
 class NoAnswer(Exception):
@@ -38,76 +67,95 @@ class NoAnswer(Exception):
         self.stale = stale
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An answer: its status line, content type and body. ``cut`` says why the body broke
-    off after the headers came (and ``body`` is what came), else ``None``."""
-
-    status: int
-    reason: str
-    content_type: str
-    body: bytes
-    cut: str | None = None
+class CutOff(Exception):
+    """The answer broke off while its body was being read."""
 
 
 class _Connection(asyncio.Protocol):
-    """One TCP connection to a neuron, asked one GET at a time."""
+    """One TCP connection to a neuron, asked one request at a time: its head is awaited with
+    :meth:`ask`, then its body read with :meth:`piece`."""
 
     def __init__(self) -> None:
         self.open = False
-        self.reusable = False
+        self.idle_since = 0.0
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[Reply] | None = None
+        self._waiter: asyncio.Future[None] | None = None  # the head, then each piece
         self._reset()
 
     def _reset(self) -> None:
         self.heard = False  # any byte of this answer
         self.headers_done = False
-        self._reason: list[bytes] = []
-        self._content_type = b""
+        self.complete = False  # the whole answer came, and the connection may carry another
+        self.reason_parts: list[bytes] = []
+        self.content_type = b""
         self._delimited = False  # by a Content-Length or chunks, not by the end of the stream
-        self._body: list[bytes] = []
+        self._pieces: deque[bytes] = deque()
+        self._held = 0
+        self._paused = False
+        self._ended: str | None = None  # set when no more will come: "" whole, else why cut
 
-    def ask(self, request: bytes) -> asyncio.Future[Reply]:
+    @property
+    def status(self) -> int:
+        return self._parser.get_status_code()
+
+    def ask(self, request: bytes) -> asyncio.Future[None]:
+        """Send ``request``; the future settles when the answer's head is in (or raises
+        :class:`NoAnswer`)."""
         assert self._transport is not None
         self._reset()
-        self.reusable = False
         self._waiter = self._loop.create_future()
         self._transport.write(request)
         return self._waiter
+
+    async def piece(self, read_s: float | None) -> bytes | None:
+        """What has come of the body since the last call (waiting up to ``read_s`` for it);
+        ``None`` at its end; :class:`CutOff` when it broke off."""
+        if not self._pieces and self._ended is None:
+            self._waiter = self._loop.create_future()
+            try:
+                async with asyncio.timeout(read_s):
+                    await self._waiter
+            except TimeoutError:
+                self.close()
+                raise CutOff(READ_TIMEOUT) from None
+            finally:
+                self._waiter = None
+        if self._pieces:
+            data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
+            self._pieces.clear()
+            self._held = 0
+            if self._paused and self._transport is not None and self.open:
+                self._paused = False
+                self._transport.resume_reading()
+            return data
+        if self._ended:
+            raise CutOff(self._ended)
+        return None
 
     def close(self) -> None:
         self.open = False
         if self._transport is not None:
             self._transport.close()
 
-    def ended_early(self, why: str, *, lost: bool = False) -> Reply:
-        """What the answer so far amounts to, now that no more of it will come (``lost``: the
-        connection closed): :class:`NoAnswer` before the headers; after them, the reply cut
-        off, or whole when the server said no length and closed to end it."""
-        if not self.headers_done:
-            raise NoAnswer(why, stale=lost and not self.heard)
-        return self._reply(None if lost and not self._delimited else why)
-
-    def _reply(self, cut: str | None) -> Reply:
-        return Reply(
-            status=self._parser.get_status_code(),
-            reason=b"".join(self._reason).decode("latin-1"),
-            content_type=self._content_type.decode("latin-1"),
-            body=b"".join(self._body),
-            cut=cut,
-        )
-
-    def _settle(self, result: Reply | BaseException) -> None:
+    def _wake(self, error: BaseException | None = None) -> None:
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():
             return
-        if isinstance(result, BaseException):
-            waiter.set_exception(result)
+        if error is None:
+            waiter.set_result(None)
         else:
-            waiter.set_result(result)
+            waiter.set_exception(error)
+
+    def _end(self, why: str) -> None:
+        """No more of this answer will come: whole (``why`` empty) or cut off (``why``)."""
+        if self._ended is None:
+            self._ended = why
+        if not self.headers_done:
+            self._wake(NoAnswer(why or CLOSED, stale=not self.heard))
+        else:
+            self._wake()
 
     # asyncio.Protocol
 
@@ -117,15 +165,15 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-        if self._waiter is not None:
-            why = CLOSED if exc is None else f"{type(exc).__name__}: {exc}"
-            try:
-                self._settle(self.ended_early(why, lost=True))
-            except NoAnswer as error:
-                self._settle(error)
+        if self.complete or self._ended is not None:
+            return
+        why = CLOSED if exc is None else f"{type(exc).__name__}: {exc}"
+        if self.headers_done and not self._delimited:
+            why = ""  # a body without a length ends with its connection: it is whole
+        self._end(why)
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None:  # the server spoke out of turn: this connection is done
+        if self._ended is not None or self.complete:  # the server spoke out of turn
             self.close()
             return
         self.heard = True
@@ -133,53 +181,93 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.close()
-            why = f"not an HTTP answer ({exc})"
-            self._settle(NoAnswer(why) if not self.headers_done else self._reply(why))
+            self._end(f"not an HTTP answer ({exc})")
 
     # httptools' callbacks
 
     def on_status(self, status: bytes) -> None:
-        self._reason.append(status)  # in pieces, when it came in pieces
+        self.reason_parts.append(status)  # in pieces, when it came in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
         if name == b"content-type":
-            self._content_type = value
+            self.content_type = value
         elif name in (b"content-length", b"transfer-encoding"):
             self._delimited = True
 
     def on_headers_complete(self) -> None:
-        self.headers_done = True
+        if self.status >= 200:  # not an interim answer (100 Continue): the real one follows
+            self.headers_done = True
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
-        self._body.append(body)
+        self._pieces.append(body)
+        self._held += len(body)
+        if self._held > BUFFER_BYTES and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._wake()
 
     def on_message_complete(self) -> None:
-        if 100 <= self._parser.get_status_code() < 200:  # an interim answer: the real one follows
-            self._reset()
+        if not self.headers_done:  # an interim answer: the real one follows
+            self.reason_parts = []
+            self._delimited = False
             return
-        self.reusable = self._parser.should_keep_alive()
-        self._settle(self._reply(None))
+        self.complete = self._parser.should_keep_alive()
+        self._end("")
 
 
-CLOSED = "the server closed the connection"
+class LeanAnswer:
+    """An answer whose head has come; its body is read with :meth:`chunks` or :meth:`read`,
+    and :meth:`aclose` gives its connection back (or closes it, when the body was not read
+    to its end)."""
+
+    def __init__(self, client: LeanClient, connection: _Connection) -> None:
+        self._client = client
+        self._connection: _Connection | None = connection
+        self.status = connection.status
+        self.reason = b"".join(connection.reason_parts).decode("latin-1")
+        self.content_type = connection.content_type.decode("latin-1")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The body, piece by piece as it comes; :class:`CutOff` when it breaks off."""
+        connection = self._connection
+        assert connection is not None, "the answer was closed"
+        read_s = self._client.read_s
+        while (data := await connection.piece(read_s)) is not None:
+            yield data
+
+    async def read(self) -> bytes:
+        """The whole body; :class:`CutOff` when it breaks off."""
+        return b"".join([data async for data in self.chunks()])
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            self._client.give_back(connection)
 
 
-class LeanGets:
-    """One neuron's GETs: at most one idle kept-alive connection, reused for each."""
+class LeanClient:
+    """One neuron's requests, on kept-alive connections of its own."""
 
     def __init__(self, *, connect_s: float | None, read_s: float | None) -> None:
         self.closed = False
+        self.read_s = read_s
         self._connect_s = connect_s
-        self._read_s = read_s
-        self._idle: _Connection | None = None
-        self._requests: dict[str, tuple[str, int, bytes]] = {}  # bounded: MAX_PATHS
+        self._idle: list[_Connection] = []  # the newest last: bounded by MAX_IDLE
+        self._heads: dict[tuple[str, str], tuple[str, int, bytes]] = {}  # bounded: MAX_PATHS
 
-    async def get(self, url: str) -> Reply:
-        """The answer to ``GET url``; :class:`NoAnswer` when none came."""
-        host, port, request = self._request(url)
-        connection, self._idle = self._idle, None
-        if connection is not None and connection.open:
+    async def open(self, method: str, url: str, body: bytes | None) -> LeanAnswer:
+        """Send ``method url`` (with ``body``, JSON); the answer once its head has come.
+        :class:`NoAnswer` when none came."""
+        host, port, head = self._head(method, url)
+        if method == "GET":
+            request = head
+        else:
+            body = body or b""
+            request = b"%s%d\r\n\r\n%s" % (head, len(body), body)
+        connection = self._reused()
+        if connection is not None:
             try:
                 return await self._ask(connection, request)
             except NoAnswer as exc:
@@ -187,11 +275,38 @@ class LeanGets:
                     raise
         return await self._ask(await self._connect(host, port), request)
 
+    def give_back(self, connection: _Connection) -> None:
+        """Keep ``connection`` for the next request if its answer was read whole and it is
+        still open; close it otherwise."""
+        if (
+            connection.complete
+            and connection.open
+            and not self.closed
+            and len(self._idle) < MAX_IDLE
+        ):
+            connection.idle_since = time.monotonic()
+            self._idle.append(connection)
+        else:
+            connection.close()
+
     async def aclose(self) -> None:
         self.closed = True
-        if self._idle is not None:
-            self._idle.close()
-            self._idle = None
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+    def _reused(self) -> _Connection | None:
+        """The newest idle connection still open, after closing those kept too long."""
+        idle = self._idle
+        if idle and time.monotonic() - idle[0].idle_since > KEEPALIVE_S:
+            too_old = time.monotonic() - KEEPALIVE_S
+            while idle and idle[0].idle_since < too_old:
+                idle.pop(0).close()
+        while idle:
+            connection = idle.pop()
+            if connection.open:
+                return connection
+        return None
 
     async def _connect(self, host: str, port: int) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -204,40 +319,44 @@ class LeanGets:
             raise NoAnswer(f"ConnectError: {exc}") from exc
         return connection
 
-    async def _ask(self, connection: _Connection, request: bytes) -> Reply:
+    async def _ask(self, connection: _Connection, request: bytes) -> LeanAnswer:
         try:
-            async with asyncio.timeout(self._read_s):
-                reply = await connection.ask(request)
+            async with asyncio.timeout(self.read_s):
+                await connection.ask(request)
         except TimeoutError:
             connection.close()
-            return connection.ended_early("ReadTimeout: no data in time")
-        except BaseException:  # cancelled (the probe's own timeout): its answer may yet come
+            raise NoAnswer(READ_TIMEOUT) from None
+        except BaseException:  # no answer, or cancelled: an answer may yet come on it
             connection.close()
             raise
-        if connection.reusable and connection.open and not self.closed and self._idle is None:
-            self._idle = connection
-        else:
-            connection.close()
-        return reply
+        return LeanAnswer(self, connection)
 
-    def _request(self, url: str) -> tuple[str, int, bytes]:
-        """Where to connect for ``url``, and the bytes of its request."""
-        known = self._requests.get(url)
+    def _head(self, method: str, url: str) -> tuple[str, int, bytes]:
+        """Where to connect for ``url``, and the head of its request (for a body, up to its
+        ``Content-Length`` value)."""
+        known = self._heads.get((method, url))
         if known is None:
-            if len(self._requests) >= MAX_PATHS:
-                self._requests.clear()
+            if len(self._heads) >= MAX_PATHS:
+                self._heads.clear()
             parts = urlsplit(url)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-            head = f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nAccept: application/json\r\n"
-            request = f"{head}User-Agent: ganglion\r\n\r\n".encode("ascii")
-            known = self._requests[url] = (parts.hostname or "", parts.port or 80, request)
+            head = f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            head += "Accept: application/json\r\nUser-Agent: ganglion\r\n"
+            if method == "GET":
+                head += "\r\n"
+            else:
+                head += "Content-Type: application/json\r\nContent-Length: "
+            known = (parts.hostname or "", parts.port or 80, head.encode("ascii"))
+            self._heads[(method, url)] = known
         return known
 
 
-def lean_gets(base_url: str, *, connect_s: float | None, read_s: float | None) -> LeanGets | None:
-    """:class:`LeanGets` for the neuron at ``base_url``, or ``None`` when its GETs should go
-    through aiohttp: not plain ``http://``, credentials in the URL, or a proxy set in the
-    environment (aiohttp follows it; this does not)."""
+def lean_client(
+    base_url: str, *, connect_s: float | None, read_s: float | None
+) -> LeanClient | None:
+    """:class:`LeanClient` for the neuron at ``base_url``, or ``None`` when its requests
+    should go through aiohttp: not plain ``http://``, credentials in the URL, or a proxy set
+    in the environment (aiohttp follows it; this does not)."""
     parts = urlsplit(base_url)
     plain = base_url.isascii() and not any(c.isspace() for c in base_url)
     try:
@@ -253,4 +372,4 @@ def lean_gets(base_url: str, *, connect_s: float | None, read_s: float | None) -
         or urllib.request.getproxies()
     ):
         return None
-    return LeanGets(connect_s=connect_s, read_s=read_s)
+    return LeanClient(connect_s=connect_s, read_s=read_s)
