@@ -21,7 +21,9 @@ from ganglion.store.schema import ApiKeyRow, Base, NeuronRow, NodeReportRow, Spe
 
 KEEP_SAMPLES = 1000
 ID_PARAM = "neuron_id_"  # the id's parameter in a batch of updates (not a column's name)
-PRUNE_EVERY = 100
+#: The store cuts histories back each time this many more samples are written (at a
+#: thousand requests a second, once a second; each cut costs as much as writing the samples).
+PRUNE_EVERY = 1000
 
 
 @dataclass(frozen=True)
