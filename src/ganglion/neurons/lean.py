@@ -73,15 +73,18 @@ class CutOff(Exception):
 
 class _Connection(asyncio.Protocol):
     """One TCP connection to a neuron, asked one request at a time: its head is awaited with
-    :meth:`ask`, then its body read with :meth:`piece`."""
+    :meth:`ask`, then its body read with :meth:`piece`. Each wait on the server ends after
+    ``read_s`` of silence: the connection is closed, and the wait raises."""
 
-    def __init__(self) -> None:
+    def __init__(self, read_s: float | None) -> None:
         self.open = False
         self.idle_since = 0.0
+        self._read_s = read_s
         self._loop = asyncio.get_running_loop()
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None  # the head, then each piece
+        self._timer: asyncio.TimerHandle | None = None  # ends the wait under way
         self._reset()
 
     def _reset(self) -> None:
@@ -105,23 +108,15 @@ class _Connection(asyncio.Protocol):
         :class:`NoAnswer`)."""
         assert self._transport is not None
         self._reset()
-        self._waiter = self._loop.create_future()
+        waiter = self._wait()
         self._transport.write(request)
-        return self._waiter
+        return waiter
 
-    async def piece(self, read_s: float | None) -> bytes | None:
-        """What has come of the body since the last call (waiting up to ``read_s`` for it);
+    async def piece(self) -> bytes | None:
+        """What has come of the body since the last call (waiting for it if nothing has);
         ``None`` at its end; :class:`CutOff` when it broke off."""
         if not self._pieces and self._ended is None:
-            self._waiter = self._loop.create_future()
-            try:
-                async with asyncio.timeout(read_s):
-                    await self._waiter
-            except TimeoutError:
-                self.close()
-                raise CutOff(READ_TIMEOUT) from None
-            finally:
-                self._waiter = None
+            await self._wait()
         if self._pieces:
             data = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
             self._pieces.clear()
@@ -136,10 +131,27 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.open = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._transport is not None:
             self._transport.close()
 
+    def _wait(self) -> asyncio.Future[None]:
+        self._waiter = self._loop.create_future()
+        if self._read_s is not None:
+            self._timer = self._loop.call_later(self._read_s, self._timed_out)
+        return self._waiter
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._end(READ_TIMEOUT, lost=False)
+        self.close()
+
     def _wake(self, error: BaseException | None = None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():
             return
@@ -148,12 +160,13 @@ class _Connection(asyncio.Protocol):
         else:
             waiter.set_exception(error)
 
-    def _end(self, why: str) -> None:
-        """No more of this answer will come: whole (``why`` empty) or cut off (``why``)."""
+    def _end(self, why: str, *, lost: bool) -> None:
+        """No more of this answer will come: whole (``why`` empty) or cut off (``why``);
+        ``lost``: because the connection closed."""
         if self._ended is None:
             self._ended = why
         if not self.headers_done:
-            self._wake(NoAnswer(why or CLOSED, stale=not self.heard))
+            self._wake(NoAnswer(why or CLOSED, stale=lost and not self.heard))
         else:
             self._wake()
 
@@ -170,7 +183,7 @@ class _Connection(asyncio.Protocol):
         why = CLOSED if exc is None else f"{type(exc).__name__}: {exc}"
         if self.headers_done and not self._delimited:
             why = ""  # a body without a length ends with its connection: it is whole
-        self._end(why)
+        self._end(why, lost=True)
 
     def data_received(self, data: bytes) -> None:
         if self._ended is not None or self.complete:  # the server spoke out of turn
@@ -181,7 +194,7 @@ class _Connection(asyncio.Protocol):
             self._parser.feed_data(data)
         except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.close()
-            self._end(f"not an HTTP answer ({exc})")
+            self._end(f"not an HTTP answer ({exc})", lost=False)
 
     # httptools' callbacks
 
@@ -214,7 +227,7 @@ class _Connection(asyncio.Protocol):
             self._delimited = False
             return
         self.complete = self._parser.should_keep_alive()
-        self._end("")
+        self._end("", lost=False)
 
 
 class LeanAnswer:
@@ -233,13 +246,17 @@ class LeanAnswer:
         """The body, piece by piece as it comes; :class:`CutOff` when it breaks off."""
         connection = self._connection
         assert connection is not None, "the answer was closed"
-        read_s = self._client.read_s
-        while (data := await connection.piece(read_s)) is not None:
+        while (data := await connection.piece()) is not None:
             yield data
 
     async def read(self) -> bytes:
         """The whole body; :class:`CutOff` when it breaks off."""
-        return b"".join([data async for data in self.chunks()])
+        connection = self._connection
+        assert connection is not None, "the answer was closed"
+        parts = []
+        while (data := await connection.piece()) is not None:
+            parts.append(data)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     async def aclose(self) -> None:
         connection, self._connection = self._connection, None
@@ -312,7 +329,9 @@ class LeanClient:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_s):
-                _, connection = await loop.create_connection(_Connection, host, port)
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(self.read_s), host, port
+                )
         except TimeoutError:
             raise NoAnswer(f"ConnectTimeout: no connection within {self._connect_s:g} s") from None
         except OSError as exc:
@@ -321,11 +340,7 @@ class LeanClient:
 
     async def _ask(self, connection: _Connection, request: bytes) -> LeanAnswer:
         try:
-            async with asyncio.timeout(self.read_s):
-                await connection.ask(request)
-        except TimeoutError:
-            connection.close()
-            raise NoAnswer(READ_TIMEOUT) from None
+            await connection.ask(request)
         except BaseException:  # no answer, or cancelled: an answer may yet come on it
             connection.close()
             raise
