@@ -81,6 +81,18 @@ def parse(model: type[Wire], data: Any, where: str) -> Wire:
         ) from exc
 
 
+def parse_json(model: type[Wire], content: bytes, where: str) -> Wire:
+    """:func:`parse` of a body straight from its bytes, in one pass: what is not JSON is
+    NotAnLLMServer as :func:`decode_json` says it, JSON that is not ``model`` as :func:`parse`
+    does."""
+    try:
+        return model.model_validate_json(content)
+    except ValidationError as exc:
+        if exc.errors()[0]["type"] == "json_invalid":
+            decode_json(content, where, started=False)  # raises, unless pydantic alone refused
+        return parse(model, decode_json(content, where, started=False), where)
+
+
 def decode_json(text: str | bytes, where: str, *, started: bool) -> Any:
     """JSON from a body or a stream line. Garbage before anything valid is NotAnLLMServer;
     garbage after the stream ``started`` is NeuronStreamBroken. orjson reads it (at half the
@@ -364,6 +376,12 @@ class NeuronHTTP:
     async def post_json(self, path: str, body: dict[str, Any], retry: Retry | None = None) -> Any:
         return await self._json("POST", path, body, retry)
 
+    async def post_for(
+        self, wire: type[Wire], path: str, body: dict[str, Any], retry: Retry | None = None
+    ) -> Wire:
+        """The answer to ``POST path``, validated as ``wire`` straight from its bytes."""
+        return parse_json(wire, await self._read("POST", path, body, retry), self.base_url + path)
+
     async def stream_lines(
         self, path: str, body: dict[str, Any], retry: Retry | None = None
     ) -> AsyncIterator[bytes]:
@@ -389,14 +407,19 @@ class NeuronHTTP:
     async def _json(
         self, method: str, path: str, body: dict[str, Any] | None, retry: Retry | None = None
     ) -> Any:
+        content = await self._read(method, path, body, retry)
+        return decode_json(content, f"{method} {self.base_url}{path}", started=False)
+
+    async def _read(
+        self, method: str, path: str, body: dict[str, Any] | None, retry: Retry | None
+    ) -> bytes:
         answer = await self._open(method, path, body, retry)
         try:
-            content = await answer.read()
+            return await answer.read()
         except CutOff as exc:
             raise NeuronStreamBroken(f"{self.base_url}{path} broke off midway ({exc})") from exc
         finally:
             await answer.aclose()
-        return decode_json(content, f"{method} {self.base_url}{path}", started=False)
 
     async def _open(
         self, method: str, path: str, body: dict[str, Any] | None, retry: Retry | None

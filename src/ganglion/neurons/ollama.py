@@ -188,9 +188,8 @@ class OllamaAdapter:
         self, path: str, body: dict[str, Any], wire: type[Answer], model: str
     ) -> Completion:
         start = self._clock()
-        data = await self._http.post_json(path, body)
+        reply = await self._http.post_for(wire, path, body)
         wall = self._clock() - start
-        reply = parse(wire, data, f"{self.url}{path}")
         return Completion(
             model=reply.model or model,
             text=_text(reply),

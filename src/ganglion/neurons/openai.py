@@ -227,9 +227,8 @@ class OpenAIAdapter:
     async def _complete(self, path: str, body: dict[str, Any], model: str) -> Completion:
         where = f"{self.url}{path}"
         start = self._clock()
-        data = await self._http.post_json(path, body, self._schema_retry(body))
+        reply = await self._http.post_for(ChatCompletion, path, body, self._schema_retry(body))
         wall = self._clock() - start
-        reply = parse(ChatCompletion, data, where)
         if not reply.choices:
             raise NotAnLLMServer(f"{where} answered a completion without choices")
         choice = reply.choices[0]
