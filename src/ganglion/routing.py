@@ -71,9 +71,12 @@ class Job:
     """The prompt's hash chain, for the prefix caches (None: not worth tracking)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Ticket:
+    """One job admitted on one neuron (:meth:`Router.take`), until it is released."""
+
     job: Job
+    neuron: Neuron
     started: float
     decode_tps: float
     work: float = 0.0
@@ -245,7 +248,10 @@ class Router:
         self._prefixes: dict[tuple[str, str], PrefixIndex] = {}
 
     def book(self, neuron: Neuron) -> Book:
-        return self._books.setdefault(neuron.name, Book())
+        book = self._books.get(neuron.name)
+        if book is None:
+            book = self._books[neuron.name] = Book()
+        return book
 
     def serving(self, model: str) -> list[Neuron]:
         """Active neurons that serve ``model``."""
@@ -428,22 +434,34 @@ class Router:
     @contextmanager
     def admit(self, estimate: Estimate, job: Job) -> Iterator[Ticket]:
         """Count ``job`` against its neuron's backlog while it runs; its prompt is held in the
-        neuron's cache from now on (:meth:`remember`)."""
+        neuron's cache from now on (:meth:`remember`). :meth:`take` and :meth:`release`, as a
+        block."""
+        ticket = self.take(estimate, job)
+        try:
+            yield ticket
+        finally:
+            self.release(ticket)
+
+    def take(self, estimate: Estimate, job: Job) -> Ticket:
+        """Count ``job`` against ``estimate``'s neuron until :meth:`release`."""
+        neuron = estimate.neuron
         work = float(job.output_tokens)
         if estimate.prefill_tps > 0:
             unread = job.prompt_tokens - estimate.cached_tokens
             work += unread * estimate.decode_tps / estimate.prefill_tps
-        ticket = Ticket(job, self.clock(), estimate.decode_tps, work, estimate.cached_tokens)
-        self.remember(estimate.neuron, job)
-        book = self.book(estimate.neuron)
-        book.add(ticket, self.clock(), estimate.neuron.slots)
-        self._publish(estimate.neuron)
-        try:
-            yield ticket
-        finally:
-            self._answered(estimate.neuron, job, ticket.answer)
-            book.remove(ticket, self.clock())
-            self._publish(estimate.neuron)
+        now = self.clock()
+        ticket = Ticket(job, neuron, now, estimate.decode_tps, work, estimate.cached_tokens)
+        self.remember(neuron, job)
+        self.book(neuron).add(ticket, now, neuron.slots)
+        self._publish(neuron)
+        return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        """``ticket``'s job ended (or failed): its neuron owes it nothing more."""
+        neuron, now = ticket.neuron, self.clock()
+        self._answered(neuron, ticket.job, ticket.answer)
+        self.book(neuron).remove(ticket, now)
+        self._publish(neuron)
 
     def _publish(self, neuron: Neuron) -> None:
         if self.board is not None:
