@@ -118,15 +118,21 @@ class Book:
         return Load(len(self.tickets), self.owed, self.stamp, self.rate, oldest, self.cool_until)
 
     def add(self, ticket: Ticket, now: float, slots: int) -> None:
-        self.owed = self.load().backlog(now) + ticket.work
+        self.owed = self._backlog(now) + ticket.work
         self.stamp, self.rate = now, slots * ticket.decode_tps
         self.tickets.append(ticket)
 
     def remove(self, ticket: Ticket, now: float) -> None:
-        self.owed, self.stamp = self.load().backlog(now), now
+        self.owed, self.stamp = self._backlog(now), now
         self.tickets.remove(ticket)
         if not self.tickets:
             self.owed = 0.0
+
+    def _backlog(self, now: float) -> float:
+        """``self.load().backlog(now)``, without building the load (twice a request)."""
+        if not self.tickets:
+            return 0.0
+        return max(self.owed - self.rate * (now - self.stamp), 0.0)
 
 
 @dataclass(frozen=True)
@@ -473,7 +479,12 @@ def _model_key(model: str) -> str:
 
 
 def _speed(neuron: Neuron, model: str) -> float | None:
-    return _measured(neuron.speeds.by_model(), model)
+    """``neuron``'s measured decode speed for ``model``, as :func:`_measured` finds it in
+    :meth:`ganglion.fleet.speed.SpeedBook.by_model`, read in place: every estimate reads it."""
+    for name, entry in neuron.speeds.models.items():
+        if entry.ewma is not None and same_model(name, model):
+            return entry.ewma
+    return None
 
 
 def _measured(by_model: dict[str, float], model: str) -> float | None:
