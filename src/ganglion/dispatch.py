@@ -83,7 +83,7 @@ class Stream:
     model: str
     first: Chunk
     _rest: AsyncIterator[Chunk]
-    _stack: contextlib.AsyncExitStack
+    _try: Try
     stats: TokenStats | None = field(default=None)
     cached_tokens: int = 0
     """Prompt tokens the neuron was predicted to hold in its KV cache when it was chosen."""
@@ -92,7 +92,7 @@ class Stream:
         return self._rest
 
     async def aclose(self) -> None:
-        await self._stack.aclose()
+        await self._try.release()
 
 
 @dataclass(frozen=True)
@@ -106,17 +106,43 @@ class Whole:
     """Prompt tokens the neuron was predicted to hold in its KV cache when it was chosen."""
 
 
-@dataclass(frozen=True)
 class Try:
     """One try on one neuron: its estimate; its ticket, the slot it holds (where a chat's
-    answer goes once read: the neuron's cache holds it); the stack that releases both; the
-    watch on its waits; and whether it is the ``final`` try (pinned, or the last candidate)."""
+    answer goes once read: the neuron's cache holds it); the watch on its waits; whether it
+    is the ``final`` try (pinned, or the last candidate); and the streams it opened.
+    :meth:`release` lets go of all it holds, last taken first.
 
-    estimate: Estimate
-    ticket: Ticket
-    stack: contextlib.AsyncExitStack
-    watch: Watch
-    final: bool
+    (A plain class rather than an ``AsyncExitStack`` of context managers: this is every
+    request's bookkeeping, and the stack's generic machinery cost more than the work.)"""
+
+    def __init__(
+        self, dispatcher: Dispatcher, estimate: Estimate, ticket: Ticket, watch: Watch, final: bool
+    ) -> None:
+        self.estimate = estimate
+        self.ticket = ticket
+        self.watch = watch
+        self.final = final
+        self._dispatcher: Dispatcher | None = dispatcher  # None once released
+        self._streams: list[AsyncIterator[Chunk]] = []
+
+    def opened(self, stream: AsyncIterator[Chunk]) -> AsyncIterator[Chunk]:
+        """``stream``, closed when the try is released."""
+        self._streams.append(stream)
+        return stream
+
+    async def release(self) -> None:
+        """Close the streams, the watch, the neuron's in-flight count and the slot; only the
+        first call does anything."""
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is None:
+            return
+        try:
+            for stream in reversed(self._streams):
+                await _close(stream)
+        finally:
+            self.watch.close()
+            dispatcher.registry.ended(self.estimate.neuron)
+            dispatcher.router.release(self.ticket)
 
 
 #: What a try does: start the answer (or get it whole).
@@ -164,13 +190,12 @@ class Dispatcher:
 
         async def start(attempt: Try) -> Stream:
             neuron, watch = attempt.estimate.neuron, attempt.watch
-            stream = stream_of(neuron.adapter, request)
-            attempt.stack.push_async_callback(_close, stream)
+            stream = attempt.opened(stream_of(neuron.adapter, request))
             first = await watch.next(stream)
             watch.timeout_s = self.timeouts.idle_s
             rest = self._rest(job.model, endpoint, first, stream, attempt)
             cached = attempt.ticket.cached_tokens
-            return Stream(neuron, job.model, first, rest, attempt.stack, cached_tokens=cached)
+            return Stream(neuron, job.model, first, rest, attempt, cached_tokens=cached)
 
         return await self._first(job, endpoint, pinned, start)
 
@@ -195,7 +220,7 @@ class Dispatcher:
                 completion = await self._gather(neuron.adapter, request, attempt)
             if ticket.wants_answer:
                 ticket.answer = completion.text
-            await attempt.stack.aclose()
+            await attempt.release()
             self.observer.request_finished(neuron.name, job.model, endpoint, completion.stats)
             await self.registry.record_success(
                 neuron, job.model, completion.stats, predicted_cached=ticket.cached_tokens
@@ -208,8 +233,7 @@ class Dispatcher:
         """A streamed answer put together (:func:`collected`), each chunk awaited within the
         first-byte, then the idle, timeout."""
         watch = attempt.watch
-        stream = stream_of(adapter, request)
-        attempt.stack.push_async_callback(_close, stream)
+        stream = attempt.opened(stream_of(adapter, request))
 
         async def watched() -> AsyncIterator[Chunk]:
             try:
@@ -237,16 +261,15 @@ class Dispatcher:
         for tried, estimate in enumerate(candidates, start=1):
             neuron = estimate.neuron
             final = pinned is not None or tried == len(candidates)
-            stack = contextlib.AsyncExitStack()
-            ticket = stack.enter_context(self.router.admit(estimate, job))
-            await stack.enter_async_context(self.registry.track(neuron))
+            ticket = self.router.take(estimate, job)
+            self.registry.started(neuron)
             self.observer.request_started(neuron.name, job.model, endpoint)
             watch = Watch(neuron.name, self.registry.lost(neuron), self.timeouts.first_byte_s)
-            stack.callback(watch.close)
+            held = Try(self, estimate, ticket, watch, final)
             try:
-                answer = await attempt(Try(estimate, ticket, stack, watch, final))
+                answer = await attempt(held)
             except NeuronRequestError as error:
-                await stack.aclose()
+                await held.release()
                 self.observer.request_failed(
                     neuron.name, job.model, endpoint, FailureKind.HTTP_ERROR
                 )
@@ -254,11 +277,11 @@ class Dispatcher:
                     raise NeuronRefused(str(error), error.status_code) from None
                 failures.append(await self._failed(neuron, error, watch.timeout_s))
             except (NeuronError, TimeoutError, StopAsyncIteration) as error:
-                await stack.aclose()
+                await held.release()
                 self.observer.request_failed(neuron.name, job.model, endpoint, failure_kind(error))
                 failures.append(await self._failed(neuron, error, watch.timeout_s))
             except BaseException:  # the caller went away before the answer
-                await stack.aclose()
+                await held.release()
                 self.observer.request_failed(
                     neuron.name, job.model, endpoint, FailureKind.STREAM_BROKEN
                 )
@@ -341,7 +364,7 @@ class Dispatcher:
             await self.registry.record_failure(neuron, reason)
             raise BrokenMidStream(f"{neuron.name} failed mid-answer: {reason}") from None
         finally:
-            await attempt.stack.aclose()
+            await attempt.release()
             if not ended and not chunk.done:  # the caller went away mid-answer
                 self.observer.request_failed(
                     neuron.name, model, endpoint, FailureKind.STREAM_BROKEN

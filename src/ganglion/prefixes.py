@@ -66,6 +66,9 @@ class Prompt:
 
     def shared(self, other: Prompt) -> int:
         """How many leading boundaries this prompt and ``other`` have in common."""
+        common = min(len(self.digests), len(other.digests))
+        if self.digests[:common] == other.digests[:common]:  # one goes on from the other
+            return common
         count = 0
         for mine, theirs in zip(self.digests, other.digests, strict=False):
             if mine != theirs:

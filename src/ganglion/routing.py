@@ -71,9 +71,12 @@ class Job:
     """The prompt's hash chain, for the prefix caches (None: not worth tracking)."""
 
 
-@dataclass
+@dataclass(eq=False)
 class Ticket:
+    """One job admitted on one neuron (:meth:`Router.take`), until it is released."""
+
     job: Job
+    neuron: Neuron
     started: float
     decode_tps: float
     work: float = 0.0
@@ -115,15 +118,21 @@ class Book:
         return Load(len(self.tickets), self.owed, self.stamp, self.rate, oldest, self.cool_until)
 
     def add(self, ticket: Ticket, now: float, slots: int) -> None:
-        self.owed = self.load().backlog(now) + ticket.work
+        self.owed = self._backlog(now) + ticket.work
         self.stamp, self.rate = now, slots * ticket.decode_tps
         self.tickets.append(ticket)
 
     def remove(self, ticket: Ticket, now: float) -> None:
-        self.owed, self.stamp = self.load().backlog(now), now
+        self.owed, self.stamp = self._backlog(now), now
         self.tickets.remove(ticket)
         if not self.tickets:
             self.owed = 0.0
+
+    def _backlog(self, now: float) -> float:
+        """``self.load().backlog(now)``, without building the load (twice a request)."""
+        if not self.tickets:
+            return 0.0
+        return max(self.owed - self.rate * (now - self.stamp), 0.0)
 
 
 @dataclass(frozen=True)
@@ -245,7 +254,10 @@ class Router:
         self._prefixes: dict[tuple[str, str], PrefixIndex] = {}
 
     def book(self, neuron: Neuron) -> Book:
-        return self._books.setdefault(neuron.name, Book())
+        book = self._books.get(neuron.name)
+        if book is None:
+            book = self._books[neuron.name] = Book()
+        return book
 
     def serving(self, model: str) -> list[Neuron]:
         """Active neurons that serve ``model``."""
@@ -428,22 +440,34 @@ class Router:
     @contextmanager
     def admit(self, estimate: Estimate, job: Job) -> Iterator[Ticket]:
         """Count ``job`` against its neuron's backlog while it runs; its prompt is held in the
-        neuron's cache from now on (:meth:`remember`)."""
+        neuron's cache from now on (:meth:`remember`). :meth:`take` and :meth:`release`, as a
+        block."""
+        ticket = self.take(estimate, job)
+        try:
+            yield ticket
+        finally:
+            self.release(ticket)
+
+    def take(self, estimate: Estimate, job: Job) -> Ticket:
+        """Count ``job`` against ``estimate``'s neuron until :meth:`release`."""
+        neuron = estimate.neuron
         work = float(job.output_tokens)
         if estimate.prefill_tps > 0:
             unread = job.prompt_tokens - estimate.cached_tokens
             work += unread * estimate.decode_tps / estimate.prefill_tps
-        ticket = Ticket(job, self.clock(), estimate.decode_tps, work, estimate.cached_tokens)
-        self.remember(estimate.neuron, job)
-        book = self.book(estimate.neuron)
-        book.add(ticket, self.clock(), estimate.neuron.slots)
-        self._publish(estimate.neuron)
-        try:
-            yield ticket
-        finally:
-            self._answered(estimate.neuron, job, ticket.answer)
-            book.remove(ticket, self.clock())
-            self._publish(estimate.neuron)
+        now = self.clock()
+        ticket = Ticket(job, neuron, now, estimate.decode_tps, work, estimate.cached_tokens)
+        self.remember(neuron, job)
+        self.book(neuron).add(ticket, now, neuron.slots)
+        self._publish(neuron)
+        return ticket
+
+    def release(self, ticket: Ticket) -> None:
+        """``ticket``'s job ended (or failed): its neuron owes it nothing more."""
+        neuron, now = ticket.neuron, self.clock()
+        self._answered(neuron, ticket.job, ticket.answer)
+        self.book(neuron).remove(ticket, now)
+        self._publish(neuron)
 
     def _publish(self, neuron: Neuron) -> None:
         if self.board is not None:
@@ -455,7 +479,12 @@ def _model_key(model: str) -> str:
 
 
 def _speed(neuron: Neuron, model: str) -> float | None:
-    return _measured(neuron.speeds.by_model(), model)
+    """``neuron``'s measured decode speed for ``model``, as :func:`_measured` finds it in
+    :meth:`ganglion.fleet.speed.SpeedBook.by_model`, read in place: every estimate reads it."""
+    for name, entry in neuron.speeds.models.items():
+        if entry.ewma is not None and same_model(name, model):
+            return entry.ewma
+    return None
 
 
 def _measured(by_model: dict[str, float], model: str) -> float | None:

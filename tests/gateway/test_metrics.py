@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ganglion.gateway.metrics import Metrics
+from ganglion.gateway.metrics import MAX_UNSETTLED, Metrics
 from ganglion.gateway.state import Gateway
 from ganglion.neurons.base import TokenStats
 from tests.fakes import FakeFleet, in_process
@@ -102,6 +102,20 @@ def test_a_rejection_before_any_start_leaves_in_flight_alone() -> None:
 def test_an_unknown_kind_is_a_bug() -> None:
     with pytest.raises(ValueError, match="boom"):
         Metrics().request_failed("gpu", "llama3", "/api/chat", "boom")
+
+
+def test_what_waits_for_a_scrape_is_bounded() -> None:
+    metrics = Metrics()
+    stats = TokenStats(output_tokens=1, ttft_s=0.3)
+    for _ in range(MAX_UNSETTLED + 1):
+        metrics.request_started("gpu", "llama3", "/api/chat")
+        metrics.request_finished("gpu", "llama3", "/api/chat", stats)
+    assert len(metrics._ttfts) == 1  # the first MAX_UNSETTLED went into the histogram
+    assert len(metrics._owed) == 2  # one sum per series: requests, output tokens
+    samples = scrape(metrics)
+    count = value(samples, "ganglion_time_to_first_token_seconds_count", **GPU)
+    assert count == MAX_UNSETTLED + 1
+    assert value(samples, "ganglion_requests_total", **GPU, endpoint="/api/chat") == count
 
 
 def test_each_metrics_has_its_own_registry() -> None:

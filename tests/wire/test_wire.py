@@ -66,7 +66,7 @@ def test_an_openai_chat_stream_reads_back(usage: bool) -> None:
 def test_an_openai_whole_text_completion_reads_back() -> None:
     reply = openai.Reply(id="cmpl-1", created=7, model="m", chat=False, system_fingerprint="fp")
     whole = openai.ChatCompletion.model_validate_json(
-        reply.whole("text", "length", openai.Usage.of(1, 1)).encode()
+        dumps(reply.whole("text", "length", openai.Usage.of(1, 1)))
     )
     assert (whole.object, whole.system_fingerprint) == ("text_completion", "fp")
     assert whole.choices[0].text == "text"

@@ -435,7 +435,7 @@ class Registry:
             neuron.loaded = [*neuron.loaded, model]  # it answered, so it is in memory now
         neuron.speeds.observe(model, stats)
         self.writes.add(SpeedSample(neuron.id, model, source, stats, predicted_cached))
-        await self._reclassify(neuron, changed=True)
+        await self._reclassify(neuron, changed=True, speeds_only=True)
 
     async def record_failure(self, neuron: Neuron, reason: str) -> None:
         """A request failed. Errors may make a neuron ``degraded``; only probes make it offline."""
@@ -444,14 +444,23 @@ class Registry:
 
     @asynccontextmanager
     async def track(self, neuron: Neuron) -> AsyncIterator[Neuron]:
-        """Count a request in flight on ``neuron`` while the block runs."""
-        neuron.in_flight += 1
-        self._notify(neuron)
+        """Count a request in flight on ``neuron`` while the block runs (:meth:`started`,
+        then :meth:`ended`)."""
+        self.started(neuron)
         try:
             yield neuron
         finally:
-            neuron.in_flight -= 1
-            self._notify(neuron)
+            self.ended(neuron)
+
+    def started(self, neuron: Neuron) -> None:
+        """A request is in flight on ``neuron`` until :meth:`ended`."""
+        neuron.in_flight += 1
+        self._notify(neuron)
+
+    def ended(self, neuron: Neuron) -> None:
+        """A request counted by :meth:`started` ended, either way."""
+        neuron.in_flight -= 1
+        self._notify(neuron)
 
     def _idle_gpu(self, neuron: Neuron) -> str | None:
         report = self._nodes.get(neuron.node)
@@ -465,8 +474,16 @@ class Registry:
             neuron.node, neuron.memory, neuron.speeds.by_model(), report, vram
         )
 
-    async def _reclassify(self, neuron: Neuron, *, changed: bool = False) -> None:
-        idle_gpu = self._idle_gpu(neuron)
+    async def _reclassify(
+        self, neuron: Neuron, *, changed: bool = False, speeds_only: bool = False
+    ) -> None:
+        """Classify ``neuron`` again, and tell the listeners if anything changed.
+        ``speeds_only``: of what the idle-GPU verdict reads, only the speeds changed (a
+        request's success), and they count only against a node's measured bandwidth: the
+        verdict stands otherwise, until the next probe judges it again."""
+        report = self._nodes.get(neuron.node)
+        judged = not speeds_only or (report is not None and bool(report.bandwidth_gbps))
+        idle_gpu = self._idle_gpu(neuron) if judged else neuron.idle_gpu
         if idle_gpu != neuron.idle_gpu:
             neuron.idle_gpu, changed = idle_gpu, True
         status, reason = classify(

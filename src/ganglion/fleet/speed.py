@@ -13,6 +13,7 @@ reports a few milliseconds then). The router uses them where known (:mod:`gangli
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -38,15 +39,21 @@ class ModelSpeed:
     ewma: float | None = None
     samples: deque[float] = field(default_factory=lambda: deque(maxlen=BASELINE_WINDOW))
 
+    _ordered: list[float] = field(default_factory=list, init=False, repr=False, compare=False)
+    """The samples in order, kept so as each comes: every request asks for the baseline."""
+
     def add(self, tokens_per_second: float) -> None:
+        if len(self.samples) == self.samples.maxlen:
+            del self._ordered[bisect.bisect_left(self._ordered, self.samples[0])]
         self.samples.append(tokens_per_second)
+        bisect.insort(self._ordered, tokens_per_second)
         self.ewma = ewma(self.ewma, tokens_per_second, self.alpha)
 
     @property
     def baseline(self) -> float | None:
-        if len(self.samples) < MIN_SAMPLES_FOR_BASELINE:
+        ordered = self._ordered
+        if len(ordered) < MIN_SAMPLES_FOR_BASELINE:
             return None
-        ordered = sorted(self.samples)
         return ordered[min(len(ordered) - 1, int(BASELINE_QUANTILE * len(ordered)))]
 
 
@@ -77,7 +84,10 @@ class SpeedBook:
 
     def add(self, model: str, tokens_per_second: float) -> None:
         self.version += 1
-        self.models.setdefault(model, ModelSpeed(alpha=self.alpha)).add(tokens_per_second)
+        entry = self.models.get(model)
+        if entry is None:
+            entry = self.models[model] = ModelSpeed(alpha=self.alpha)
+        entry.add(tokens_per_second)
         self.last_model = model
 
     def speed(self, model: str | None = None) -> float | None:

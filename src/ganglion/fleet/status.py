@@ -73,6 +73,8 @@ class Health:
         self.errors.append((now, reason))
 
     def recent_errors(self, now: float, window_s: float) -> list[str]:
+        if not self.errors:  # the usual case, asked after every request
+            return []
         return [reason for when, reason in self.errors if now - when <= window_s]
 
 

@@ -39,6 +39,9 @@ RUN_PHASES = ("decompose", "parallel", "synthesize", "total", "first_token")
 
 RUN_OUTCOMES = frozenset({"completed", "failed", "cancelled"})
 
+MAX_UNSETTLED = 1024
+"""Times to first token kept for the next scrape at most: then they go into the histogram."""
+
 
 class FleetCollector(Collector):
     """The fleet as it is at scrape time: status, activity and measured speed per neuron."""
@@ -116,7 +119,12 @@ class FleetCollector(Collector):
 class Metrics:
     """The gateway's Prometheus series. The request path calls :meth:`request_started` and
     then exactly one of :meth:`request_finished` or :meth:`request_failed`; it is a
-    :class:`ganglion.fleet.traffic.RequestObserver`."""
+    :class:`ganglion.fleet.traffic.RequestObserver`.
+
+    The request path only adds up what it owes the series, in plain numbers (a
+    ``Counter.inc`` checks and locks, and a request makes about ten); :meth:`exposition`
+    brings the series up to date before it writes them (:meth:`settle`). Times to first
+    token, the one figure kept one by one, are settled too once :data:`MAX_UNSETTLED` wait."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -178,6 +186,10 @@ class Metrics:
         )
         self.runs, self.run_seconds = _run_series(registry)
         self._children: dict[tuple[object, ...], Any] = {}
+        # Owed to the series since the last settle: increments by (metric, *labels), bounded
+        # by the series there are; times to first token by (neuron, model), MAX_UNSETTLED.
+        self._owed: dict[tuple[Any, ...], float] = {}
+        self._ttfts: list[tuple[str, str, float]] = []
 
     def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
         """``metric.labels(*labels)``, made once: ``labels()`` checks and locks on every
@@ -197,9 +209,8 @@ class Metrics:
         self.fleet.neurons = neurons
 
     def request_started(self, neuron: str, model: str, endpoint: str) -> None:
-        self._child(self.requests, neuron, model, endpoint).inc()
+        self._add(1, self.requests, neuron, model, endpoint)
         self._in_flight[neuron, model] = self._in_flight.get((neuron, model), 0) + 1
-        self._child(self.in_flight, neuron, model).inc()
 
     def request_finished(self, neuron: str, model: str, endpoint: str, stats: TokenStats) -> None:
         self._ended(neuron, model)
@@ -213,26 +224,45 @@ class Metrics:
         )
         for counter, amount in amounts:
             if amount:  # None when the neuron did not say; a counter never goes down
-                self._child(counter, neuron, model).inc(max(amount, 0))
+                self._add(max(amount, 0), counter, neuron, model)
         if stats.ttft_s is not None:
-            self._child(self.ttft, neuron, model).observe(stats.ttft_s)
+            self._ttfts.append((neuron, model, stats.ttft_s))
+            if len(self._ttfts) >= MAX_UNSETTLED:
+                self.settle()
 
     def prefix_predicted(self, neuron: str, model: str, cached_tokens: int) -> None:
         outcome = "hit" if cached_tokens > 0 else "miss"
-        self._child(self.cache_predictions, neuron, model, outcome).inc()
+        self._add(1, self.cache_predictions, neuron, model, outcome)
         if cached_tokens > 0:
-            self._child(self.predicted_cached_tokens, neuron, model).inc(cached_tokens)
+            self._add(cached_tokens, self.predicted_cached_tokens, neuron, model)
 
     def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
         """``kind`` is a :class:`~ganglion.fleet.traffic.FailureKind` value (else ValueError)."""
-        self._child(self.errors, neuron, model, endpoint, FailureKind(kind).value).inc()
+        self._add(1, self.errors, neuron, model, endpoint, FailureKind(kind).value)
         self._ended(neuron, model)
 
     def _ended(self, neuron: str, model: str) -> None:
         running = self._in_flight.get((neuron, model), 0)
         if running > 0:  # a failure reported without a start (rejected early) is not running
             self._in_flight[neuron, model] = running - 1
-            self._child(self.in_flight, neuron, model).dec()
+
+    def _add(self, amount: float, counter: Counter, *labels: str) -> None:
+        """Owe ``counter``'s series of ``labels`` ``amount`` more, until :meth:`settle`."""
+        key = (counter, *labels)
+        self._owed[key] = self._owed.get(key, 0) + amount
+
+    def settle(self) -> None:
+        """Bring the series up to date with what the request path counted since the last
+        time. A series appears when first counted, as with ``inc`` at once (one a neuron
+        never reported stays absent, not a misleading zero)."""
+        owed, self._owed = self._owed, {}
+        for (counter, *labels), amount in owed.items():
+            self._child(counter, *labels).inc(amount)
+        ttfts, self._ttfts = self._ttfts, []
+        for neuron, model, seconds in ttfts:
+            self._child(self.ttft, neuron, model).observe(seconds)
+        for (neuron, model), running in self._in_flight.items():
+            self._child(self.in_flight, neuron, model).set(running)
 
     def run_event(self, run_id: str, event: Mapping[str, Any]) -> None:
         """An orchestra event (:meth:`~ganglion.orchestra.events.RunEvents.listen`): a run's
@@ -249,6 +279,7 @@ class Metrics:
                 self.run_seconds.labels(phase).observe(seconds)
 
     def exposition(self) -> bytes:
+        self.settle()
         return generate_latest(self.registry)
 
 

@@ -20,7 +20,7 @@ from ganglion.errors import BrokenMidStream
 from ganglion.gateway import front
 from ganglion.gateway.state import Gateway, GatewayDep
 from ganglion.gateway.streamed import Streamed
-from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall
+from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall, TokenStats
 from ganglion.routing import Job, same_model
 from ganglion.wire import ollama as wire
 from ganglion.wire.encoding import dumps
@@ -142,8 +142,8 @@ def _streamed(stream: Stream, *, chat: bool) -> Response:
 
 def _whole(whole: Whole, *, chat: bool) -> Response:
     answer = whole.completion
-    last = Chunk(answer.text, done=True, stats=answer.stats, done_reason=answer.done_reason)
-    body = dumps(_reply(whole.model, answer.text, last, chat=chat))
+    end = _ending(answer.stats, answer.done_reason)
+    body = dumps(wire.answer(whole.model, answer.text, chat=chat, created_at=_now(), end=end))
     headers = front.answered(whole.neuron, whole.cached_tokens)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -163,15 +163,14 @@ async def _ndjson(stream: Stream, *, chat: bool) -> AsyncIterator[str]:
 
 def _reply(model: str, text: str, chunk: Chunk, *, chat: bool) -> wire.Answer:
     """One answer in Ollama's shape: ``text``, and if ``chunk`` is the last, the metrics."""
-    end = _ending(chunk) if chunk.done else None
+    end = _ending(chunk.stats, chunk.done_reason) if chunk.done else None
     return wire.answer(model, text, chat=chat, created_at=_now(), end=end)
 
 
-def _ending(chunk: Chunk) -> wire.Ending:
+def _ending(stats: TokenStats | None, done_reason: str | None) -> wire.Ending:
     """Ollama's end of an answer. For OpenAI-dialect neurons, which report no prefill, the
     time to first token stands in for ``prompt_eval_duration``."""
-    reason = chunk.done_reason or "stop"
-    stats = chunk.stats
+    reason = done_reason or "stop"
     if stats is None:
         return {"done": True, "done_reason": reason}
     decode = stats.decode_s

@@ -20,6 +20,7 @@ from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall, TokenS
 from ganglion.routing import Job, same_model
 from ganglion.wire import openai as wire
 from ganglion.wire import sse
+from ganglion.wire.encoding import dumps
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -132,7 +133,8 @@ def _whole(whole: Whole, *, kind: str) -> Response:
     answer = whole.completion
     reply = _reply(whole.model, False, kind=kind)
     body = reply.whole(answer.text, _finish(answer.done_reason), _usage(answer.stats))
-    return _json(body, front.answered(whole.neuron, whole.cached_tokens))
+    headers = front.answered(whole.neuron, whole.cached_tokens)
+    return Response(dumps(body), media_type="application/json", headers=headers)
 
 
 def _reply(model: str, usage: bool, *, kind: str) -> wire.Reply:

@@ -175,7 +175,9 @@ class ErrorResponse(WireModel):
 
 def timestamp(moment: datetime) -> str:
     """A ``created_at``: ISO 8601 in UTC, ending in ``Z`` as Ollama writes it."""
-    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+    if moment.tzinfo is not UTC:  # every answer's stamp is UTC already: no conversion then
+        moment = moment.astimezone(UTC)
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def answer(

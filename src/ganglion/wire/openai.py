@@ -246,15 +246,21 @@ class Reply:
         """The stream's last chunk with ``include_usage``: no choices, the token counts."""
         return self._head | {"choices": [], "usage": usage.model_dump(exclude_unset=True)}
 
-    def whole(self, text: str, finish_reason: str, usage: Usage) -> ChatCompletion:
-        """The whole completion, for a caller that does not stream."""
+    def whole(self, text: str, finish_reason: str, usage: Usage) -> dict[str, Any]:
+        """The whole completion, for a caller that does not stream: a :class:`ChatCompletion`
+        (text in a ``message``, or a text completion's ``text``)."""
+        choice: dict[str, Any] = {"index": 0}
         if self.chat:
-            message = Message(role="assistant", content=text)
-            choice = Choice(index=0, message=message, logprobs=None, finish_reason=finish_reason)
+            choice["message"] = {"role": "assistant", "content": text}
         else:
-            choice = Choice(index=0, text=text, logprobs=None, finish_reason=finish_reason)
-        head = self._head | {"object": "chat.completion" if self.chat else "text_completion"}
-        return ChatCompletion(choices=[choice], usage=usage, **head)
+            choice["text"] = text
+        choice |= {"logprobs": None, "finish_reason": finish_reason}
+        kind = "chat.completion" if self.chat else "text_completion"
+        return self._head | {
+            "object": kind,
+            "choices": [choice],
+            "usage": usage.model_dump(exclude_unset=True),
+        }
 
     @staticmethod
     def event(chunk: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ from ganglion.local.sim.dialect import (
 from ganglion.local.sim.engine import Generation, GenerationTimings, Simulator
 from ganglion.wire import openai as wire
 from ganglion.wire import sse
+from ganglion.wire.encoding import dumps
 
 CREATED = 1704067200
 """When every simulated model was "created" (Unix seconds): 2024-01-01."""
@@ -127,7 +128,8 @@ class OpenAIAPI:
         if streaming:
             return StreamingResponse(self.stream(job, reply), media_type=sse.MEDIA_TYPE)
         text = await collect(self.sim, job)
-        return answer_json(reply.whole(text, job.done_reason, self.usage(job)))
+        answer = reply.whole(text, job.done_reason, self.usage(job))
+        return Response(dumps(answer), media_type="application/json")
 
     async def stream(self, job: Generation, reply: wire.Reply) -> AsyncIterator[str]:
         if reply.chat:
