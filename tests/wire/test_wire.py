@@ -7,12 +7,22 @@ import ast
 import base64
 import json
 import struct
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from ganglion.wire import ollama, openai, sse
 from ganglion.wire.encoding import dumps
+
+
+@pytest.mark.parametrize("micro", [0, 120, 642799])
+def test_a_moment_is_written_as_its_timestamp(micro: int) -> None:
+    """The gateway hands ``answer`` the moment itself; it reads as Ollama writes it."""
+    moment = datetime(2026, 11, 30, 15, 0, 0, micro, tzinfo=UTC)
+    written = json.loads(ollama.line(ollama.answer("m", "hi", chat=True, created_at=moment)))
+    assert written["created_at"] == ollama.timestamp(moment)
+    assert written["created_at"].endswith("Z")
 
 
 def test_an_ollama_stream_piece_and_its_end_read_back() -> None:

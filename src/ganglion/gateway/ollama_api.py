@@ -143,7 +143,8 @@ def _streamed(stream: Stream, *, chat: bool) -> Response:
 def _whole(whole: Whole, *, chat: bool) -> Response:
     answer = whole.completion
     end = _ending(answer.stats, answer.done_reason)
-    body = dumps(wire.answer(whole.model, answer.text, chat=chat, created_at=_now(), end=end))
+    stamp = datetime.now(UTC)
+    body = dumps(wire.answer(whole.model, answer.text, chat=chat, created_at=stamp, end=end))
     headers = front.answered(whole.neuron, whole.cached_tokens)
     return Response(body, media_type="application/json", headers=headers)
 
@@ -164,7 +165,7 @@ async def _ndjson(stream: Stream, *, chat: bool) -> AsyncIterator[str]:
 def _reply(model: str, text: str, chunk: Chunk, *, chat: bool) -> wire.Answer:
     """One answer in Ollama's shape: ``text``, and if ``chunk`` is the last, the metrics."""
     end = _ending(chunk.stats, chunk.done_reason) if chunk.done else None
-    return wire.answer(model, text, chat=chat, created_at=_now(), end=end)
+    return wire.answer(model, text, chat=chat, created_at=datetime.now(UTC), end=end)
 
 
 def _ending(stats: TokenStats | None, done_reason: str | None) -> wire.Ending:

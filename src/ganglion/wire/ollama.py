@@ -181,11 +181,13 @@ def timestamp(moment: datetime) -> str:
 
 
 def answer(
-    model: str, text: str, *, chat: bool, created_at: str, end: Ending | None = None
+    model: str, text: str, *, chat: bool, created_at: str | datetime, end: Ending | None = None
 ) -> Answer:
     """One answer of ``/api/chat`` (``chat``) or ``/api/generate``, in the shape of
     :class:`ChatResponse` or :class:`GenerateResponse`: a piece of a stream, or with ``end``
-    (from :func:`ending`) the last line or the whole answer."""
+    (from :func:`ending`) the last line or the whole answer. ``created_at`` as text, or as a
+    moment in UTC, which :func:`~ganglion.wire.encoding.dumps` writes as :func:`timestamp`
+    does, at a third of the cost (once a token)."""
     said: Answer = {"model": model, "created_at": created_at}
     if chat:
         said["message"] = {"role": "assistant", "content": text}
