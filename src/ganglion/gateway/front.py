@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -26,13 +27,20 @@ COMMON_OPTIONS = frozenset(
 
 def pinned(request: Request) -> str | None:
     """The neuron the caller asked for by name (``X-Ganglion-Neuron``), if any."""
-    return unquote(request.headers.get(PIN_HEADER, "")) or None
+    name = request.headers.get(PIN_HEADER, "")
+    return (unquote(name) if "%" in name else name) or None
 
 
 def served_by(neuron: Neuron) -> dict[str, str]:
     """``X-Ganglion-Neuron``: the neuron that answered. Names are ASCII (``check_name``); one
     stored before that rule is percent-encoded, since a header value cannot carry it."""
-    return {PIN_HEADER: quote(neuron.name, safe="")}
+    return {PIN_HEADER: _header_value(neuron.name)}
+
+
+@lru_cache(maxsize=4096)
+def _header_value(name: str) -> str:
+    """``name`` as a header value, worked out once per name (once per request otherwise)."""
+    return quote(name, safe="")
 
 
 def answered(neuron: Neuron, cached_tokens: int) -> dict[str, str]:
