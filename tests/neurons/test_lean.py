@@ -373,6 +373,21 @@ async def test_a_slow_reader_stops_the_socket_being_read(monkeypatch: pytest.Mon
         await lean.aclose()
 
 
+async def test_a_connection_held_back_by_a_reader_that_left_carries_the_next_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The whole answer came in one go, past the buffer (so reading stopped), and its reader
+    closed it unread: the connection goes back whole, and reads the next answer."""
+    monkeypatch.setattr(lean_module, "BUFFER_BYTES", 4)
+    async with serving(lambda conn, asked: PS) as (server, url):
+        lean = client(read_s=2.0)
+        answer = await lean.open("GET", f"{url}/api/ps", None)
+        await answer.aclose()
+        assert (await get(lean, f"{url}/api/ps")).body == b'{"models":[]}'
+        await lean.aclose()
+    assert server.connections == 1
+
+
 async def test_nothing_listening_is_no_answer() -> None:
     async with serving(lambda conn, asked: PS) as (_, url):
         pass  # closed: nothing listens there now

@@ -107,6 +107,8 @@ class _Connection(asyncio.Protocol):
         """Send ``request``; the future settles when the answer's head is in (or raises
         :class:`NoAnswer`)."""
         assert self._transport is not None
+        if self._paused:  # the last answer came whole while a slow reader held it back
+            self._transport.resume_reading()
         self._reset()
         waiter = self._wait()
         self._transport.write(request)
