@@ -248,7 +248,7 @@ class Dispatcher:
 
     async def _first(self, job: Job, endpoint: str, pinned: str | None, attempt: Attempt[T]) -> T:
         """``attempt`` on the ranked candidates in turn, until one answers. Each attempt
-        holds its neuron's slot (``Router.admit``) and in-flight count, and is told whether
+        holds its neuron's slot (``Router.take``) and in-flight count, and is told whether
         it is the ``final`` one (pinned, or the last candidate). Its waits end at the
         watch's timeout (first-byte, until the attempt changes it) or when the neuron goes
         offline. A failure cools its neuron down and counts against its health; a 4xx that

@@ -17,7 +17,7 @@ from the prompts it served lately (:mod:`ganglion.prefixes`): a conversation's n
 reads only its new messages on the neuron that answered the turn before.
 ``backlog`` is the work the neuron still owes its in-flight jobs, in output tokens (their
 output, and their prompts' prefill converted at decode / prefill), draining at
-slots x decode, known because every job passes through :meth:`Router.admit`. Routing
+slots x decode, known because every job passes through :meth:`Router.take`. Routing
 policies (which neuron gets a request: ``GANGLION_ROUTING_POLICY``) are small strategy objects
 in :data:`ROUTING_POLICIES`; the :class:`Router` keeps the in-flight book, the prefix
 indexes, the cooldowns and the admission limits. (How a plan's subtasks are placed is a

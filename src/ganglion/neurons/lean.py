@@ -317,10 +317,9 @@ class LeanClient:
     def _reused(self) -> _Connection | None:
         """The newest idle connection still open, after closing those kept too long."""
         idle = self._idle
-        if idle and time.monotonic() - idle[0].idle_since > KEEPALIVE_S:
-            too_old = time.monotonic() - KEEPALIVE_S
-            while idle and idle[0].idle_since < too_old:
-                idle.pop(0).close()
+        too_old = time.monotonic() - KEEPALIVE_S
+        while idle and idle[0].idle_since < too_old:  # the oldest first
+            idle.pop(0).close()
         while idle:
             connection = idle.pop()
             if connection.open:
