@@ -64,7 +64,7 @@ def test_an_openai_chat_stream_reads_back(usage: bool) -> None:
         "finish_reason": "stop",
     }
     assert ("usage" in last) is usage
-    tail = reply.event(reply.usage_chunk(openai.Usage.of(2, 3)))
+    tail = reply.event(reply.usage_chunk(openai.usage(2, 3)))
     assert tail.startswith("data: ")
     assert tail.endswith("\n\n")
     counted = openai.ChatCompletionChunk.model_validate_json(tail.removeprefix("data: "))
@@ -76,7 +76,7 @@ def test_an_openai_chat_stream_reads_back(usage: bool) -> None:
 def test_an_openai_whole_text_completion_reads_back() -> None:
     reply = openai.Reply(id="cmpl-1", created=7, model="m", chat=False, system_fingerprint="fp")
     whole = openai.ChatCompletion.model_validate_json(
-        dumps(reply.whole("text", "length", openai.Usage.of(1, 1)))
+        dumps(reply.whole("text", "length", openai.usage(1, 1)))
     )
     assert (whole.object, whole.system_fingerprint) == ("text_completion", "fp")
     assert whole.choices[0].text == "text"
@@ -117,3 +117,11 @@ def test_the_simulator_package_imports_only_downwards() -> None:
             and node.module.startswith("ganglion.local.sim.")
         }
         assert imported <= set(SIM_LAYERS[:index]), f"{name} imports {imported}"
+
+
+@pytest.mark.parametrize("cached", [None, 0, 5])
+def test_openai_usage_as_a_dict_is_what_the_model_writes(cached: int | None) -> None:
+    written = json.loads(openai.Usage.of(7, 3, cached).encode())
+    assert openai.usage(7, 3, cached) == written
+    assert written["total_tokens"] == 10
+    assert ("prompt_tokens_details" in written) is (cached is not None)

@@ -1,6 +1,7 @@
 """What the Ollama and OpenAI front doors share when they read a request: the neuron it is
-pinned to, its routing estimate, its options; and the header that says who answered. The
-forwarding itself, with failover, is :mod:`ganglion.dispatch`."""
+pinned to, its routing estimate, its options; and when they answer: the headers that say who
+answered, and the whole JSON answer itself (:class:`Answer`). The forwarding itself, with
+failover, is :mod:`ganglion.dispatch`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 from fastapi import Request
+from starlette.responses import Response
 
 from ganglion.fleet.neuron import Neuron
 from ganglion.prefixes import CHARS_PER_TOKEN, of_messages, of_text
@@ -49,6 +51,36 @@ def answered(neuron: Neuron, cached_tokens: int) -> dict[str, str]:
     (``X-Ganglion-Cache: hit`` or ``miss``)."""
     cache = "hit" if cached_tokens > 0 else "miss"
     return served_by(neuron) | {CACHE_HEADER: cache}
+
+
+RawHeaders = list[tuple[bytes, bytes]]
+_CACHE_HIT = (CACHE_HEADER.lower().encode(), b"hit")
+_CACHE_MISS = (CACHE_HEADER.lower().encode(), b"miss")
+_JSON = (b"content-type", b"application/json")
+
+
+def raw_answered(neuron: Neuron, cached_tokens: int) -> RawHeaders:
+    """:func:`answered`, as the raw pairs an ASGI server sends, built once per neuron name."""
+    return [_raw_served_by(neuron.name), _CACHE_HIT if cached_tokens > 0 else _CACHE_MISS]
+
+
+@lru_cache(maxsize=4096)
+def _raw_served_by(name: str) -> tuple[bytes, bytes]:
+    return PIN_HEADER.lower().encode(), _header_value(name).encode("latin-1")
+
+
+class Answer(Response):
+    """A whole JSON answer: ``body`` as it is sent, with ``headers`` (:func:`raw_answered`).
+
+    Starlette's ``Response`` does the same for any body and headers: it encodes text, and
+    lowers and encodes each header once per answer. A whole answer from the fleet needs none
+    of that, and there is one per request."""
+
+    def __init__(self, body: bytes, headers: RawHeaders) -> None:
+        self.body = body
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [(b"content-length", str(len(body)).encode()), _JSON, *headers]
 
 
 def job(model: str, texts: Iterable[Any], max_tokens: int | None) -> Job:

@@ -23,7 +23,7 @@ from ganglion.gateway.streamed import Streamed
 from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall, TokenStats
 from ganglion.routing import Job, same_model
 from ganglion.wire import ollama as wire
-from ganglion.wire.encoding import dumps
+from ganglion.wire.encoding import dumps_bytes
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
@@ -144,9 +144,8 @@ def _whole(whole: Whole, *, chat: bool) -> Response:
     answer = whole.completion
     end = _ending(answer.stats, answer.done_reason)
     stamp = datetime.now(UTC)
-    body = dumps(wire.answer(whole.model, answer.text, chat=chat, created_at=stamp, end=end))
-    headers = front.answered(whole.neuron, whole.cached_tokens)
-    return Response(body, media_type="application/json", headers=headers)
+    body = wire.answer(whole.model, answer.text, chat=chat, created_at=stamp, end=end)
+    return front.Answer(dumps_bytes(body), front.raw_answered(whole.neuron, whole.cached_tokens))
 
 
 async def _ndjson(stream: Stream, *, chat: bool) -> AsyncIterator[str]:

@@ -3,6 +3,7 @@ embeddings, streamed as server-sent events with ``stream_options.include_usage``
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import AsyncIterator
@@ -20,9 +21,14 @@ from ganglion.neurons.base import ChatCall, Chunk, Dialect, GenerateCall, TokenS
 from ganglion.routing import Job, same_model
 from ganglion.wire import openai as wire
 from ganglion.wire import sse
-from ganglion.wire.encoding import dumps
+from ganglion.wire.encoding import dumps_bytes
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+
+# An answer's id: this process's own random prefix, then a count (unique without asking the
+# system for random bytes once an answer).
+_ID_PREFIX = os.urandom(6).hex()
+_ids = itertools.count(1)
 
 
 @router.get("/models")
@@ -133,14 +139,13 @@ def _whole(whole: Whole, *, kind: str) -> Response:
     answer = whole.completion
     reply = _reply(whole.model, False, kind=kind)
     body = reply.whole(answer.text, _finish(answer.done_reason), _usage(answer.stats))
-    headers = front.answered(whole.neuron, whole.cached_tokens)
-    return Response(dumps(body), media_type="application/json", headers=headers)
+    return front.Answer(dumps_bytes(body), front.raw_answered(whole.neuron, whole.cached_tokens))
 
 
 def _reply(model: str, usage: bool, *, kind: str) -> wire.Reply:
     chat = kind == "chat"
     return wire.Reply(
-        id=f"{'chatcmpl' if chat else 'cmpl'}-{os.urandom(12).hex()}",
+        id=f"{'chatcmpl' if chat else 'cmpl'}-{_ID_PREFIX}{next(_ids):012x}",
         created=int(time.time()),
         model=model,
         chat=chat,
@@ -174,10 +179,10 @@ def _finish(done_reason: str | None) -> str:
     return "length" if done_reason == "length" else "stop"
 
 
-def _usage(stats: TokenStats | None) -> wire.Usage:
-    prompt = (stats.prompt_tokens if stats else None) or 0
-    output = (stats.output_tokens if stats else None) or 0
-    return wire.Usage.of(prompt, output, stats.cached_tokens if stats else None)
+def _usage(stats: TokenStats | None) -> dict[str, Any]:
+    if stats is None:
+        return wire.usage(0, 0)
+    return wire.usage(stats.prompt_tokens or 0, stats.output_tokens or 0, stats.cached_tokens)
 
 
 def _json(answer: wire.WireModel, headers: dict[str, str] | None = None) -> Response:

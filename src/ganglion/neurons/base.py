@@ -3,6 +3,10 @@
 An adapter turns one dialect (Ollama native, OpenAI-compatible) into these dialect-free
 values. Token statistics come back in one shape whatever the dialect, so the registry and
 the router never care which server is behind a neuron.
+
+The values every request makes (its call, its answer, its stats) are plain slotted
+dataclasses, not frozen ones: a frozen dataclass sets each field through
+``object.__setattr__``, twice the cost, and nothing changes them once made.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ class Dialect(StrEnum):
     OPENAI = "openai"
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TokenStats:
     """What one request cost. Durations in seconds; ``None`` when the neuron did not say.
 
@@ -65,7 +69,7 @@ class TokenStats:
         return max(self.prompt_tokens - (self.cached_tokens or 0), 0)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ChatCall:
     """A chat request in no particular dialect.
 
@@ -87,7 +91,7 @@ class ChatCall:
     native_dialect: Dialect | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class GenerateCall:
     """A raw completion request: Ollama ``/api/generate``, OpenAI ``/v1/completions``."""
 
@@ -100,7 +104,7 @@ class GenerateCall:
     native_dialect: Dialect | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Completion:
     """A whole answer with what it cost."""
 

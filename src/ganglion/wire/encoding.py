@@ -14,3 +14,9 @@ from pydantic_core import to_json
 def dumps(value: object) -> str:
     """``value`` as compact JSON text."""
     return to_json(value).decode()
+
+
+def dumps_bytes(value: object) -> bytes:
+    """``value`` as compact JSON, encoded in UTF-8: a body ready to send, with no round trip
+    through ``str``."""
+    return to_json(value)

@@ -142,11 +142,11 @@ class OpenAIAPI:
             yield reply.event(reply.usage_chunk(self.usage(job)))
         yield sse.DONE
 
-    def usage(self, job: Generation) -> wire.Usage:
+    def usage(self, job: Generation) -> dict[str, Any]:
         """The token counts, with the cached ones when the simulator has a prompt cache."""
         timings = job.timings or GenerationTimings()
         cached = timings.cached_tokens if self.sim.config.cache_slots else None
-        return wire.Usage.of(timings.prompt_tokens, timings.eval_count, cached)
+        return wire.usage(timings.prompt_tokens, timings.eval_count, cached)
 
     async def embeddings(self, request: Request) -> Response:
         body = await read_body(request)
