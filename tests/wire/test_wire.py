@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import base64
 import json
+import math
 import struct
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,3 +126,15 @@ def test_openai_usage_as_a_dict_is_what_the_model_writes(cached: int | None) -> 
     assert openai.usage(7, 3, cached) == written
     assert written["total_tokens"] == 10
     assert ("prompt_tokens_details" in written) is (cached is not None)
+
+
+def test_json_is_written_whatever_the_values() -> None:
+    moment = datetime(2026, 11, 30, 17, 59, 58, 666878, tzinfo=UTC)
+    assert json.loads(dumps({"at": moment, "x": math.nan, "y": math.inf})) == {
+        "at": "2026-11-30T17:59:58.666878Z",
+        "x": None,  # nothing but a number may stand there: every JSON reader takes null
+        "y": None,
+    }
+    # what orjson refuses, pydantic-core writes
+    assert json.loads(dumps({"n": 2**70, "tags": frozenset({"a"})})) == {"n": 2**70, "tags": ["a"]}
+    assert dumps({"text": "é\n"}) == '{"text":"é\\n"}'  # compact, UTF-8

@@ -127,6 +127,7 @@ def serve(settings: Settings, *, log_level: LogLevel = LogLevel.WARNING) -> None
         "log_level": log_level.value,
         "access_log": logs_requests,
         "proxy_headers": logs_requests,
+        "server_header": False,  # one header less to check and write on every answer
         "timeout_graceful_shutdown": 5,
     }
     if settings.workers == 1:
