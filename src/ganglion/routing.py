@@ -60,7 +60,17 @@ def same_model(a: str, b: str) -> bool:
     return a.removesuffix(":latest") == b.removesuffix(":latest")
 
 
-@dataclass(frozen=True)
+def serves(names: list[str], model: str) -> bool:
+    """Whether ``names`` has ``model`` by :func:`same_model` (most often as spelled: a
+    look-up in C before the rule is tried on each)."""
+    return model in names or any(same_model(model, name) for name in names)
+
+
+# Job, Ticket and Estimate are built on every request (an estimate per candidate): plain
+# slotted dataclasses, as a frozen one costs about five times as much to build.
+
+
+@dataclass(slots=True)
 class Job:
     """What the router knows of a request before it runs."""
 
@@ -71,7 +81,7 @@ class Job:
     """The prompt's hash chain, for the prefix caches (None: not worth tracking)."""
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Ticket:
     """One job admitted on one neuron (:meth:`Router.take`), until it is released."""
 
@@ -112,10 +122,11 @@ class Book:
         """This book as the load board carries it (:mod:`ganglion.fleet.board`). Most of a
         big fleet is idle at any moment: those books share one :data:`IDLE`, as ranking
         reads every serving neuron's on each request."""
-        if not self.tickets and not self.cool_until:
+        tickets = self.tickets
+        if not tickets and not self.cool_until:
             return IDLE
-        oldest = min((ticket.started for ticket in self.tickets), default=0.0)
-        return Load(len(self.tickets), self.owed, self.stamp, self.rate, oldest, self.cool_until)
+        oldest = tickets[0].started if tickets else 0.0  # in the order taken, by the clock
+        return Load(len(tickets), self.owed, self.stamp, self.rate, oldest, self.cool_until)
 
     def add(self, ticket: Ticket, now: float, slots: int) -> None:
         self.owed = self._backlog(now) + ticket.work
@@ -135,7 +146,7 @@ class Book:
         return max(self.owed - self.rate * (now - self.stamp), 0.0)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Estimate:
     neuron: Neuron
     finish_s: float
@@ -261,11 +272,7 @@ class Router:
 
     def serving(self, model: str) -> list[Neuron]:
         """Active neurons that serve ``model``."""
-        return [
-            n
-            for n in self.registry.neurons()
-            if n.is_active and any(same_model(model, m) for m in n.models)
-        ]
+        return [n for n in self.registry.neurons() if n.is_active and serves(n.models, model)]
 
     def load(self, neuron: Neuron) -> Load:
         """The jobs on ``neuron`` from the whole gateway: this process's book and, under
@@ -315,21 +322,24 @@ class Router:
         self, neuron: Neuron, job: Job, load: Load | None = None, typical: float | None = None
     ) -> Estimate:
         now = self.clock()
-        decode = self.decode_tps(neuron, job.model, typical)
+        model = job.model
+        decode = _speed(neuron, model) or (
+            typical if typical is not None else self.typical_tps(model)
+        )
         load = load or self.load(neuron)
         busy = load.jobs >= neuron.slots
         wait = load.backlog(now) / (neuron.slots * decode) if busy else 0.0
-        reading = self.prefill_tps(neuron, job.model, decode)
+        reading = _measured(neuron.speeds.prefill, model) or decode * PREFILL_FACTOR
         loaded = neuron.loaded
-        cold = loaded is not None and not any(same_model(job.model, m) for m in loaded)
-        cached, displaced = self._cache(neuron, job)
+        cold = loaded is not None and not serves(loaded, model)
+        cached, displaced = self._cache(neuron, job, now)
         cached = 0 if cold else min(cached, job.prompt_tokens)
         prefill = (job.prompt_tokens - cached) / reading
         loading = 0.0
         if cold:
             # Not loaded: this job loads the model, or waits for the load already under way
             # (started with the neuron's oldest job in flight): it holds up the queue too.
-            loading = _measured(neuron.speeds.loads, job.model) or DEFAULT_LOAD_S
+            loading = _measured(neuron.speeds.loads, model) or DEFAULT_LOAD_S
             if load.jobs:
                 loading = max(loading - (now - load.oldest), 0.0)
         finish = wait + prefill + job.output_tokens / decode + loading
@@ -347,19 +357,19 @@ class Router:
 
     def cached_tokens(self, neuron: Neuron, job: Job) -> int:
         """The tokens of ``job``'s prompt ``neuron`` is predicted to hold in its KV cache."""
-        return self._cache(neuron, job)[0]
+        return self._cache(neuron, job, self.clock())[0]
 
-    def _cache(self, neuron: Neuron, job: Job) -> tuple[int, int]:
+    def _cache(self, neuron: Neuron, job: Job, now: float) -> tuple[int, int]:
         """What ``neuron``'s cache is predicted to hold of ``job``'s prompt, and the tokens
         of the prompt that serving it there would push out."""
         if job.prompt is None:
             return 0, 0
-        held = self._prefixes.get((neuron.name, _model_key(job.model)))
+        held = self._prefixes.get((neuron.name, job.model.removesuffix(":latest")))
         if held is None:
             return 0, 0
-        return held.match(job.prompt), held.displaced(job.prompt, self.clock())
+        return held.predict(job.prompt, now)
 
-    def remember(self, neuron: Neuron, job: Job) -> None:
+    def remember(self, neuron: Neuron, job: Job, now: float | None = None) -> None:
         """``neuron`` will read ``job``'s prompt: it holds it in its cache from then on.
 
         Called when the job is admitted, not when it is read: a neuron serves its queue in
@@ -367,18 +377,20 @@ class Router:
         are read, which is what the next one will find there."""
         if job.prompt is None:
             return
-        key = (neuron.name, _model_key(job.model))
+        key = (neuron.name, job.model.removesuffix(":latest"))
         held = self._prefixes.get(key)
         if held is None:
             held = self._prefixes[key] = PrefixIndex(self.cache_slots or neuron.slots)
-        held.remember(job.prompt, self.clock())
+        held.remember(job.prompt, self.clock() if now is None else now)
 
-    def _answered(self, neuron: Neuron, job: Job, answer: str | None) -> None:
+    def _answered(self, neuron: Neuron, job: Job, answer: str | None, now: float) -> None:
         """``job``'s answer on ``neuron`` ended: its conversation's next turn is due, and
         finds the ``answer`` (if the whole one was read) in the cache after the prompt."""
-        held = self._prefixes.get((neuron.name, _model_key(job.model)))
-        if held is not None and job.prompt is not None:
-            held.answered(job.prompt, self.clock(), answer)
+        if job.prompt is None:
+            return
+        held = self._prefixes.get((neuron.name, job.model.removesuffix(":latest")))
+        if held is not None:
+            held.answered(job.prompt, now, answer)
 
     def forget(self, neuron: Neuron) -> None:
         """Drop what ``neuron`` is predicted to hold: it failed, and may have restarted."""
@@ -408,7 +420,7 @@ class Router:
                 f"neuron {name!r} is {neuron.status}: {neuron.reason}; resume it, or send the "
                 "request without the X-Ganglion-Neuron header"
             )
-        if not any(same_model(model, m) for m in neuron.models):
+        if not serves(neuron.models, model):
             raise NoNeuronForModel(
                 f"neuron {name!r} does not serve {model!r} (it serves "
                 f"{', '.join(neuron.models) or 'nothing'})"
@@ -457,7 +469,7 @@ class Router:
             work += unread * estimate.decode_tps / estimate.prefill_tps
         now = self.clock()
         ticket = Ticket(job, neuron, now, estimate.decode_tps, work, estimate.cached_tokens)
-        self.remember(neuron, job)
+        self.remember(neuron, job, now)
         self.book(neuron).add(ticket, now, neuron.slots)
         self._publish(neuron)
         return ticket
@@ -465,7 +477,7 @@ class Router:
     def release(self, ticket: Ticket) -> None:
         """``ticket``'s job ended (or failed): its neuron owes it nothing more."""
         neuron, now = ticket.neuron, self.clock()
-        self._answered(neuron, ticket.job, ticket.answer)
+        self._answered(neuron, ticket.job, ticket.answer, now)
         self.book(neuron).remove(ticket, now)
         self._publish(neuron)
 
@@ -474,15 +486,11 @@ class Router:
             self.board.publish(neuron.id, self.book(neuron).load())
 
 
-def _model_key(model: str) -> str:
-    return model.removesuffix(":latest")
-
-
 def _speed(neuron: Neuron, model: str) -> float | None:
     """``neuron``'s measured decode speed for ``model``, as :func:`_measured` finds it in
     :meth:`ganglion.fleet.speed.SpeedBook.by_model`, read in place: every estimate reads it."""
     for name, entry in neuron.speeds.models.items():
-        if entry.ewma is not None and same_model(name, model):
+        if entry.ewma is not None and (name == model or same_model(name, model)):
             return entry.ewma
     return None
 
@@ -490,6 +498,6 @@ def _speed(neuron: Neuron, model: str) -> float | None:
 def _measured(by_model: dict[str, float], model: str) -> float | None:
     """The figure measured for ``model`` (``llama3`` and ``llama3:latest`` alike), if any."""
     for name, value in by_model.items():
-        if same_model(name, model):
+        if name == model or same_model(name, model):
             return value
     return None

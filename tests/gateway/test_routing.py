@@ -13,7 +13,7 @@ from ganglion.fleet.speed import SpeedBook
 from ganglion.fleet.status import NeuronStatus
 from ganglion.neurons.base import Dialect, TokenStats
 from ganglion.prefixes import RETURN_PERIODS, of_messages, of_text
-from ganglion.routing import DEFAULT_LOAD_S, ROUTING_POLICIES, Job, Router
+from ganglion.routing import DEFAULT_LOAD_S, ROUTING_POLICIES, Job, Router, serves
 from ganglion.store import Store
 
 
@@ -368,3 +368,10 @@ def test_ranking_a_large_fleet_reads_each_neurons_speeds_a_bounded_number_of_tim
     looks["n"] = 0
     router.retry_after_s("llama3")
     assert looks["n"] <= 3 * len(fleet)
+
+
+def test_a_model_is_served_under_either_spelling_of_its_tag() -> None:
+    assert serves(["llama3:latest"], "llama3")
+    assert serves(["mistral", "llama3"], "llama3:latest")
+    assert not serves(["llama3:8b"], "llama3")
+    assert not serves([], "llama3")
