@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -182,6 +183,7 @@ class Dispatcher:
         self.timeouts = timeouts or Timeouts()
         self.max_attempts = max_attempts
         self.observer: RequestObserver = observer or Silent()
+        self.watches = Watches()
 
     async def open(
         self, job: Job, request: Call, *, endpoint: str, pinned: str | None = None
@@ -264,7 +266,8 @@ class Dispatcher:
             ticket = self.router.take(estimate, job)
             self.registry.started(neuron)
             self.observer.request_started(neuron.name, job.model, endpoint)
-            watch = Watch(neuron.name, self.registry.lost(neuron), self.timeouts.first_byte_s)
+            lost = self.registry.lost(neuron)
+            watch = self.watches.watch(neuron.name, lost, self.timeouts.first_byte_s)
             held = Try(self, estimate, ticket, watch, final)
             try:
                 answer = await attempt(held)
@@ -380,23 +383,44 @@ class Watch:
     """The waits on one neuron's answer: each ends after ``timeout_s`` (else TimeoutError), or
     as soon as the probes find the neuron offline (NeuronUnreachable), whichever is first.
 
-    It is set up once an answer, not once a chunk: a chunk costs a clock read, where a timeout
-    and a callback of its own cost a chunk more than the rest of the gateway's work on it. One
-    timer checks the wait under way; being offline cancels the waiting task, and the
-    cancellation becomes NeuronUnreachable. Only the waits are watched: time spent handing a
-    chunk to the caller is not the neuron's.
+    It is set up once an answer, not once a chunk: a chunk costs a clock read. Its dispatcher's
+    :class:`Watches` holds it, with every other watch, under one timer and one offline
+    callback per neuron; the watch only notes when the wait under way began. Being offline
+    cancels the waiting task, and the cancellation becomes NeuronUnreachable. Only the waits
+    are watched: time spent handing a chunk to the caller is not the neuron's.
     """
 
-    def __init__(self, name: str, lost: asyncio.Future[str], timeout_s: float) -> None:
+    __slots__ = (
+        "_cut",
+        "_group",
+        "_loop",
+        "_task",
+        "_watches",
+        "lost",
+        "name",
+        "since",
+        "timeout_s",
+    )
+
+    def __init__(
+        self,
+        watches: Watches,
+        loop: asyncio.AbstractEventLoop,
+        group: set[Watch],
+        name: str,
+        lost: asyncio.Future[str],
+        timeout_s: float,
+    ) -> None:
         self.name = name
         self.lost = lost
         self.timeout_s = timeout_s
-        self._loop = asyncio.get_running_loop()
+        self.since: float | None = None
+        """When the wait under way began (the loop's clock); None: not waiting."""
+        self._watches = watches
+        self._loop = loop
+        self._group = group  # the watches on the same neuron, cut off together
         self._task: asyncio.Task[object] | None = None
-        self._since: float | None = None  # when the wait under way began; None: not waiting
         self._cut: str | None = None  # why this watch cancelled the waiting task
-        self._timer: asyncio.TimerHandle | None = None
-        lost.add_done_callback(self._offline)
 
     async def next(self, stream: AsyncIterator[Chunk]) -> Chunk:
         """The stream's next chunk, within the watch's limits."""
@@ -408,12 +432,10 @@ class Watch:
             _discard(step)
             raise NeuronUnreachable(f"{self.name} went offline: {self.lost.result()}")
         self._task = asyncio.current_task()
-        self._since = self._loop.time()
-        due = self._since + self.timeout_s
-        if self._timer is None or self._timer.when() > due:  # none yet, or the limit shrank
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(due, self._check)
+        watches = self._watches
+        since = self.since = self._loop.time()
+        if since + self.timeout_s < watches.due:  # the timer is set for later
+            watches.check_at(since + self.timeout_s)
         try:
             return await step
         except asyncio.CancelledError:
@@ -424,29 +446,85 @@ class Watch:
                 raise NeuronUnreachable(f"{self.name} went offline: {self.lost.result()}") from None
             raise TimeoutError from None
         finally:
-            self._since = None
+            self.since = None
 
     def close(self) -> None:
-        self.lost.remove_done_callback(self._offline)
-        if self._timer is not None:
-            self._timer.cancel()
+        self._group.discard(self)
 
-    def _check(self) -> None:
-        now = self._loop.time()
-        if self._since is not None and now >= self._since + self.timeout_s:
-            self._cancel("timeout")
-            return
-        due = now if self._since is None else self._since
-        self._timer = self._loop.call_at(due + self.timeout_s, self._check)
-
-    def _offline(self, _: asyncio.Future[str]) -> None:
-        if self._since is not None:  # not waiting: the next wait raises at its start
-            self._cancel("offline")
-
-    def _cancel(self, why: str) -> None:
-        if self._cut is None and self._task is not None:
+    def cut(self, why: str) -> None:
+        """Cancel the wait under way, if any, for ``why`` (``timeout`` or ``offline``)."""
+        if self.since is not None and self._cut is None and self._task is not None:
             self._cut = why
             self._task.cancel()
+
+
+class Watches:
+    """Every watch of one dispatcher: one timer for all of them, and one callback per neuron
+    on its :meth:`Registry.lost <ganglion.fleet.registry.Registry.lost>` future.
+
+    A timer and a callback of each request's own cost it about 2 % of the gateway's work on
+    a whole answer (12,000 instructions, most of them the timer's). The timer is set for the
+    earliest end any wait had when it was set; when it fires it cuts the waits that are over,
+    and is set again for the earliest end of the waits still under way (a wait that ended
+    early leaves it to fire for nothing, once). Going offline cuts every wait on that neuron
+    at once. Held: the watches of the answers under way, grouped by neuron; a neuron's empty
+    group is dropped when the timer fires, or when its future resolves.
+    """
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None  # set by the first watch
+        self.due = math.inf
+        """When the timer fires (the loop's clock); infinity when it is not set."""
+        self._timer: asyncio.TimerHandle | None = None
+        self._groups: dict[asyncio.Future[str], set[Watch]] = {}
+
+    def watch(self, name: str, lost: asyncio.Future[str], timeout_s: float) -> Watch:
+        """A new watch on the neuron ``name``, cut off when ``lost`` resolves; close it when
+        the answer is done with (:meth:`Watch.close`)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self.loop:  # the first watch, or a new event loop (tests)
+            self.loop, self.due, self._timer, self._groups = loop, math.inf, None, {}
+        group = self._groups.get(lost)
+        if group is None:
+            group = self._groups[lost] = set()
+            lost.add_done_callback(self._offline)
+        watch = Watch(self, loop, group, name, lost, timeout_s)
+        group.add(watch)
+        return watch
+
+    def check_at(self, due: float) -> None:
+        """Have the timer fire at ``due``, sooner than it was set for."""
+        assert self.loop is not None
+        if self._timer is not None:
+            self._timer.cancel()
+        self.due = due
+        self._timer = self.loop.call_at(due, self._check)
+
+    def _check(self) -> None:
+        assert self.loop is not None
+        self._timer, self.due = None, math.inf
+        now = self.loop.time()
+        due = math.inf
+        for lost, group in list(self._groups.items()):
+            if not group:
+                del self._groups[lost]
+                lost.remove_done_callback(self._offline)
+            for watch in group:
+                if watch.since is None:
+                    continue
+                end = watch.since + watch.timeout_s
+                if end <= now:
+                    watch.cut("timeout")
+                else:
+                    due = min(due, end)
+        if due < math.inf:
+            self.check_at(due)
+
+    def _offline(self, lost: asyncio.Future[str]) -> None:
+        """``lost`` resolved: cut the waits on its neuron. A watch not waiting now raises at
+        its next wait's start."""
+        for watch in self._groups.pop(lost, ()):
+            watch.cut("offline")
 
 
 def _discard(step: Awaitable[object]) -> None:

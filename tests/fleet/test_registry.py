@@ -12,10 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
+from ganglion.clock import aware
 from ganglion.errors import FleetError, UnknownNeuron
 from ganglion.fleet.registry import MODELS_EVERY, Registry, accepts_connections
 from ganglion.fleet.status import NeuronStatus
-from ganglion.neurons.base import Dialect
+from ganglion.neurons.base import Dialect, TokenStats
 from ganglion.store import Store
 from tests.fakes import FakeOllama
 from tests.neurons.conftest import Upstream, served
@@ -197,3 +198,52 @@ async def test_a_registered_neurons_probes_reuse_the_connection_its_registration
         await registry.aclose()
     assert len(app.ports) == 3 + 3  # three to register, then one a probe
     assert len(set(app.ports)) == 1
+
+
+async def test_a_success_still_judges_speed_errors_and_suspension(tmp_path: Path) -> None:
+    """A request's success on a neuron judged active skips the full verdict only while it
+    still decodes at its usual speed: slower than half its baseline degrades it, at once."""
+    registry = registry_on(tmp_path, FakeOllama().handle)
+    neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
+    usual = TokenStats(prompt_tokens=8, output_tokens=100, decode_s=1.0)
+    for _ in range(4):  # a baseline of 100 tok/s
+        await registry.record_success(neuron, "llama3", usual)
+    assert (neuron.status, neuron.reason) == (NeuronStatus.ACTIVE, None)
+    slow = TokenStats(prompt_tokens=8, output_tokens=100, decode_s=10.0)
+    for _ in range(4):
+        await registry.record_success(neuron, "llama3", slow)
+    assert neuron.status is NeuronStatus.DEGRADED
+    assert "below 50% of its own baseline" in str(neuron.reason)
+    for _ in range(8):
+        await registry.record_success(neuron, "llama3", usual)
+    assert (neuron.status, neuron.reason) == (NeuronStatus.ACTIVE, None)
+
+    for _ in range(3):  # three failures degrade it; a success among them changes nothing
+        await registry.record_failure(neuron, "refused with 500")
+        await registry.record_success(neuron, "llama3", usual)
+    assert neuron.status is NeuronStatus.DEGRADED
+    assert "3 failed requests" in str(neuron.reason)
+
+    other = await registry.add("http://cpu:11434", name="cpu", api=Dialect.OLLAMA)
+    other.health.suspended = True  # as loaded from a store whose status write was lost
+    await registry.record_success(other, "llama3", usual)
+    assert other.status is NeuronStatus.SUSPENDED
+    await registry.aclose()
+
+
+async def test_a_success_writes_the_last_seen_time_behind_it(tmp_path: Path) -> None:
+    registry = registry_on(tmp_path, FakeOllama().handle)
+    neuron = await registry.add("http://gpu:11434", name="gpu", api=Dialect.OLLAMA)
+    registered = neuron.last_seen
+    assert registered is not None
+    stats = TokenStats(prompt_tokens=8, output_tokens=100, decode_s=1.0)
+    await registry.record_success(neuron, "llama3", stats)
+    first = neuron.last_seen
+    assert first is not None
+    await registry.record_success(neuron, "llama3", stats)
+    assert neuron.last_seen is not None
+    assert registered <= first <= neuron.last_seen
+    await registry.aclose()  # writes what waits, lazy or not
+    (row,) = registry.store.neurons()
+    assert aware(row.last_seen) == neuron.last_seen
+    assert row.status == "active"

@@ -486,25 +486,40 @@ class Registry:
         idle_gpu = self._idle_gpu(neuron) if judged else neuron.idle_gpu
         if idle_gpu != neuron.idle_gpu:
             neuron.idle_gpu, changed = idle_gpu, True
-        status, reason = classify(
-            neuron.health,
-            now=self.clock(),
-            speed=neuron.speeds.speed(),
-            baseline=neuron.speeds.baseline(),
-            limits=self.limits,
-            idle_gpu=idle_gpu,
-        )
-        values: dict[str, object] = {}
+        speeds = neuron.speeds
+        if (
+            speeds_only
+            and neuron.status is NeuronStatus.ACTIVE
+            and idle_gpu is None
+            and not neuron.health.suspended
+            and not self.limits.too_slow(speeds.speed(), speeds.baseline())
+        ):
+            # The usual success: judged active before, and of what classify reads only the
+            # speeds changed since (errors only age; a probe, a failure or a suspension
+            # judges again at once).
+            status, reason = NeuronStatus.ACTIVE, None
+        else:
+            status, reason = classify(
+                neuron.health,
+                now=self.clock(),
+                speed=speeds.speed(),
+                baseline=speeds.baseline(),
+                limits=self.limits,
+                idle_gpu=idle_gpu,
+            )
+        known = neuron.name in self._neurons
         if (status, reason) != (neuron.status, neuron.reason):
             neuron.status, neuron.reason = status, reason
-            values |= {"status": status.value, "reason": reason}
             changed = True
             if status is NeuronStatus.OFFLINE and neuron.name in self._lost:
                 self.lost(neuron)  # resolves it: requests waiting there give up now
-        if neuron.last_seen:  # with a new status at once, else within a while
-            values["last_seen"] = neuron.last_seen
-        if values and neuron.name in self._neurons:
-            self.writes.update_neuron(neuron.id, values, lazy="status" not in values)
+            if known:  # written at once, with the last-seen time
+                values: dict[str, object] = {"status": status.value, "reason": reason}
+                if neuron.last_seen:
+                    values["last_seen"] = neuron.last_seen
+                self.writes.update_neuron(neuron.id, values)
+        elif neuron.last_seen and known:  # written within a while
+            self.writes.seen(neuron.id, neuron.last_seen)
         if changed:
             self._notify(neuron)
 

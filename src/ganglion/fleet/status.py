@@ -36,6 +36,13 @@ class Thresholds:
     degraded_error_count: int = 3
     error_window_s: float = 120.0
 
+    def too_slow(self, speed: float | None, baseline: float | None) -> bool:
+        """Whether decoding at ``speed`` is too far below the ``baseline`` (either unknown:
+        not too slow)."""
+        if speed is None or not baseline:
+            return False
+        return speed < self.degraded_speed_ratio * baseline
+
 
 @dataclass
 class Health:
@@ -105,7 +112,7 @@ def classify(
         )
     if idle_gpu is not None:
         return NeuronStatus.DEGRADED, idle_gpu
-    if speed is not None and baseline and speed < limits.degraded_speed_ratio * baseline:
+    if limits.too_slow(speed, baseline):
         return NeuronStatus.DEGRADED, (
             f"decoding at {speed:.1f} tok/s, below {limits.degraded_speed_ratio:.0%} of its "
             f"own baseline of {baseline:.1f} tok/s"

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from datetime import datetime
 
 from ganglion.store import SpeedSample, Store
 
@@ -83,6 +84,15 @@ class WriteBehind:
                 waiting.pop(field, None)
         self._updates.setdefault(neuron_id, {}).update(values)
         self._wake()
+
+    def seen(self, neuron_id: int, when: datetime) -> None:
+        """The neuron was last seen ``when``: a lazy update of its ``last_seen``, as every
+        request and probe makes, so it builds nothing when one is waiting already."""
+        waiting = self._lazy.get(neuron_id)
+        if waiting is None:
+            self.update_neuron(neuron_id, {"last_seen": when}, lazy=True)
+        else:  # the lazy write is on its way (its task ends by taking the whole dict)
+            waiting["last_seen"] = when
 
     def forget(self, neuron_id: int) -> None:
         """Drop what is pending for a neuron being removed: SQLite may give its id to the next
