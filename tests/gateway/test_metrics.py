@@ -79,6 +79,36 @@ def test_unknown_stats_add_nothing() -> None:
     assert value(samples, "ganglion_requests_in_flight", **cpu) == 0
 
 
+def test_a_negative_amount_adds_nothing_and_endpoints_count_apart() -> None:
+    metrics = Metrics()
+    for endpoint in ("/api/chat", "/v1/chat/completions", "/api/chat"):
+        metrics.request_started("gpu", "llama3", endpoint)
+    odd = TokenStats(prompt_tokens=-5, output_tokens=7, decode_s=-0.1)
+    for endpoint in ("/api/chat", "/v1/chat/completions"):
+        metrics.request_finished("gpu", "llama3", endpoint, odd)
+    metrics.prefix_predicted("gpu", "llama3", 12)
+    metrics.prefix_predicted("gpu", "llama3", 0)
+    samples = scrape(metrics)
+    requests = "ganglion_requests_total"
+    assert value(samples, requests, **GPU, endpoint="/api/chat") == 2
+    assert value(samples, requests, **GPU, endpoint="/v1/chat/completions") == 1
+    assert value(samples, "ganglion_requests_in_flight", **GPU) == 1
+    assert value(samples, "ganglion_prompt_tokens_total", **GPU) == 0  # there, at nothing
+    assert value(samples, "ganglion_decode_seconds_total", **GPU) == 0
+    assert value(samples, "ganglion_output_tokens_total", **GPU) == 14
+    assert value(samples, "ganglion_load_seconds_total", **GPU) is None  # never said
+    predictions = "ganglion_prefix_cache_predictions_total"
+    assert value(samples, predictions, **GPU, outcome="hit") == 1
+    assert value(samples, predictions, **GPU, outcome="miss") == 1
+    assert value(samples, "ganglion_prefix_cache_predicted_tokens_total", **GPU) == 12
+    metrics.request_finished("gpu", "llama3", "/api/chat", TokenStats(output_tokens=1))
+    again = scrape(metrics)  # settled once: a second scrape adds only what came since
+    assert value(again, requests, **GPU, endpoint="/api/chat") == 2
+    assert value(again, "ganglion_output_tokens_total", **GPU) == 15
+    assert value(again, predictions, **GPU, outcome="hit") == 1
+    assert value(again, "ganglion_requests_in_flight", **GPU) == 0
+
+
 @pytest.mark.parametrize("kind", ["unreachable", "http_error", "stream_broken", "timeout"])
 def test_a_request_that_fails(kind: str) -> None:
     metrics = Metrics()
@@ -110,8 +140,10 @@ def test_what_waits_for_a_scrape_is_bounded() -> None:
     for _ in range(MAX_UNSETTLED + 1):
         metrics.request_started("gpu", "llama3", "/api/chat")
         metrics.request_finished("gpu", "llama3", "/api/chat", stats)
-    assert len(metrics._ttfts) == 1  # the first MAX_UNSETTLED went into the histogram
-    assert len(metrics._owed) == 2  # one sum per series: requests, output tokens
+    tally = metrics._tallies["gpu", "llama3"]
+    assert len(metrics._tallies) == 1  # one per neuron and model, whatever the requests
+    assert len(tally.answers) == 1  # the first MAX_UNSETTLED went into the series
+    assert tally.requests == {"/api/chat": 1}  # one sum per series
     samples = scrape(metrics)
     count = value(samples, "ganglion_time_to_first_token_seconds_count", **GPU)
     assert count == MAX_UNSETTLED + 1

@@ -9,6 +9,8 @@ apps in one process (tests) never share a count. Every series is documented in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from functools import reduce
+from operator import add, attrgetter
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
@@ -40,7 +42,7 @@ RUN_PHASES = ("decompose", "parallel", "synthesize", "total", "first_token")
 RUN_OUTCOMES = frozenset({"completed", "failed", "cancelled"})
 
 MAX_UNSETTLED = 1024
-"""Times to first token kept for the next scrape at most: then they go into the histogram."""
+"""Finished requests' stats kept for the next scrape at most: then they are settled."""
 
 
 class FleetCollector(Collector):
@@ -116,21 +118,38 @@ class FleetCollector(Collector):
         ]
 
 
+class Tally:
+    """What one neuron and model owe the series since the last :meth:`Metrics.settle`: a
+    request adds to it, a scrape settles it. ``in_flight`` is the count itself, not owed
+    (None until a request starts there: no series before); the finished requests' token
+    stats are kept as they came, and summed when settled."""
+
+    __slots__ = ("answers", "hits", "in_flight", "misses", "predicted_tokens", "requests")
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}  # by endpoint
+        self.in_flight: int | None = None
+        self.answers: list[TokenStats] = []
+        self.hits = 0
+        self.misses = 0
+        self.predicted_tokens = 0
+
+
 class Metrics:
     """The gateway's Prometheus series. The request path calls :meth:`request_started` and
     then exactly one of :meth:`request_finished` or :meth:`request_failed`; it is a
     :class:`ganglion.fleet.traffic.RequestObserver`.
 
-    The request path only adds up what it owes the series, in plain numbers (a
-    ``Counter.inc`` checks and locks, and a request makes about ten); :meth:`exposition`
-    brings the series up to date before it writes them (:meth:`settle`). Times to first
-    token, the one figure kept one by one, are settled too once :data:`MAX_UNSETTLED` wait."""
+    The request path only adds up what it owes the series, in plain numbers on one
+    :class:`Tally` per neuron and model (a ``Counter.inc`` checks and locks, and a request
+    makes about ten); :meth:`exposition` brings the series up to date before it writes them
+    (:meth:`settle`). The finished requests' token stats, kept as they came, are settled
+    too once :data:`MAX_UNSETTLED` wait."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.fleet = FleetCollector()
         self.registry.register(self.fleet)
-        self._in_flight: dict[tuple[str, str], int] = {}
         registry = self.registry
         self.requests = Counter(
             "ganglion_requests",
@@ -185,11 +204,25 @@ class Metrics:
             registry=registry,
         )
         self.runs, self.run_seconds = _run_series(registry)
+        # Each counter of what the neurons report, and the field of TokenStats it adds up.
+        self._amounts = (
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.output_tokens,
+            self.prefill_seconds,
+            self.decode_seconds,
+            self.load_seconds,
+        )
+        self._reported = attrgetter(
+            "prompt_tokens", "cached_tokens", "output_tokens", "prefill_s", "decode_s", "load_s"
+        )
         self._children: dict[tuple[object, ...], Any] = {}
-        # Owed to the series since the last settle: increments by (metric, *labels), bounded
-        # by the series there are; times to first token by (neuron, model), MAX_UNSETTLED.
+        # Owed to the series since the last settle: a tally by (neuron, model), and the
+        # errors by (metric, *labels); both bounded by the series there are. The finished
+        # requests' stats, in the tallies: MAX_UNSETTLED in all.
+        self._tallies: dict[tuple[str, str], Tally] = {}
         self._owed: dict[tuple[Any, ...], float] = {}
-        self._ttfts: list[tuple[str, str, float]] = []
+        self._unsettled = 0
 
     def _child(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
         """``metric.labels(*labels)``, made once: ``labels()`` checks and locks on every
@@ -208,46 +241,44 @@ class Metrics:
         """Read the fleet from ``neurons()`` at each scrape (``registry.neurons``)."""
         self.fleet.neurons = neurons
 
+    def _tally(self, neuron: str, model: str) -> Tally:
+        tally = self._tallies.get((neuron, model))
+        if tally is None:
+            tally = self._tallies[neuron, model] = Tally()
+        return tally
+
     def request_started(self, neuron: str, model: str, endpoint: str) -> None:
-        self._add(1, self.requests, neuron, model, endpoint)
-        self._in_flight[neuron, model] = self._in_flight.get((neuron, model), 0) + 1
+        tally = self._tally(neuron, model)
+        tally.requests[endpoint] = tally.requests.get(endpoint, 0) + 1
+        tally.in_flight = (tally.in_flight or 0) + 1
 
     def request_finished(self, neuron: str, model: str, endpoint: str, stats: TokenStats) -> None:
-        self._ended(neuron, model)
-        amounts = (
-            (self.prompt_tokens, stats.prompt_tokens),
-            (self.cached_tokens, stats.cached_tokens),
-            (self.output_tokens, stats.output_tokens),
-            (self.prefill_seconds, stats.prefill_s),
-            (self.decode_seconds, stats.decode_s),
-            (self.load_seconds, stats.load_s),
-        )
-        for counter, amount in amounts:
-            if amount:  # None when the neuron did not say; a counter never goes down
-                self._add(max(amount, 0), counter, neuron, model)
-        if stats.ttft_s is not None:
-            self._ttfts.append((neuron, model, stats.ttft_s))
-            if len(self._ttfts) >= MAX_UNSETTLED:
-                self.settle()
+        tally = self._tally(neuron, model)
+        if tally.in_flight:
+            tally.in_flight -= 1
+        tally.answers.append(stats)
+        self._unsettled += 1
+        if self._unsettled >= MAX_UNSETTLED:
+            self.settle()
 
     def prefix_predicted(self, neuron: str, model: str, cached_tokens: int) -> None:
-        outcome = "hit" if cached_tokens > 0 else "miss"
-        self._add(1, self.cache_predictions, neuron, model, outcome)
+        tally = self._tally(neuron, model)
         if cached_tokens > 0:
-            self._add(cached_tokens, self.predicted_cached_tokens, neuron, model)
+            tally.hits += 1
+            tally.predicted_tokens += cached_tokens
+        else:
+            tally.misses += 1
 
     def request_failed(self, neuron: str, model: str, endpoint: str, kind: str) -> None:
         """``kind`` is a :class:`~ganglion.fleet.traffic.FailureKind` value (else ValueError)."""
         self._add(1, self.errors, neuron, model, endpoint, FailureKind(kind).value)
-        self._ended(neuron, model)
-
-    def _ended(self, neuron: str, model: str) -> None:
-        running = self._in_flight.get((neuron, model), 0)
-        if running > 0:  # a failure reported without a start (rejected early) is not running
-            self._in_flight[neuron, model] = running - 1
+        tally = self._tallies.get((neuron, model))
+        if tally is not None and tally.in_flight:  # not if rejected before any start
+            tally.in_flight -= 1
 
     def _add(self, amount: float, counter: Counter, *labels: str) -> None:
-        """Owe ``counter``'s series of ``labels`` ``amount`` more, until :meth:`settle`."""
+        """Owe ``counter``'s series of ``labels`` ``amount`` more, until :meth:`settle`: for
+        what a tally does not keep (errors, by endpoint and kind)."""
         key = (counter, *labels)
         self._owed[key] = self._owed.get(key, 0) + amount
 
@@ -258,11 +289,34 @@ class Metrics:
         owed, self._owed = self._owed, {}
         for (counter, *labels), amount in owed.items():
             self._child(counter, *labels).inc(amount)
-        ttfts, self._ttfts = self._ttfts, []
-        for neuron, model, seconds in ttfts:
-            self._child(self.ttft, neuron, model).observe(seconds)
-        for (neuron, model), running in self._in_flight.items():
-            self._child(self.in_flight, neuron, model).set(running)
+        self._unsettled = 0
+        for (neuron, model), tally in self._tallies.items():
+            self._settle(neuron, model, tally)
+
+    def _settle(self, neuron: str, model: str, tally: Tally) -> None:
+        for endpoint, count in tally.requests.items():
+            self._child(self.requests, neuron, model, endpoint).inc(count)
+        answers = tally.answers
+        by_field = zip(*map(self._reported, answers), strict=True)  # nothing when no answers
+        for counter, amounts in zip(self._amounts, by_field, strict=False):
+            # None when the neuron did not say; a counter never goes down, but a series
+            # appears when first counted, even at 0.
+            said = [amount if amount > 0 else 0 for amount in amounts if amount]
+            if said:  # added in turn, as they came (sum() may round otherwise)
+                self._child(counter, neuron, model).inc(reduce(add, said))
+        for stats in answers:
+            if stats.ttft_s is not None:
+                self._child(self.ttft, neuron, model).observe(stats.ttft_s)
+        for outcome, count in (("hit", tally.hits), ("miss", tally.misses)):
+            if count:
+                self._child(self.cache_predictions, neuron, model, outcome).inc(count)
+        if tally.predicted_tokens:
+            self._child(self.predicted_cached_tokens, neuron, model).inc(tally.predicted_tokens)
+        if tally.in_flight is not None:
+            self._child(self.in_flight, neuron, model).set(tally.in_flight)
+        tally.requests.clear()
+        answers.clear()
+        tally.hits = tally.misses = tally.predicted_tokens = 0
 
     def run_event(self, run_id: str, event: Mapping[str, Any]) -> None:
         """An orchestra event (:meth:`~ganglion.orchestra.events.RunEvents.listen`): a run's
