@@ -16,8 +16,9 @@ evicted least recently used first, as such a server evicts its slots. A prompt t
 one it holds (the next turn of that conversation) takes that prompt's place, as the server
 reuses the slot whose cache matches. It keeps the held chains in a trie, so a look-up walks
 the prompt's own chain, however many prompts are held. (The simulator keeps its own cache
-by the same rules in a :class:`CacheSlots` of tokens, which compares each held prompt.) :meth:`PrefixIndex.match` gives
-the tokens of the longest held prefix of a new prompt: the part its prefill can skip.
+by the same rules in a :class:`CacheSlots` of tokens, which compares each held prompt.)
+:meth:`PrefixIndex.match` gives the tokens of the longest held prefix of a new prompt: the
+part its prefill can skip.
 :meth:`PrefixIndex.displaced` gives the tokens of the conversation a new prompt would push
 out, unless that conversation has ended: answered, and silent for :data:`RETURN_PERIODS`
 times the interval between its last two turns (chats end all the time, and a cache full of
