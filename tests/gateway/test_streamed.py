@@ -41,7 +41,7 @@ async def test_every_piece_is_sent_then_the_end() -> None:
 
     server = Server()
     before = len(asyncio.all_tasks())
-    response = Streamed(pieces(), media_type="application/x-ndjson", headers={"X-A": "b"})
+    response = Streamed(pieces(), media_type="application/x-ndjson", headers=[(b"x-a", b"b")])
     await response(SCOPE, server.receive, server.send)
     start = server.sent[0]
     assert start["status"] == 200

@@ -161,10 +161,44 @@ async def test_a_streamed_body_comes_piece_by_piece_as_the_server_sends_it() -> 
     port = listening.sockets[0].getsockname()[1]
     lean = client()
     answer = await lean.open("POST", f"http://127.0.0.1:{port}/api/chat", b"{}")
-    pieces = answer.chunks()
-    assert await anext(pieces) == b"first\n"  # before the rest is even sent
+    assert await answer.piece() == b"first\n"  # before the rest is even sent
     released.set()
-    assert [piece async for piece in pieces] == [b"second\n"]
+    assert await answer.piece() == b"second\n"
+    assert await answer.piece() is None
+    await answer.aclose()
+    await lean.aclose()
+    await finished.wait()
+    listening.close()
+
+
+async def test_a_head_sent_alone_is_handed_over_with_the_first_piece() -> None:
+    """The reader of a stream wants its first piece next: the head alone wakes no one."""
+    head_sent, released, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        head_sent.set()
+        await released.wait()
+        writer.write(b"6\r\nfirst\n\r\n0\r\n\r\n")
+        await reader.read()  # until the client closes
+        writer.close()
+        await writer.wait_closed()
+        finished.set()
+
+    listening = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    lean = client()
+    opening = asyncio.create_task(lean.open("POST", f"http://127.0.0.1:{port}/api/chat", b"{}"))
+    await head_sent.wait()
+    for _ in range(5):
+        await asyncio.sleep(0.01)
+    assert not opening.done()
+    released.set()
+    answer = await opening
+    assert answer.status == 200
+    assert await answer.read() == b"first\n"
     await answer.aclose()
     await lean.aclose()
     await finished.wait()
@@ -300,10 +334,9 @@ async def test_headers_then_a_cut_is_an_answer_cut_off_after_what_came() -> None
     async with serving(lambda conn, asked: Close(OK + b'{"mod')) as (_, url):
         lean = client()
         answer = await lean.open("GET", f"{url}/api/ps", None)  # 5 bytes of 13, then the close
-        pieces = answer.chunks()
-        assert await anext(pieces) == b'{"mod'
+        assert await answer.piece() == b'{"mod'
         with pytest.raises(CutOff, match="the server closed the connection"):
-            await anext(pieces)
+            await answer.piece()
         await answer.aclose()
         await lean.aclose()
 
@@ -337,6 +370,41 @@ async def test_silence_midway_past_the_read_timeout_cuts_the_body_off() -> None:
         assert (await get(lean, f"{url}/api/ps")).status == 200  # on a new connection
         await lean.aclose()
     assert server.connections == 2
+
+
+async def test_the_read_timeout_holds_each_wait_not_the_whole_body() -> None:
+    """Pieces that each come within the read timeout are read, however long they take in
+    all; silence after them still times out (one timer checks every wait)."""
+    finished = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(5):
+            await asyncio.sleep(0.1)
+            writer.write(b"2\r\nx\n\r\n")
+        await reader.read()  # then silence, until the client closes
+        writer.close()
+        await writer.wait_closed()
+        finished.set()
+
+    listening = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = listening.sockets[0].getsockname()[1]
+    lean = client(read_s=0.3)
+    answer = await lean.open("POST", f"http://127.0.0.1:{port}/api/chat", b"{}")
+    read: list[bytes] = []
+
+    async def read_all() -> None:
+        while (piece := await answer.piece()) is not None:
+            read.append(piece)
+
+    with pytest.raises(CutOff, match="ReadTimeout"):
+        await read_all()
+    assert b"".join(read) == b"x\n" * 5  # half a second of pieces, past the 0.3 s timeout
+    await answer.aclose()
+    await lean.aclose()
+    await finished.wait()
+    listening.close()
 
 
 async def test_a_request_cancelled_midway_leaves_no_connection_to_reuse() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from ganglion.wire import ollama, openai, sse
-from ganglion.wire.encoding import dumps
+from ganglion.wire.encoding import TEXT_MARK, dumps, quoted
 
 
 @pytest.mark.parametrize("micro", [0, 120, 642799])
@@ -82,6 +82,44 @@ def test_an_openai_whole_text_completion_reads_back() -> None:
     assert (whole.object, whole.system_fingerprint) == ("text_completion", "fp")
     assert whole.choices[0].text == "text"
     assert whole.choices[0].finish_reason == "length"
+
+
+#: Texts a token may carry that JSON must escape, or that UTF-8 writes in several bytes.
+TRICKY_TEXTS = ["hi ", "", 'a"b\\c', "\x00\x1f\x7f", "\n\t\r\b\f", "é漢字😀", "\u2028", "</s>"]
+
+#: Model names a caller may send: one that looks like the mark the ends are cut at, too.
+TRICKY_MODELS = ["m", 'm"1', TEXT_MARK, ollama.MOMENT_MARK, "漢"]
+
+
+@pytest.mark.parametrize("model", TRICKY_MODELS)
+@pytest.mark.parametrize("chat", [True, False])
+@pytest.mark.parametrize("usage", [False, True])
+def test_an_openai_text_event_is_the_event_of_its_chunk(
+    model: str, chat: bool, usage: bool
+) -> None:
+    reply = openai.Reply(id="c-1", created=7, model=model, chat=chat, include_usage=usage)
+    for text in TRICKY_TEXTS:
+        assert reply.text_event(text) == reply.event(reply.chunk(text)).encode()
+
+
+@pytest.mark.parametrize("model", TRICKY_MODELS)
+@pytest.mark.parametrize("chat", [True, False])
+def test_an_ollama_text_line_is_the_line_of_its_answer(model: str, chat: bool) -> None:
+    lines = ollama.TextLines(model, chat=chat)
+    for micro in (0, 120, 642799):
+        moment = datetime(2026, 11, 30, 15, 0, 0, micro, tzinfo=UTC)
+        for text in TRICKY_TEXTS:
+            written = ollama.line(ollama.answer(model, text, chat=chat, created_at=moment))
+            assert lines.line(text, moment) == written.encode()
+
+
+def test_a_lone_surrogate_is_written_escaped() -> None:
+    """A neuron's JSON may carry one (``"\\ud800"``); UTF-8 cannot, so it goes escaped."""
+    reply = openai.Reply(id="c-1", created=7, model="m", chat=True)
+    event = reply.text_event("a\ud800b")
+    chunk = json.loads(event.removeprefix(b"data: "))
+    assert chunk["choices"][0]["delta"]["content"] == "a\ud800b"
+    assert json.loads(quoted("\udfff")) == "\udfff"
 
 
 def test_openai_embeddings_as_floats_or_base64() -> None:

@@ -136,7 +136,7 @@ async def _answer(
 
 
 def _streamed(stream: Stream, *, chat: bool) -> Response:
-    headers = front.answered(stream.neuron, stream.cached_tokens)
+    headers = front.raw_answered(stream.neuron, stream.cached_tokens)
     return Streamed(_ndjson(stream, chat=chat), media_type=wire.NDJSON, headers=headers)
 
 
@@ -148,15 +148,23 @@ def _whole(whole: Whole, *, chat: bool) -> Response:
     return front.Answer(dumps_bytes(body), front.raw_answered(whole.neuron, whole.cached_tokens))
 
 
-async def _ndjson(stream: Stream, *, chat: bool) -> AsyncIterator[str]:
+async def _ndjson(stream: Stream, *, chat: bool) -> AsyncIterator[bytes]:
+    """The answer's lines: those with text alone (all but the last) written straight to
+    bytes (:class:`~ganglion.wire.ollama.TextLines`, once the first line is out), the last
+    with the metrics."""
     try:
-        yield wire.line(_reply(stream.model, stream.first.text, stream.first, chat=chat))
-        if stream.first.done:
+        first = stream.first
+        yield wire.line(_reply(stream.model, first.text, first, chat=chat)).encode()
+        if first.done:
             return
+        lines = wire.TextLines(stream.model, chat=chat)
         async for chunk in stream:
-            yield wire.line(_reply(stream.model, chunk.text, chunk, chat=chat))
+            if chunk.done:
+                yield wire.line(_reply(stream.model, chunk.text, chunk, chat=chat)).encode()
+            else:
+                yield lines.line(chunk.text, datetime.now(UTC))
     except BrokenMidStream as error:
-        yield wire.line(wire.ErrorResponse(error=str(error)))
+        yield wire.line(wire.ErrorResponse(error=str(error))).encode()
     finally:
         await stream.aclose()
 

@@ -130,7 +130,7 @@ async def _answer(
 
 
 def _streamed(stream: Stream, usage: bool, *, kind: str) -> Response:
-    headers = front.answered(stream.neuron, stream.cached_tokens)
+    headers = front.raw_answered(stream.neuron, stream.cached_tokens)
     reply = _reply(stream.model, usage, kind=kind)
     return Streamed(_events(stream, reply), media_type=sse.MEDIA_TYPE, headers=headers)
 
@@ -153,26 +153,29 @@ def _reply(model: str, usage: bool, *, kind: str) -> wire.Reply:
     )
 
 
-async def _events(stream: Stream, reply: wire.Reply) -> AsyncIterator[str]:
+async def _events(stream: Stream, reply: wire.Reply) -> AsyncIterator[bytes]:
+    """The answer's events: the first with the role, then one a token (text alone, written
+    straight to bytes: :meth:`~ganglion.wire.openai.Reply.text_event`), the last with the
+    finish, the usage when asked for, and ``[DONE]``."""
     try:
         last = stream.first
         yield _event(reply, last, "assistant")
         if not last.done:
             async for last in stream:
-                yield _event(reply, last, None)
+                yield _event(reply, last, None) if last.done else reply.text_event(last.text)
         if reply.include_usage:
-            yield reply.event(reply.usage_chunk(_usage(last.stats)))
-        yield sse.DONE
+            yield reply.event(reply.usage_chunk(_usage(last.stats))).encode()
+        yield sse.DONE.encode()
     except BrokenMidStream as error:
         detail = wire.ErrorDetail(message=str(error), type="server_error", code=502)
-        yield wire.ErrorResponse(error=detail).event()
+        yield wire.ErrorResponse(error=detail).event().encode()
     finally:
         await stream.aclose()
 
 
-def _event(reply: wire.Reply, chunk: Chunk, role: str | None) -> str:
+def _event(reply: wire.Reply, chunk: Chunk, role: str | None) -> bytes:
     finish = _finish(chunk.done_reason) if chunk.done else None
-    return reply.event(reply.chunk(chunk.text, finish, role=role))
+    return reply.event(reply.chunk(chunk.text, finish, role=role)).encode()
 
 
 def _finish(done_reason: str | None) -> str:

@@ -9,12 +9,17 @@ the client leaves first, the listener cancels the stream's task where it waits (
 neuron's next chunk, say), the pieces' generator is closed, which closes the neuron's
 stream, and the cancellation ends here. When the answer ends first, the listener is
 cancelled.
+
+The listener starts once the first piece is out, so that the first byte does not wait for
+it: the gateway's first piece is ready when its answer starts (the neuron's first chunk is
+in hand by then), so nothing is waited on unwatched. A client gone before that is heard at
+once then.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -28,18 +33,20 @@ class Streamed(Response):
         pieces: AsyncIterator[str] | AsyncIterator[bytes],
         *,
         media_type: str,
-        headers: Mapping[str, str] | None = None,
+        headers: Iterable[tuple[bytes, bytes]] = (),
     ) -> None:
+        """``headers``: raw pairs, as the server sends them (``front.raw_answered``)."""
         self.pieces = pieces
         self.status_code = 200
         self.media_type = media_type
         self.background = None
-        self.init_headers(headers)
+        self.raw_headers = [(b"content-type", _content_type(media_type)), *headers]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
         left = False
+        listener: asyncio.Task[None] | None = None
 
         def gone(listener: asyncio.Task[None]) -> None:
             nonlocal left
@@ -47,24 +54,35 @@ class Streamed(Response):
                 left = True
                 task.cancel()
 
-        listener = asyncio.get_running_loop().create_task(_disconnect(receive))
-        listener.add_done_callback(gone)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             async for piece in self.pieces:
                 body = piece.encode() if isinstance(piece, str) else piece
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-            listener.remove_done_callback(gone)
+                if listener is None:  # the first piece is out
+                    listener = asyncio.get_running_loop().create_task(_disconnect(receive))
+                    listener.add_done_callback(gone)
+            if listener is not None:
+                listener.remove_done_callback(gone)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not left or task.uncancel() > 0:
                 raise
         finally:
-            listener.remove_done_callback(gone)
-            listener.cancel()
+            if listener is not None:
+                listener.remove_done_callback(gone)
+                listener.cancel()
             closer = getattr(self.pieces, "aclose", None)
             if closer is not None:  # stopped early (the client left): close the neuron's stream
                 await closer()
+
+
+def _content_type(media_type: str) -> bytes:
+    """The ``Content-Type`` of ``media_type``, as starlette writes it: a text type with its
+    character set."""
+    if media_type.startswith("text/") and "charset=" not in media_type.lower():
+        media_type += "; charset=utf-8"
+    return media_type.encode("latin-1")
 
 
 async def _disconnect(receive: Receive) -> None:

@@ -4,8 +4,8 @@ An adapter turns one dialect (Ollama native, OpenAI-compatible) into these diale
 values. Token statistics come back in one shape whatever the dialect, so the registry and
 the router never care which server is behind a neuron.
 
-The values every request makes (its call, its answer, its stats) are plain slotted
-dataclasses, not frozen ones: a frozen dataclass sets each field through
+The values every request makes (its call, its answer, its stats, each chunk of a stream)
+are plain slotted dataclasses, not frozen ones: a frozen dataclass sets each field through
 ``object.__setattr__``, twice the cost, and nothing changes them once made.
 """
 
@@ -114,7 +114,7 @@ class Completion:
     done_reason: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Chunk:
     """One piece of a streamed answer. The last chunk has ``done`` set and carries ``stats``."""
 

@@ -5,8 +5,8 @@ Each request through aiohttp cost about 0.2 ms of CPU here: a URL, a request and
 headers, a response, a stream reader and half a dozen futures, every time, which was most of
 what the gateway spent on a proxied answer. Here one costs a fraction of that: a request's
 head is built once per path, llhttp (``httptools``, the parser uvicorn uses) reads the
-answer straight off the socket, and one future waits for its head, then one for each
-piece of its body.
+answer straight off the socket, and one future waits for its head with the first piece of
+its body, then one for each next piece.
 
 :func:`lean_client` says which neurons go this way: ``http://`` URLs without credentials,
 while the environment sets no proxy; any other goes through aiohttp as before.
@@ -33,7 +33,7 @@ import asyncio
 import time
 import urllib.request
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import Coroutine
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -84,7 +84,8 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
         self._waiter: asyncio.Future[None] | None = None  # the head, then each piece
-        self._timer: asyncio.TimerHandle | None = None  # ends the wait under way
+        self._wait_began = 0.0  # when the wait under way began, on the loop's clock
+        self._timer: asyncio.TimerHandle | None = None  # checks the waits: see _wait
         self._reset()
 
     def _reset(self) -> None:
@@ -104,8 +105,8 @@ class _Connection(asyncio.Protocol):
         return self._parser.get_status_code()
 
     def ask(self, request: bytes) -> asyncio.Future[None]:
-        """Send ``request``; the future settles when the answer's head is in (or raises
-        :class:`NoAnswer`)."""
+        """Send ``request``; the future settles when the answer's head is in with the first
+        piece of its body, or its end (or raises :class:`NoAnswer`)."""
         assert self._transport is not None
         if self._paused:  # the last answer came whole while a slow reader held it back
             self._transport.resume_reading()
@@ -140,20 +141,29 @@ class _Connection(asyncio.Protocol):
             self._transport.close()
 
     def _wait(self) -> asyncio.Future[None]:
+        """A wait on the server, within ``read_s``. One timer checks the waits rather than one
+        a wait (a stream waits once a piece, and a timer costs more than the rest of a
+        piece's reading): set when none is, for when this wait would time out; going off
+        early, for a wait begun since, it is set again for that one."""
         self._waiter = self._loop.create_future()
         if self._read_s is not None:
-            self._timer = self._loop.call_later(self._read_s, self._timed_out)
+            self._wait_began = self._loop.time()
+            if self._timer is None:
+                self._timer = self._loop.call_at(self._wait_began + self._read_s, self._check)
         return self._waiter
 
-    def _timed_out(self) -> None:
+    def _check(self) -> None:
         self._timer = None
+        if self._waiter is None or self._read_s is None:  # not waiting: the next wait sets it
+            return
+        due = self._wait_began + self._read_s
+        if self._loop.time() < due:
+            self._timer = self._loop.call_at(due, self._check)
+            return
         self._end(READ_TIMEOUT, lost=False)
         self.close()
 
     def _wake(self, error: BaseException | None = None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():
             return
@@ -213,7 +223,9 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self.status >= 200:  # not an interim answer (100 Continue): the real one follows
             self.headers_done = True
-            self._wake()
+            # No wake yet: the wait for the head goes on for the body's first piece (or its
+            # end), which a stream's reader wants next anyway: one wake rather than two.
+            self._wait_began = self._loop.time()
 
     def on_body(self, body: bytes) -> None:
         self._pieces.append(body)
@@ -233,7 +245,7 @@ class _Connection(asyncio.Protocol):
 
 
 class LeanAnswer:
-    """An answer whose head has come; its body is read with :meth:`chunks` or :meth:`read`,
+    """An answer whose head has come; its body is read with :meth:`piece` or :meth:`read`,
     and :meth:`aclose` gives its connection back (or closes it, when the body was not read
     to its end)."""
 
@@ -244,12 +256,13 @@ class LeanAnswer:
         self.reason = b"".join(connection.reason_parts).decode("latin-1")
         self.content_type = connection.content_type.decode("latin-1")
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        """The body, piece by piece as it comes; :class:`CutOff` when it breaks off."""
+    def piece(self) -> Coroutine[None, None, bytes | None]:
+        """What has come of the body since the last call, waiting for it if nothing has;
+        ``None`` at its end; :class:`CutOff` when it broke off. (The connection's own
+        coroutine, handed over: a stream waits here once a piece.)"""
         connection = self._connection
         assert connection is not None, "the answer was closed"
-        while (data := await connection.piece()) is not None:
-            yield data
+        return connection.piece()
 
     async def read(self) -> bytes:
         """The whole body; :class:`CutOff` when it breaks off."""
@@ -277,8 +290,8 @@ class LeanClient:
         self._heads: dict[tuple[str, str], tuple[str, int, bytes]] = {}  # bounded: MAX_PATHS
 
     async def open(self, method: str, url: str, body: bytes | None) -> LeanAnswer:
-        """Send ``method url`` (with ``body``, JSON); the answer once its head has come.
-        :class:`NoAnswer` when none came."""
+        """Send ``method url`` (with ``body``, JSON); the answer once its head has come, with
+        the first piece of its body. :class:`NoAnswer` when none came."""
         host, port, head = self._head(method, url)
         if method == "GET":
             request = head

@@ -205,30 +205,33 @@ class OllamaAdapter:
         start = self._clock()
         ttft: float | None = None
         started = False
-        lines = self._http.stream_lines(path, body)
-        async for line in lines:
-            if (text := _plain_text(line, wire)) is not None:
+        batches = self._http.stream_lines(path, body)
+        async for lines in batches:
+            for line in lines:
+                if (text := _plain_text(line, wire)) is not None:
+                    started = True
+                    if text:
+                        if ttft is None:
+                            ttft = self._clock() - start
+                        yield Chunk(text)
+                    continue
+                if not line.strip():
+                    continue
+                data = decode_json(line, where, started=started)
                 started = True
+                if (error := error_text(data)) is not None:
+                    raise NeuronStreamBroken(f"{where} failed midway: {error}")
+                part = parse(wire, data, where)
+                text = _text(part)
+                if text and ttft is None:
+                    ttft = self._clock() - start
+                if part.done:
+                    await read_to_end(batches)
+                    stats = _stats(part, wall_s=self._clock() - start, ttft_s=ttft)
+                    yield Chunk(text, done=True, stats=stats, done_reason=part.done_reason)
+                    return
                 if text:
-                    if ttft is None:
-                        ttft = self._clock() - start
-                    yield Chunk(text=text)
-                continue
-            data = decode_json(line, where, started=started)
-            started = True
-            if (error := error_text(data)) is not None:
-                raise NeuronStreamBroken(f"{where} failed midway: {error}")
-            part = parse(wire, data, where)
-            text = _text(part)
-            if text and ttft is None:
-                ttft = self._clock() - start
-            if part.done:
-                await read_to_end(lines)
-                stats = _stats(part, wall_s=self._clock() - start, ttft_s=ttft)
-                yield Chunk(text=text, done=True, stats=stats, done_reason=part.done_reason)
-                return
-            if text:
-                yield Chunk(text=text)
+                    yield Chunk(text)
         raise NeuronStreamBroken(f"{where} ended its stream without the final done message")
 
 

@@ -251,40 +251,43 @@ class OpenAIAdapter:
         finish: str | None = None
         deltas = 0
         started = False
-        lines = self._http.stream_lines(path, body, self._schema_retry(body))
-        async for line in lines:
-            if line.startswith(SSE_OTHER_FIELDS):
-                continue
-            payload = line.removeprefix(b"data:").strip()
-            if (text := _plain_delta(payload)) is not None:
+        batches = self._http.stream_lines(path, body, self._schema_retry(body))
+        async for lines in batches:
+            for line in lines:
+                if line.startswith(b"data:"):
+                    payload = line[5:]  # JSON allows the space before it
+                elif not line.strip() or line.startswith(SSE_OTHER_FIELDS):
+                    continue
+                else:
+                    payload = line
+                if (text := _plain_delta(payload)) is not None:
+                    started = True
+                    if text:
+                        ttft = self._clock() - start if ttft is None else ttft
+                        deltas += 1
+                        yield Chunk(text)
+                    continue
+                payload = payload.strip()
+                if payload == b"[DONE]":
+                    await read_to_end(batches)
+                    self.times_whole_answers = self.times_whole_answers or _has_timings(timings)
+                    wall = self._clock() - start
+                    stats = _stats(usage, timings, wall_s=wall, ttft_s=ttft, deltas=deltas)
+                    yield Chunk("", done=True, stats=stats, done_reason=finish)
+                    return
+                data = decode_json(payload, where, started=started)
                 started = True
-                if text:
-                    if ttft is None:
-                        ttft = self._clock() - start
-                    deltas += 1
-                    yield Chunk(text=text)
-                continue
-            if payload == b"[DONE]":
-                await read_to_end(lines)
-                self.times_whole_answers = self.times_whole_answers or _has_timings(timings)
-                wall = self._clock() - start
-                stats = _stats(usage, timings, wall_s=wall, ttft_s=ttft, deltas=deltas)
-                yield Chunk(text="", done=True, stats=stats, done_reason=finish)
-                return
-            data = decode_json(payload, where, started=started)
-            started = True
-            if (error := error_text(data)) is not None:
-                raise NeuronStreamBroken(f"{where} failed midway: {error}")
-            chunk = parse(ChatCompletionChunk, data, where)
-            usage = chunk.usage or usage
-            timings = chunk.timings or timings
-            for choice in chunk.choices[:1]:
-                finish = choice.finish_reason or finish
-                if text := _text(choice):
-                    if ttft is None:
-                        ttft = self._clock() - start
-                    deltas += 1
-                    yield Chunk(text=text)
+                if (error := error_text(data)) is not None:
+                    raise NeuronStreamBroken(f"{where} failed midway: {error}")
+                chunk = parse(ChatCompletionChunk, data, where)
+                usage = chunk.usage or usage
+                timings = chunk.timings or timings
+                for choice in chunk.choices[:1]:
+                    finish = choice.finish_reason or finish
+                    if text := _text(choice):
+                        ttft = self._clock() - start if ttft is None else ttft
+                        deltas += 1
+                        yield Chunk(text)
         raise NeuronStreamBroken(f"{where} ended its stream without data: [DONE]")
 
 

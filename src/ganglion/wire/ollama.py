@@ -15,9 +15,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from ganglion.wire.encoding import dumps
+from ganglion.wire.encoding import TEXT_MARK, around, dumps, quoted
 
 NDJSON = "application/x-ndjson"
 """The media type of a streamed answer: one JSON object a line."""
@@ -230,6 +231,25 @@ def line(value: WireModel | dict[str, Any]) -> str:
     if isinstance(value, WireModel):
         return value.encode() + "\n"
     return dumps(value) + "\n"
+
+
+MOMENT_MARK = "\x00moment\x00"
+"""Stands for a line's moment in what :func:`~ganglion.wire.encoding.around` cuts."""
+
+
+class TextLines:
+    """The lines of one streamed answer that carry text alone (all but the last), as
+    :func:`line` writes :func:`answer`, the same bytes, written around their moment and text
+    from pieces worked out once an answer rather than built as a dict and encoded whole."""
+
+    def __init__(self, model: str, *, chat: bool) -> None:
+        marked = line(answer(model, TEXT_MARK, chat=chat, created_at=MOMENT_MARK))
+        self._start, self._middle, self._end = around(marked, [MOMENT_MARK, TEXT_MARK])
+
+    def line(self, text: str, created_at: datetime) -> bytes:
+        """The line that says ``text``, stamped ``created_at`` (a moment in UTC)."""
+        moment = orjson.dumps(created_at, option=orjson.OPT_UTC_Z)
+        return self._start + moment + self._middle + quoted(text) + self._end
 
 
 def _ns(seconds: float | None) -> int | None:

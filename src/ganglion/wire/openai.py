@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, field_serializer
 
 from ganglion.wire import sse
-from ganglion.wire.encoding import dumps
+from ganglion.wire.encoding import TEXT_MARK, around, dumps, quoted
 
 
 class WireModel(BaseModel):
@@ -221,7 +221,8 @@ class Reply:
     seconds), the ``model`` as the caller named it, and whether it is a chat completion
     (text in a ``message`` or a ``delta``) or a text completion (text in ``text``). With
     ``include_usage`` (``stream_options.include_usage``) every chunk carries ``"usage":
-    null`` and :meth:`usage_chunk` writes the last one.
+    null`` and :meth:`usage_chunk` writes the last one. The event of nearly every token, a
+    chunk with text alone, is written straight to bytes by :meth:`text_event`.
     """
 
     id: str
@@ -231,6 +232,9 @@ class Reply:
     include_usage: bool = False
     system_fingerprint: str | None = None
     _head: dict[str, Any] = field(init=False, repr=False, compare=False)
+    _text_ends: tuple[bytes, bytes] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )  # what comes before and after the text in text_event, worked out at its first call
 
     def __post_init__(self) -> None:
         kind = "chat.completion.chunk" if self.chat else "text_completion"
@@ -255,6 +259,15 @@ class Reply:
         if self.include_usage:
             chunk["usage"] = None
         return chunk
+
+    def text_event(self, text: str) -> bytes:
+        """The event of :meth:`chunk` with ``text`` alone (no finish, no role), as bytes: the
+        same bytes, written around ``text`` rather than built as a dict and encoded whole."""
+        if self._text_ends is None:
+            start, end = around(self.event(self.chunk(TEXT_MARK)), [TEXT_MARK])
+            self._text_ends = start, end
+        start, end = self._text_ends
+        return start + quoted(text) + end
 
     def usage_chunk(self, usage: dict[str, Any]) -> dict[str, Any]:
         """The stream's last chunk with ``include_usage``: no choices, the token counts
