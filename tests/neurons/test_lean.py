@@ -143,6 +143,14 @@ async def test_a_post_sends_its_body_and_shares_the_connection_with_gets() -> No
     ]
 
 
+async def _hang_up_when_the_client_does(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    await reader.read()  # until the client closes
+    writer.close()
+    await writer.wait_closed()
+
+
 async def test_a_streamed_body_comes_piece_by_piece_as_the_server_sends_it() -> None:
     released, finished = asyncio.Event(), asyncio.Event()
 
@@ -152,9 +160,7 @@ async def test_a_streamed_body_comes_piece_by_piece_as_the_server_sends_it() -> 
         await released.wait()
         writer.write(b"7\r\nsecond\n\r\n0\r\n\r\n")
         await writer.drain()
-        await reader.read()  # until the client closes
-        writer.close()
-        await writer.wait_closed()
+        await _hang_up_when_the_client_does(reader, writer)
         finished.set()
 
     listening = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -182,9 +188,7 @@ async def test_a_head_sent_alone_is_handed_over_with_the_first_piece() -> None:
         head_sent.set()
         await released.wait()
         writer.write(b"6\r\nfirst\n\r\n0\r\n\r\n")
-        await reader.read()  # until the client closes
-        writer.close()
-        await writer.wait_closed()
+        await _hang_up_when_the_client_does(reader, writer)
         finished.set()
 
     listening = await asyncio.start_server(handle, "127.0.0.1", 0)
