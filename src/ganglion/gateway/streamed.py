@@ -14,23 +14,38 @@ The listener starts once the first piece is out, so that the first byte does not
 it: the gateway's first piece is ready when its answer starts (the neuron's first chunk is
 in hand by then), so nothing is waited on unwatched. A client gone before that is heard at
 once then.
+
+**Pieces that are ready together go out together.** A neuron's chunks often come several to
+a read (a fast neuron, a busy gateway), and each of them makes a piece at once, with no wait.
+A write to the client costs more than making a piece: a system call, and on loopback the
+client's side of TCP too. So after the first piece (sent alone, at once), the pieces made
+without a wait are held, and sent as one when the next piece has to be waited for (the
+neuron has sent nothing more yet), at the end, or when :data:`HOLD_BYTES` are held. Nothing
+is held while anything is waited on, so no piece reaches the client later than it did one
+write at a time; the pieces and their bytes are the same, only the writes are fewer. Telling
+"ready" from "must wait" takes one step of the generator driven by hand (:func:`_step`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+import types
+from collections.abc import AsyncIterator, Generator, Iterable
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+#: Pieces made without a wait are held until this many bytes, at most, then sent.
+HOLD_BYTES = 64 * 1024
+
 
 class Streamed(Response):
-    """An answer streamed from ``pieces`` (text, encoded as UTF-8, or bytes), status 200."""
+    """An answer streamed from ``pieces`` (bytes), status 200."""
 
     def __init__(
         self,
-        pieces: AsyncIterator[str] | AsyncIterator[bytes],
+        pieces: AsyncIterator[bytes],
         *,
         media_type: str,
         headers: Iterable[tuple[bytes, bytes]] = (),
@@ -56,14 +71,13 @@ class Streamed(Response):
 
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            async for piece in self.pieces:
-                body = piece.encode() if isinstance(piece, str) else piece
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                if listener is None:  # the first piece is out
-                    listener = asyncio.get_running_loop().create_task(_disconnect(receive))
-                    listener.add_done_callback(gone)
-            if listener is not None:
-                listener.remove_done_callback(gone)
+            first = await anext(self.pieces, None)
+            if first is not None:  # sent alone and at once; then the client is listened for
+                await send({"type": "http.response.body", "body": first, "more_body": True})
+                listener = asyncio.get_running_loop().create_task(_disconnect(receive))
+                listener.add_done_callback(gone)
+                await _send_rest(self.pieces, send)
+                listener.remove_done_callback(gone)  # the answer ends first: not a leaving
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not left or task.uncancel() > 0:
@@ -75,6 +89,68 @@ class Streamed(Response):
             closer = getattr(self.pieces, "aclose", None)
             if closer is not None:  # stopped early (the client left): close the neuron's stream
                 await closer()
+
+
+async def _send_rest(pieces: AsyncIterator[bytes], send: Send) -> None:
+    """Every piece still to come, those made without a wait held and sent together."""
+    held: list[bytes] = []
+    size = 0
+    while True:
+        step = pieces.__anext__().__await__()
+        try:
+            waits_on = step.send(None)
+        except StopIteration as ready:  # made without a wait: held
+            piece = ready.value
+        except StopAsyncIteration:
+            break
+        except BaseException:  # the pieces failed: what was made before goes out first
+            if held:
+                await _send(send, held)
+            raise
+        else:  # the neuron has sent nothing more yet: what is held goes before the wait
+            if held:
+                await _send(send, held)
+                held, size = [], 0
+            try:
+                piece = await _step(step, waits_on)
+            except StopAsyncIteration:
+                return
+        held.append(piece)
+        size += len(piece)
+        if size >= HOLD_BYTES:
+            await _send(send, held)
+            held, size = [], 0
+    if held:
+        await _send(send, held)
+
+
+async def _send(send: Send, pieces: list[bytes]) -> None:
+    body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+
+
+@types.coroutine
+def _step(step: Generator[Any, Any, Any], waits_on: Any) -> Generator[Any, Any, Any]:
+    """Go on with ``step``, a generator's step begun by hand that stopped to wait on
+    ``waits_on`` (a future): what ``await`` does with a step from its start. What the loop
+    sends or throws in (a result, a cancellation) goes on to the step; its value is the
+    piece."""
+    while True:
+        try:
+            sent = yield waits_on
+        except GeneratorExit:
+            step.close()
+            raise
+        except BaseException as error:  # a cancellation, say: the step takes it as it comes
+            try:
+                waits_on = step.throw(error)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                waits_on = step.send(sent)
+            except StopIteration as done:
+                return done.value
 
 
 def _content_type(media_type: str) -> bytes:
