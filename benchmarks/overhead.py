@@ -1,7 +1,7 @@
 """What the gateway costs per proxied request: CPU, added latency, added time to first token,
 and throughput, side by side with the upstream answered directly, in one run.
 
-    .venv/bin/python benchmarks/overhead.py [--seconds 5] [--workers 1,2] [--json]
+    .venv/bin/python benchmarks/overhead.py [--seconds 5] [--repeats 3] [--workers 1,2] [--json]
 
 The parts, each its own process:
 
@@ -24,7 +24,10 @@ read with a plain socket client on CPU 0 (load, like ``wrk``: off the gateway's 
 
 The verdicts follow issue 15's definitions: CPU per request and added p50 are those of whole
 (non-streaming) requests, the worse of the two dialects; a stream's cost is its chunks'.
-Every row is printed.
+This machine is shared, and one figure can move by half between two passes a minute apart,
+so the whole measurement is made ``--repeats`` times over the same processes, and each
+figure (every row, every chunk cost) is the median of its passes; the verdicts are read off
+the medians. Every pass's figures are printed too.
 """
 
 from __future__ import annotations
@@ -234,7 +237,7 @@ def _ttft_ms(url: str, case: Case, count: int) -> float:
 # --- the run --------------------------------------------------------------------------------
 
 
-def run(seconds: int, workers: list[int], logs: Path | None) -> dict[str, Any]:
+def run(seconds: int, repeats: int, workers: list[int], logs: Path | None) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is missing: apt-get install wrk")
     tmp = tempfile.TemporaryDirectory(prefix="ganglion-overhead-") if logs is None else None
@@ -247,8 +250,10 @@ def run(seconds: int, workers: list[int], logs: Path | None) -> dict[str, Any]:
         processes += upstreams.values()
         gateway = start_gateway(root, upstreams, None)
         processes.append(gateway)
-        rows = [one_case(case, upstreams[case.api], gateway, seconds, root) for case in CASES]
-        chunk = chunk_cost(upstreams, gateway, seconds, root)
+        passes = []
+        for _ in range(repeats):
+            rows = [one_case(case, upstreams[case.api], gateway, seconds, root) for case in CASES]
+            passes.append({"rows": rows, **chunk_cost(upstreams, gateway, seconds, root)})
         gateway.stop()
         scaling = []
         for count in workers:
@@ -262,7 +267,29 @@ def run(seconds: int, workers: list[int], logs: Path | None) -> dict[str, Any]:
             process.stop()
         if tmp:
             tmp.cleanup()
-    return {**heading("overhead"), "seconds": seconds, "rows": rows, **chunk, "workers": scaling}
+    return {
+        **heading("overhead"),
+        "seconds": seconds,
+        **medians(passes),
+        "passes": passes,
+        "workers": scaling,
+    }
+
+
+def medians(passes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each figure's median over the passes: the rows case by case, and the chunk costs."""
+    rows = []
+    for at, first in enumerate(passes[0]["rows"]):
+        row = dict(first)
+        for key, value in first.items():
+            if key != "case" and isinstance(value, int | float):
+                row[key] = statistics.median(p["rows"][at][key] for p in passes)
+        rows.append(row)
+    chunk = {
+        label: statistics.median(p["chunk_us"][label] for p in passes)
+        for label in passes[0]["chunk_us"]
+    }
+    return {"rows": rows, "chunk_us": chunk}
 
 
 def one_case(
@@ -301,6 +328,17 @@ def chunk_cost(
 
 
 def print_table(result: dict[str, Any]) -> None:
+    for number, one in enumerate(result["passes"], start=1):
+        print(f"pass {number} of {len(result['passes'])}:")
+        print_rows(one)
+    print(f"median of the {len(result['passes'])} passes:")
+    print_rows(result)
+    for entry in result["workers"]:
+        print(f"openai whole, ganglion serve --workers {entry['workers']}: {entry['rps']} rps")
+    print_verdicts(result)
+
+
+def print_rows(result: dict[str, Any]) -> None:
     print(
         f"{'case':<14} {'direct rps':>10} {'gateway rps':>11} {'cpu/req direct':>14} "
         f"{'cpu/req gateway':>15} {'added p50':>9} {'added TTFT':>10}"
@@ -314,8 +352,9 @@ def print_table(result: dict[str, Any]) -> None:
         )
     for label, cost in result["chunk_us"].items():
         print(f"cpu per streamed chunk, {label}: {cost:.1f} us")
-    for entry in result["workers"]:
-        print(f"openai whole, ganglion serve --workers {entry['workers']}: {entry['rps']} rps")
+
+
+def print_verdicts(result: dict[str, Any]) -> None:
     whole = [row for row in result["rows"] if row["case"].endswith("whole")]
     gateway_cpu = max(row["gateway_cpu_ms"] for row in whole)
     chunk = max(v for k, v in result["chunk_us"].items() if k.endswith("gateway"))
@@ -339,13 +378,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=5, help="length of each wrk run")
     parser.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="passes over every figure; each figure reported is the median of its passes",
+    )
+    parser.add_argument(
         "--workers", default="", help="comma-separated worker counts to measure, e.g. 1,2"
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     parser.add_argument("--logs", type=Path, help="keep the processes' logs here")
     args = parser.parse_args()
     workers = [int(n) for n in args.workers.split(",") if n]
-    result = run(args.seconds, workers, args.logs)
+    if args.repeats < 1:
+        parser.error("--repeats must be 1 or more")
+    result = run(args.seconds, args.repeats, workers, args.logs)
     return show(result, args.json, print_table)
 
 

@@ -7,7 +7,9 @@ caller; the idle timeout applies between chunks; the final chunk carries the tok
 that feed the speed estimates. A request for one JSON answer (:meth:`Dispatcher.complete`)
 reaches its caller only whole, so a failure at any point fails over; it is streamed from a
 candidate that has a next one to fail over to, and asked for as one body of the last (or
-pinned) one, which then sends one body rather than a chunk per token.
+pinned) one, which then sends one body rather than a chunk per token. What is left to do once
+a whole answer is in hand (let its slot go, record its speed) is done right after the caller
+has sent it on, not before: :meth:`Dispatcher.settled` waits for it.
 
     dispatch ──▶ Router.rank ──▶ for each candidate: send, wait for the first chunk (or all)
                                    ├─ fails first: cool down, next one
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -56,6 +59,8 @@ from ganglion.neurons.base import (
 from ganglion.routing import Estimate, Job, Router, Ticket
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,7 @@ class Dispatcher:
         self.max_attempts = max_attempts
         self.observer: RequestObserver = observer or Silent()
         self.watches = Watches()
+        self._settling: set[asyncio.Task[None]] = set()  # bounded by the answers in flight
 
     async def open(
         self, job: Job, request: Call, *, endpoint: str, pinned: str | None = None
@@ -222,14 +228,37 @@ class Dispatcher:
                 completion = await self._gather(neuron.adapter, request, attempt)
             if ticket.wants_answer:
                 ticket.answer = completion.text
-            await attempt.release()
-            self.observer.request_finished(neuron.name, job.model, endpoint, completion.stats)
-            await self.registry.record_success(
-                neuron, job.model, completion.stats, predicted_cached=ticket.cached_tokens
-            )
+            self._after_answer(settle(attempt, completion.stats))
             return Whole(neuron, job.model, completion, ticket.cached_tokens)
 
+        async def settle(attempt: Try, stats: TokenStats) -> None:
+            neuron = attempt.estimate.neuron
+            await attempt.release()
+            self.observer.request_finished(neuron.name, job.model, endpoint, stats)
+            await self.registry.record_success(
+                neuron, job.model, stats, predicted_cached=attempt.ticket.cached_tokens
+            )
+
         return await self._first(job, endpoint, pinned, ask)
+
+    async def settled(self) -> None:
+        """Wait until what is left of the whole answers given so far is done (their slots
+        let go, their speeds recorded): at shutdown, before the store's last write."""
+        while self._settling:
+            await asyncio.wait(list(self._settling))
+
+    def _after_answer(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` once the caller's task lets the loop run again: after it has sent the
+        answer in hand, which takes no wait. Its slot and its speed sample are bookkeeping
+        the caller need not wait for: about a sixth of the gateway's own time for a whole answer."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._settling.add(task)
+        task.add_done_callback(self._settled_one)
+
+    def _settled_one(self, task: asyncio.Task[None]) -> None:
+        self._settling.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("settling an answer failed", exc_info=error)
 
     async def _gather(self, adapter: NeuronAdapter, request: Call, attempt: Try) -> Completion:
         """A streamed answer put together (:func:`collected`), each chunk awaited within the

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from ganglion.config import Settings
 from ganglion.gateway import front
 from ganglion.gateway.app import create_app
 from ganglion.gateway.state import Gateway
+from ganglion.store.queries import Store
 from tests.fakes import FakeFleet, in_process
 
 CHAT = {"model": "llama3", "messages": [{"role": "user", "content": "hi"}]}
@@ -140,6 +142,7 @@ async def test_a_whole_chat_answer_counts_as_held_for_the_next_turn(
     first = await http.post(
         "/api/chat", json={"model": "llama3", "messages": asked, "stream": False}, headers=headers
     )
+    await gateway.dispatcher.settled()  # the answer is taken in once it has been sent
     answer = first.json()["message"]
     said = [*asked, {"role": answer["role"], "content": answer["content"]}]
     turn = front.chat_job("llama3", [*said, {"role": "user", "content": "and?"}], None)
@@ -295,6 +298,7 @@ async def test_traffic_updates_speed_estimates(
     fleet.neurons["fast:11434"].tokens_per_second = 60.0
     for _ in range(5):
         await http.post("/api/chat", json=CHAT | {"stream": False, "options": {"num_predict": 20}})
+    await gateway.dispatcher.settled()
     assert gateway.registry.get("fast").speeds.speed("llama3") < 75.0
 
 
@@ -361,3 +365,35 @@ async def test_bad_run_requests_are_422_with_the_reason(
         assert words in response.json()["error"]
     missing = await http.get("/fleet/runs/nope")
     assert missing.status_code == 404
+
+
+async def test_a_whole_answer_is_sent_before_its_bookkeeping_and_shutdown_waits_for_it(
+    fleet: FakeFleet, tmp_path: Path
+) -> None:
+    """The slot is still held while the answer goes out (the caller does not wait for what
+    is left), let go right after; a shutdown just then still records the answer's speed."""
+    database = tmp_path / "g.db"
+    app = create_app(Settings(database_url=f"sqlite:///{database}"), transport=fleet.transport())
+    held_while_sent: list[int] = []
+
+    async def watching(scope: Scope, receive: Receive, send: Send) -> None:
+        async def watched(message: Message) -> None:
+            if message["type"] == "http.response.body" and scope["path"] == "/api/chat":
+                held_while_sent.append(app.state.gateway.registry.get("fast").in_flight)
+            await send(message)
+
+        await app(scope, receive, watched)
+
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=watching)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+            await http.post("/fleet/neurons", json={"url": "http://fast:11434", "name": "fast"})
+            answer = await http.post("/api/chat", json=CHAT | {"stream": False})
+        assert answer.json()["message"]["content"] == "word " * 16
+        assert held_while_sent == [1]
+        neuron_id = app.state.gateway.registry.get("fast").id
+    store = Store.open(f"sqlite:///{database}")
+    try:
+        assert [s.source for s in store.samples(neuron_id)] == ["traffic"]
+    finally:
+        store.close()

@@ -151,6 +151,7 @@ def create_app(
             for discovery in discoveries:
                 await discovery.stop()
             await gateway.prober.stop()
+            await gateway.dispatcher.settled()
             await gateway.registry.aclose()
             gateway.store.close()
             if board is not None:
