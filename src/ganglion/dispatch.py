@@ -249,8 +249,9 @@ class Dispatcher:
 
     def _after_answer(self, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` once the caller's task lets the loop run again: after it has sent the
-        answer in hand, which takes no wait. Its slot and its speed sample are bookkeeping
-        the caller need not wait for: about a sixth of the gateway's own time for a whole answer."""
+        answer in hand, which takes no wait. Letting the slot go and recording the speed are
+        bookkeeping the caller need not wait for: about a sixth of the gateway's own time
+        for a whole answer."""
         task = asyncio.get_running_loop().create_task(work)
         self._settling.add(task)
         task.add_done_callback(self._settled_one)
