@@ -21,6 +21,7 @@ from ganglion.fleet.neuron import NewNeuron
 from ganglion.gateway.app import create_app, open_gateway
 from ganglion.gateway.auth import Role
 from ganglion.gateway.health import PROBE_PATHS
+from ganglion.gateway.protocol import Protocol
 from ganglion.net import is_loopback, raise_open_files
 from ganglion.store import Store
 
@@ -128,6 +129,7 @@ def serve(settings: Settings, *, log_level: LogLevel = LogLevel.WARNING) -> None
         "access_log": logs_requests,
         "proxy_headers": logs_requests,
         "server_header": False,  # one header less to check and write on every answer
+        "http": Protocol,  # an answer's head written with its body's first bytes
         "timeout_graceful_shutdown": 5,
     }
     if settings.workers == 1:
