@@ -21,6 +21,9 @@ extra chunk. Time to first token is the median over 200 sequential streamed requ
 read with a plain socket client on CPU 0 (load, like ``wrk``: off the gateway's core);
 "added" figures are the gateway's minus the direct ones.
 ``--workers`` runs the throughput case again with ``ganglion serve --workers N``, unpinned.
+The row ``openai keyed`` is the OpenAI whole case through a second gateway that enforces API
+keys (``--require-keys``, as on any public bind), each request carrying a user key; it is
+reported beside the others, and issue 15's verdicts do not read it.
 
 The verdicts follow issue 15's definitions: CPU per request and added p50 are those of whole
 (non-streaming) requests, the worse of the two dialects; a stream's cost is its chunks'.
@@ -43,12 +46,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from _fleet import Process, free_port, heading, machine_note, run_main, show
+
+from ganglion.gateway.auth import Role, create_key, import_key, new_key
+from ganglion.store import Store
 
 HERE = Path(__file__).resolve().parent
 MODEL = "fast:1b"
@@ -69,6 +75,12 @@ class Case:
     path: str
     neuron: str
     stream: bool
+    key: str | None = None  # sent as 'Authorization: Bearer'
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json", "X-Ganglion-Neuron": self.neuron}
+        return headers | ({"Authorization": f"Bearer {self.key}"} if self.key else {})
 
     @property
     def api(self) -> str:
@@ -145,12 +157,25 @@ def start_upstream(root: Path, api: str) -> Process:
     return process
 
 
-def start_gateway(root: Path, upstreams: dict[str, Process], workers: int | None) -> Process:
+def start_gateway(
+    root: Path, upstreams: dict[str, Process], workers: int | None, user_key: str | None = None
+) -> Process:
+    """A gateway with the upstreams registered. With ``user_key``, one that enforces API keys,
+    that key stored as a user key (and an admin key, to register the neurons)."""
     port = free_port()
-    db = root / f"gateway-{port}.db"
-    args = ["serve", "--db", f"sqlite:///{db}", "--port", str(port)]
+    db = f"sqlite:///{root / f'gateway-{port}.db'}"
+    args = ["serve", "--db", db, "--port", str(port)]
     if workers is not None:  # each worker takes in the neurons at its next probe round
         args += ["--workers", str(workers), "--probe-interval", "1"]
+    admin: dict[str, str] = {}
+    if user_key is not None:
+        store = Store.open(db)
+        try:
+            import_key(store, user_key, Role.USER)
+            admin = {"Authorization": f"Bearer {create_key(store, Role.ADMIN)[0]}"}
+        finally:
+            store.close()
+        args.append("--require-keys")
     cpu = CPU_GATEWAY if workers is None else None
     argv = pinned(cpu, [sys.executable, "-m", "ganglion", *args])
     process = Process(argv, port, root / f"gateway-{port}.log")
@@ -158,7 +183,8 @@ def start_gateway(root: Path, upstreams: dict[str, Process], workers: int | None
     for api, upstream in upstreams.items():
         name = f"up-{api}"
         body = {"url": upstream.url, "name": name, "node": name, "api": api, "slots": 256}
-        httpx.post(f"{process.url}/fleet/neurons", json=body, timeout=30).raise_for_status()
+        answer = httpx.post(f"{process.url}/fleet/neurons", json=body, headers=admin, timeout=30)
+        answer.raise_for_status()
     if workers is not None:
         time.sleep(2.5)
     return process
@@ -169,9 +195,8 @@ def start_gateway(root: Path, upstreams: dict[str, Process], workers: int | None
 
 def wrk(url: str, case: Case, connections: int, seconds: int, root: Path, chunks: int) -> str:
     script = root / "post.lua"
-    headers = {"Content-Type": "application/json", "X-Ganglion-Neuron": case.neuron}
     lines = ['wrk.method = "POST"', f"wrk.body = {json.dumps(json.dumps(case.body(chunks)))}"]
-    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
+    lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in case.headers.items()]
     script.write_text("\n".join(lines) + "\n")
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script)]
     done = subprocess.run(
@@ -211,10 +236,10 @@ def ttft_ms(url: str, case: Case, count: int) -> float:
 def _ttft_ms(url: str, case: Case, count: int) -> float:
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps(case.body()).encode()
+    headers = "".join(f"{name}: {value}\r\n" for name, value in case.headers.items())
     request = (
-        f"POST {case.path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"X-Ganglion-Neuron: {case.neuron}\r\nContent-Length: {len(body)}\r\n"
-        "Connection: close\r\n\r\n"
+        f"POST {case.path} HTTP/1.1\r\nHost: {host}\r\n{headers}"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
     samples = []
     for _ in range(count):
@@ -250,11 +275,16 @@ def run(seconds: int, repeats: int, workers: list[int], logs: Path | None) -> di
         processes += upstreams.values()
         gateway = start_gateway(root, upstreams, None)
         processes.append(gateway)
+        keyed = replace(CASES[2], label="openai keyed", key=new_key()[1])
+        keyed_gateway = start_gateway(root, upstreams, None, user_key=keyed.key)
+        processes.append(keyed_gateway)
         passes = []
         for _ in range(repeats):
             rows = [one_case(case, upstreams[case.api], gateway, seconds, root) for case in CASES]
+            rows.append(one_case(keyed, upstreams[keyed.api], keyed_gateway, seconds, root))
             passes.append({"rows": rows, **chunk_cost(upstreams, gateway, seconds, root)})
         gateway.stop()
+        keyed_gateway.stop()
         scaling = []
         for count in workers:
             several = start_gateway(root, upstreams, count)

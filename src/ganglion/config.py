@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     speed_ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     bench_tokens: int = Field(default=64, ge=8)
     require_keys: bool = False
+    key_recheck_s: float = Field(default=1.0, ge=0)
     discover: str | None = None
     discover_namespace: str | None = None
     discover_address: Literal["auto", "dns", "cluster-ip"] = "auto"

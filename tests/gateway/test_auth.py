@@ -6,8 +6,10 @@ preflight's decision (:func:`check_keys`), and its refusal in ``tests/cli``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +20,19 @@ import pytest
 from ganglion.config import Settings
 from ganglion.errors import ConfigError
 from ganglion.gateway.app import create_app
-from ganglion.gateway.auth import Role, create_key, hash_key, key_prefix, new_key, verify_key
+from ganglion.gateway.auth import (
+    KeyBook,
+    Role,
+    create_key,
+    hash_key,
+    key_prefix,
+    key_row,
+    new_key,
+    verify_key,
+)
 from ganglion.gateway.server import check_keys
 from ganglion.store import Store
+from ganglion.store.schema import ApiKeyRow
 from tests.conftest import Spawner, keys_create, run_cli
 from tests.fakes import FakeFleet
 
@@ -78,6 +90,59 @@ def test_malformed_keys_have_no_prefix(text: str) -> None:
     assert key_prefix(text) is None
 
 
+class CountingStore(Store):
+    """A real store that counts its key reads."""
+
+    reads = 0
+
+    def api_key(self, prefix: str) -> ApiKeyRow | None:
+        self.reads += 1
+        return super().api_key(prefix)
+
+
+class Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_the_key_book_reads_a_key_again_once_its_row_is_recheck_s_old(
+    tmp_path: Path,
+) -> None:
+    store = CountingStore.open(f"sqlite:///{tmp_path / 'g.db'}")
+    clock = Clock()
+    book = KeyBook(store, recheck_s=1.0, clock=clock)
+    try:
+        _, row = create_key(store, Role.USER)
+        assert (await book.row(row.prefix)) is not None
+        clock.now += 0.9
+        held = await book.row(row.prefix)
+        assert (store.reads, held is not None and held.revoked_at is None) == (1, True)
+        store.revoke_api_key(row.prefix)
+        clock.now += 0.1  # 1 s after the read: read again, and refused from now on
+        again = await book.row(row.prefix)
+        assert (store.reads, again is not None and again.revoked_at is not None) == (2, True)
+    finally:
+        store.close()
+
+
+async def test_the_key_book_forgets_no_key_made_later_and_with_0_reads_every_time(
+    tmp_path: Path,
+) -> None:
+    store = CountingStore.open(f"sqlite:///{tmp_path / 'g.db'}")
+    book = KeyBook(store, recheck_s=0.0, clock=Clock())
+    try:
+        prefix, key = new_key()
+        assert (await book.row(prefix)) is None
+        assert store.add_api_key(key_row(key, prefix, Role.USER, None)) is not None
+        assert (await book.row(prefix)) is not None  # a miss was not remembered
+        assert (await book.row(prefix)) is not None
+        assert store.reads == 3  # 0: the store every time, even at the same instant
+    finally:
+        store.close()
+
+
 # in process
 
 
@@ -131,8 +196,9 @@ async def test_wrong_malformed_and_revoked_keys_are_401(keyed: Keyed) -> None:
         assert key not in response.text  # never echoed
     assert (await client.get("/fleet/neurons", headers=keyed.auth(keyed.user))).status_code == 200
     keyed.store.revoke_api_key(prefix)
+    await asyncio.sleep(Settings().key_recheck_s)  # the row the gateway holds is read again
     revoked = await client.get("/fleet/neurons", headers=keyed.auth(keyed.user))
-    assert revoked.status_code == 401  # at once: no cache
+    assert revoked.status_code == 401
 
 
 async def test_the_default_loopback_gateway_needs_no_key(tmp_path: Path) -> None:
@@ -220,6 +286,7 @@ def test_keys_through_a_real_gateway_and_the_cli(spawn: Spawner, tmp_path: Path)
     _assert_listing_hides_keys(db, admin, user)
     revoked = run_cli("keys", "revoke", str(key_prefix(user)), "--db", db)
     assert revoked.returncode == 0, revoked.stderr
+    time.sleep(Settings().key_recheck_s)  # the gateway reads a key again at most this late
     code, out = cli("neuron", "list", key=user)
     assert (code, "not valid" in out) == (1, True)
     assert cli("neuron", "list", key=admin)[0] == 0

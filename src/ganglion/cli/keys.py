@@ -144,7 +144,7 @@ def revoke(
     prefix: Annotated[str, typer.Argument(help="The key's prefix, as 'ganglion keys list' shows.")],
     db: DbOption = None,
 ) -> None:
-    """Revoke a key. A running gateway refuses it from its next request."""
+    """Revoke a key. A running gateway refuses it within a second (GANGLION_KEY_RECHECK_S)."""
     store = _store(db)
     try:
         row = store.revoke_api_key(_prefix_of(prefix))

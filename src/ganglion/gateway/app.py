@@ -33,6 +33,7 @@ from ganglion.gateway import (
     openai_api,
     runs_api,
 )
+from ganglion.gateway.auth import KeyBook
 from ganglion.gateway.metrics import Metrics
 from ganglion.gateway.state import Gateway
 from ganglion.monitor import dashboard
@@ -96,7 +97,8 @@ async def open_gateway(
         lease_s=settings.run_lease_s,
     )
     orchestra.events.listen(metrics.run_event)
-    return Gateway(settings, store, registry, prober, router, dispatcher, metrics, orchestra)
+    keys = KeyBook(store, settings.key_recheck_s)
+    return Gateway(settings, store, registry, prober, router, dispatcher, metrics, orchestra, keys)
 
 
 class GatewayApp(FastAPI):

@@ -1,5 +1,5 @@
 """What the gateway process owns: the store, the registry and its prober, the router and
-dispatcher, the metrics, and the orchestra."""
+dispatcher, the metrics, the orchestra, and the API keys lately read."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ganglion.config import Settings
 from ganglion.dispatch import Dispatcher
 from ganglion.fleet.probes import Prober
 from ganglion.fleet.registry import Registry
+from ganglion.gateway.auth import KeyBook
 from ganglion.gateway.metrics import Metrics
 from ganglion.orchestra.run import Orchestra
 from ganglion.routing import Router
@@ -28,6 +29,7 @@ class Gateway:
     dispatcher: Dispatcher
     metrics: Metrics
     orchestra: Orchestra
+    keys: KeyBook
 
 
 async def _gateway(request: Request) -> Gateway:

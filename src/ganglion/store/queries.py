@@ -293,7 +293,8 @@ class Store:
             return session.scalars(select(ApiKeyRow).order_by(ApiKeyRow.id)).all()
 
     def revoke_api_key(self, prefix: str) -> ApiKeyRow:
-        """Revoke the key (at once: the gateway looks keys up on every request). Idempotent."""
+        """Revoke the key (a gateway refuses it once it reads the key again: within its
+        ``key_recheck_s``). Idempotent."""
         with self.session() as session:
             row = session.scalars(select(ApiKeyRow).where(ApiKeyRow.prefix == prefix)).first()
             if row is None:
