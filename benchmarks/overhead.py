@@ -276,15 +276,16 @@ def run(seconds: int, repeats: int, workers: list[int], logs: Path | None) -> di
         gateway = start_gateway(root, upstreams, None)
         processes.append(gateway)
         keyed = replace(CASES[2], label="openai keyed", key=new_key()[1])
-        keyed_gateway = start_gateway(root, upstreams, None, user_key=keyed.key)
-        processes.append(keyed_gateway)
         passes = []
         for _ in range(repeats):
             rows = [one_case(case, upstreams[case.api], gateway, seconds, root) for case in CASES]
+            # started for its row only: an idle gateway on the measured core still wakes
+            keyed_gateway = start_gateway(root, upstreams, None, user_key=keyed.key)
+            processes.append(keyed_gateway)
             rows.append(one_case(keyed, upstreams[keyed.api], keyed_gateway, seconds, root))
+            keyed_gateway.stop()
             passes.append({"rows": rows, **chunk_cost(upstreams, gateway, seconds, root)})
         gateway.stop()
-        keyed_gateway.stop()
         scaling = []
         for count in workers:
             several = start_gateway(root, upstreams, count)
